@@ -1,0 +1,14 @@
+//! tthc-sync: synchronizes administrative dossiers (hồ sơ TTHC) from a provincial one-stop system to the
+//! National Public Service Portal, durably, and shows operators which units' data failed to sync and why.
+//!
+//! - [`source`]: the provincial system's adapter (wire types, client, the feed reader that never skips).
+//! - [`portal`]: the national portal's adapter (wire types, client with sessions and retries).
+//! - [`normalize`]: pure translation of a source record into the portal's schema, or rejections.
+//! - [`privacy`]: the one masking function every output uses for personal data.
+//! - [`sim`]: simulators of both systems, faults included.
+
+pub mod normalize;
+pub mod portal;
+pub mod privacy;
+pub mod sim;
+pub mod source;

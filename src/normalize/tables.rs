@@ -1,0 +1,12 @@
+//! The mapping tables (units, successions, procedures, statuses) that normalization applies.
+
+use std::collections::HashMap;
+
+/// The operator's mapping tables, validated.
+#[derive(Debug, Clone, Default)]
+pub struct MappingTables {
+    /// Source agency id → portal unit code.
+    pub units: HashMap<String, String>,
+    /// Local procedure code → national procedure code.
+    pub procedures: HashMap<String, String>,
+}

@@ -1,0 +1,3 @@
+//! The National Public Service Portal (destination) adapter: wire types and HTTP client.
+
+pub mod wire;

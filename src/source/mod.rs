@@ -1,0 +1,3 @@
+//! The provincial one-stop system (source) adapter: wire types, HTTP client and the feed reader.
+
+pub mod wire;
