@@ -7,8 +7,15 @@
 //! - [`privacy`]: the one masking function every output uses for personal data.
 //! - [`sim`]: simulators of both systems, faults included.
 
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod http;
 pub mod normalize;
 pub mod portal;
 pub mod privacy;
 pub mod sim;
 pub mod source;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

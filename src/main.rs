@@ -1,1 +1,62 @@
-fn main() {}
+//! The `tthc-sync` command: parses the command line, sets up logging, loads configuration and dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tthc_sync::commands;
+
+#[derive(Parser)]
+#[command(name = "tthc-sync", version, about = "Synchronizes administrative dossiers to the National Public Service Portal")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: poll the source, push to the portal, until SIGTERM or SIGINT.
+    Run {
+        #[arg(long, short, env = "TTHC_SYNC_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file (and the environment) without starting.
+    CheckConfig {
+        #[arg(long, short, env = "TTHC_SYNC_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run both simulators in-process and sync into a local SQLite file: no credentials needed.
+    Demo(commands::demo::DemoArgs),
+    /// Run one simulator standalone.
+    Simulate {
+        #[command(subcommand)]
+        side: commands::simulate::Side,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tthc-sync: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run { config } => commands::run::run(&config).await,
+            Command::CheckConfig { config } => commands::run::check_config(&config),
+            Command::Demo(args) => commands::demo::run(args).await,
+            Command::Simulate { side } => commands::simulate::run(side).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tthc-sync: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -10,3 +10,10 @@ pub struct MappingTables {
     /// Local procedure code → national procedure code.
     pub procedures: HashMap<String, String>,
 }
+
+impl MappingTables {
+    /// Reads the tables from a TOML file.
+    pub fn load(path: &std::path::Path) -> Result<MappingTables, String> {
+        Err(format!("mapping tables are not supported yet ({})", path.display()))
+    }
+}

@@ -1,3 +1,6 @@
 //! The provincial one-stop system (source) adapter: wire types, HTTP client and the feed reader.
 
+pub mod client;
+pub mod feed;
+pub mod time;
 pub mod wire;

@@ -1,0 +1,69 @@
+-- The ledger: one row per source dossier, its latest source record, its normalized payload and where it
+-- stands with the portal. Times are Unix milliseconds (UTC); days are 'YYYY-MM-DD' in Vietnam time.
+CREATE TABLE dossiers (
+    source_id          TEXT PRIMARY KEY NOT NULL,
+    dossier_code       TEXT,
+    raw                TEXT NOT NULL,            -- the source record exactly as received
+    raw_hash           TEXT NOT NULL,            -- blake3 of raw: duplicates are absorbed by it
+    source_updated_at  INTEGER,                  -- updatedDate, when it parses
+    source_agency_id   TEXT,
+    unit               TEXT,                     -- resolved portal unit code
+    procedure_code     TEXT,
+    reception_day      TEXT,
+    payload            TEXT,                     -- normalized portal dossier (exact bytes sent)
+    payload_hash       TEXT,
+    state              TEXT NOT NULL,            -- pending | in_flight | accepted | held | refused | skipped
+    reason_code        TEXT,                     -- held: first rejection code; refused: 'portal_2' / 'portal_5'; skipped: cancelled/deleted
+    reason_detail      TEXT,                     -- the portal's message, or a summary of the rejections (no personal data)
+    findings           TEXT,                     -- JSON array of rejections and warnings (values masked)
+    portal_has         INTEGER NOT NULL DEFAULT 0, -- the portal holds some version of this dossier
+    accepted_hash      TEXT,                     -- payload hash the portal last accepted
+    accepted_at        INTEGER,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at    INTEGER,
+    last_error         TEXT,
+    lease_owner        TEXT,
+    lease_expires_at   INTEGER,
+    first_seen_at      INTEGER NOT NULL,
+    changed_at         INTEGER NOT NULL          -- when this row's source record last changed
+);
+CREATE INDEX dossiers_due ON dossiers (state, next_attempt_at);
+CREATE INDEX dossiers_unit ON dossiers (unit, reception_day);
+CREATE INDEX dossiers_code ON dossiers (dossier_code);
+
+-- Processing-progress entries (CapNhatTienDoHoSoMC), identified as the portal identifies them.
+CREATE TABLE progress (
+    source_id          TEXT NOT NULL,
+    entry_key          TEXT NOT NULL,
+    payload            TEXT NOT NULL,
+    payload_hash       TEXT NOT NULL,
+    sent_hash          TEXT,                     -- payload hash the portal last accepted
+    state              TEXT NOT NULL,            -- pending | in_flight | sent | refused
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at    INTEGER NOT NULL,
+    last_error         TEXT,
+    lease_owner        TEXT,
+    lease_expires_at   INTEGER,
+    PRIMARY KEY (source_id, entry_key)
+);
+CREATE INDEX progress_due ON progress (state, next_attempt_at);
+
+-- Where each reader stands: the feed cursor (an updatedDate in Unix ms), and others later.
+CREATE TABLE cursors (
+    name        TEXT PRIMARY KEY NOT NULL,
+    value       TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+
+-- One row per call to the portal or the source that moved dossiers: the attempt log.
+CREATE TABLE attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    owner       TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    items       INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,                   -- ok | partial | failed
+    detail      TEXT,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX attempts_at ON attempts (at);

@@ -1,0 +1,330 @@
+//! `tthc-sync demo`: both simulators in-process on loopback, the daemon syncing into a SQLite file under a
+//! data directory, progress while it works, a per-unit summary when the backlog is drained.
+//!
+//! With `--exit-when-synced` it then checks that the portal simulator holds exactly what it should (every
+//! valid dossier visible in the feed, in its latest normalized version, with its progress entries) and
+//! exits 0 only if so.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Settings;
+use crate::normalize::{self, MappingTables, Outcome};
+use crate::sim::FaultLevel;
+use crate::sim::portal::{PortalFaults, PortalSim, PortalSimConfig};
+use crate::sim::source::{SourceFaults, SourceSim, SourceSimConfig};
+use crate::store::UnitCounts;
+use crate::sync::decide::DossierState;
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Dossiers the simulated source holds.
+    #[arg(long, default_value_t = 2000)]
+    pub dossiers: usize,
+    /// Units (agencies) of the simulated province.
+    #[arg(long, default_value_t = 30)]
+    pub units: usize,
+    /// Seed of the generated dataset and of the faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where the demo's ledger lives (`tthc-sync.db`); it starts afresh at every demo.
+    #[arg(long, default_value = "data/demo")]
+    pub data_dir: PathBuf,
+    /// How hostile both simulated systems are: none, realistic or harsh.
+    #[arg(long, default_value = "realistic")]
+    pub faults: FaultLevel,
+    /// Exit after the summary: 0 if the portal holds exactly what it should, 1 otherwise.
+    #[arg(long)]
+    pub exit_when_synced: bool,
+    /// Give up waiting for the backlog to drain after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_seconds: u64,
+}
+
+/// The simulators and the daemon of one demo (also used by tests).
+pub struct Demo {
+    pub source: SourceSim,
+    pub portal: PortalSim,
+    pub app: Arc<App>,
+    pub shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Demo {
+    /// Starts both simulators on loopback and builds the daemon against them, as the command line says.
+    pub async fn start(args: &DemoArgs) -> anyhow::Result<Demo> {
+        let mut source = SourceSimConfig::for_level(args.faults);
+        source.generator.seed = args.seed;
+        source.generator.dossiers = args.dossiers;
+        source.generator.units = args.units;
+        source.faults = SourceFaults::for_level(args.faults);
+        source.live_mutation = true;
+        let portal = PortalSimConfig {
+            seed: args.seed,
+            faults: PortalFaults::for_level(args.faults),
+            ..PortalSimConfig::default()
+        };
+        let database = args.data_dir.join("tthc-sync.db");
+        for suffix in ["", "-wal", "-shm"] {
+            let path = PathBuf::from(format!("{}{suffix}", database.display()));
+            if path.exists() {
+                std::fs::remove_file(&path).with_context(|| format!("cannot start afresh: {}", path.display()))?;
+            }
+        }
+        Demo::start_with(source, portal, &database, |_| {}).await
+    }
+
+    /// Starts the simulators with these configurations and the daemon on `database`; `adjust` may change
+    /// the daemon's settings before it is built (tests use it).
+    pub async fn start_with(
+        source_config: SourceSimConfig,
+        portal_config: PortalSimConfig,
+        database: &std::path::Path,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Demo> {
+        let shutdown = CancellationToken::new();
+        let (source, source_address) = Demo::serve_source(source_config, &shutdown).await?;
+        let (portal, portal_address) = Demo::serve_portal(portal_config, &shutdown).await?;
+        let mut settings = Settings::from_toml(&demo_settings(
+            &format!("http://{source_address}"),
+            &format!("http://{portal_address}"),
+            database,
+        ))?;
+        adjust(&mut settings);
+        settings.validate()?;
+        let app = Arc::new(App::build(settings).await?);
+        let running = tokio::spawn(app.clone().run(shutdown.clone()));
+        Ok(Demo {
+            source,
+            portal,
+            app,
+            shutdown,
+            running,
+        })
+    }
+
+    /// Starts a source simulator on a loopback port.
+    pub async fn serve_source(
+        config: SourceSimConfig,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(SourceSim, std::net::SocketAddr)> {
+        let source = SourceSim::new(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (server, shutdown) = (source.clone(), shutdown.clone());
+        tokio::spawn(async move { server.serve(listener, shutdown).await });
+        Ok((source, address))
+    }
+
+    /// Starts a portal simulator on a loopback port.
+    pub async fn serve_portal(
+        config: PortalSimConfig,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(PortalSim, std::net::SocketAddr)> {
+        let portal = PortalSim::new(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (server, shutdown) = (portal.clone(), shutdown.clone());
+        tokio::spawn(async move { server.serve(listener, shutdown).await });
+        Ok((portal, address))
+    }
+
+    /// Waits until the source stopped changing and every dossier that can reach the portal has.
+    pub async fn wait_until_synced(&self, timeout: Duration, mut report: impl FnMut(&str)) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let mut mutation_stopped_at_poll: Option<i64> = None;
+        loop {
+            if started.elapsed() > timeout {
+                anyhow::bail!("the backlog did not drain within {} s", timeout.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let counts = self.app.store.counts().await?;
+            let polls_ok = self.app.health.polls.load(Ordering::Relaxed) - self.app.health.poll_failures.load(Ordering::Relaxed);
+            report(&format!(
+                "đã nhận {} hồ sơ · Cổng DVCQG đã nhận {} · chờ đồng bộ {} · bị giữ lại {} · bị từ chối {} · bỏ qua {} · lượt gọi {}",
+                counts.total(),
+                counts.get(DossierState::Accepted),
+                counts.get(DossierState::Pending) + counts.get(DossierState::InFlight),
+                counts.get(DossierState::Held),
+                counts.get(DossierState::Refused),
+                counts.get(DossierState::Skipped),
+                self.app.counters.calls.load(Ordering::Relaxed),
+            ));
+            let drained = counts.total() > 0 && counts.outstanding() == 0;
+            match mutation_stopped_at_poll {
+                None if drained => {
+                    // The first backlog is through: stop changing the source, then let two more polls
+                    // (whose lookback covers any late row) and the pushes after them finish.
+                    self.source.set_live_mutation(false);
+                    mutation_stopped_at_poll = Some(polls_ok);
+                }
+                Some(at) if drained && polls_ok >= at + 2 => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.running.await??;
+        self.app.sqlite.close().await;
+        Ok(())
+    }
+}
+
+/// The demo's configuration: fast polls, a lookback that covers the simulator's late visibility.
+pub fn demo_settings(source: &str, portal: &str, database: &std::path::Path) -> String {
+    format!(
+        r#"
+[source]
+base_url = "{source}"
+client_id = "demo"
+client_secret = "demo-secret"
+poll_interval_seconds = 1
+lookback_seconds = 180
+
+[portal]
+base_url = "{portal}"
+dstcode = "DEMO"
+username = "demo"
+password = "demo-secret"
+madonvi = "000.00.00.H60"
+concurrency = 4
+requests_per_second = 200
+retry_min_delay_ms = 50
+retry_max_delay_seconds = 2
+redeliver_base_seconds = 1
+redeliver_cap_seconds = 5
+
+[portal.http]
+request_timeout_seconds = 5
+
+[source.http]
+request_timeout_seconds = 5
+
+[store]
+path = "{}"
+instance = "demo"
+"#,
+        database.display()
+    )
+}
+
+/// Compares the portal simulator's store with what it should hold; returns the differences found.
+pub fn check_portal(source: &SourceSim, portal: &PortalSim, tables: &MappingTables) -> Vec<String> {
+    let now = jiff::Timestamp::now();
+    let mut expected: HashMap<String, (serde_json::Value, Vec<serde_json::Value>)> = HashMap::new();
+    for row in source.snapshot() {
+        if !row.visible_in_feed {
+            continue;
+        }
+        let raw = row.record.to_string();
+        if let Outcome::Dossier(dossier) = normalize::normalize_bytes(raw.as_bytes(), tables, now).outcome {
+            let payload: serde_json::Value = serde_json::from_slice(&dossier.payload).unwrap_or_default();
+            let progress = dossier
+                .progress
+                .iter()
+                .map(|entry| serde_json::from_slice(&entry.payload).unwrap_or_default())
+                .collect();
+            expected.insert(dossier.dossier.ma_ho_so.clone(), (payload, progress));
+        }
+    }
+    let stored = portal.stored();
+    let mut problems = Vec::new();
+    for (code, (payload, progress)) in &expected {
+        match stored.get(code) {
+            None => problems.push(format!("missing on the portal: {code}")),
+            Some(found) if &found.dossier != payload => problems.push(format!("outdated on the portal: {code}")),
+            Some(found) => {
+                for entry in progress {
+                    if !found.progress.contains(entry) {
+                        problems.push(format!("progress entry missing on the portal: {code}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    for code in stored.keys() {
+        if !expected.contains_key(code) {
+            problems.push(format!("on the portal but should not be: {code}"));
+        }
+    }
+    problems.sort();
+    problems
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init("human", "warn");
+    println!(
+        "tthc-sync demo: {} dossiers, {} units, seed {}, faults {:?}; ledger in {}",
+        args.dossiers,
+        args.units,
+        args.seed,
+        args.faults,
+        args.data_dir.display()
+    );
+    let demo = Demo::start(&args).await?;
+    let mut last_line = String::new();
+    let synced = demo
+        .wait_until_synced(Duration::from_secs(args.timeout_seconds), |line| {
+            if line != last_line {
+                println!("{line}");
+                last_line = line.to_string();
+            }
+        })
+        .await;
+    if let Err(error) = &synced {
+        println!("{error}");
+    }
+    print_summary(&demo.app.store.unit_counts().await?);
+    let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables);
+    if args.exit_when_synced {
+        demo.stop().await?;
+        if synced.is_ok() && problems.is_empty() {
+            println!("Cổng DVCQG (mô phỏng) giữ đúng phiên bản mới nhất của mọi hồ sơ hợp lệ.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        for problem in problems.iter().take(20) {
+            println!("{problem}");
+        }
+        println!("{} differences between the portal simulator and the source", problems.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("Đồng bộ xong; tthc-sync tiếp tục chạy. Nhấn Ctrl-C để dừng.");
+    super::run::shutdown_signal().await;
+    demo.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(units: &[UnitCounts]) {
+    println!();
+    println!(
+        "{:<16} {:<14} {:>8} {:>8} {:>8} {:>8} {:>8}  Lý do",
+        "Mã đơn vị", "Cơ quan nguồn", "Đã nhận", "Chờ", "Giữ lại", "Từ chối", "Bỏ qua"
+    );
+    for unit in units {
+        let count = |state| unit.counts.get(&state).copied().unwrap_or(0);
+        let reasons: Vec<String> = unit.reasons.iter().map(|(code, count)| format!("{code}: {count}")).collect();
+        println!(
+            "{:<16} {:<14} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
+            unit.unit.as_deref().unwrap_or("(chưa xác định)"),
+            unit.source_agency_id.as_deref().unwrap_or(""),
+            count(DossierState::Accepted),
+            count(DossierState::Pending) + count(DossierState::InFlight),
+            count(DossierState::Held),
+            count(DossierState::Refused),
+            count(DossierState::Skipped),
+            reasons.join(", ")
+        );
+    }
+}

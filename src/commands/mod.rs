@@ -1,0 +1,5 @@
+//! The commands behind the binary's subcommands (thin: they wire the library's parts together).
+
+pub mod demo;
+pub mod run;
+pub mod simulate;

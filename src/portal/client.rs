@@ -1,0 +1,312 @@
+//! HTTP client of the national portal: sessions (a new one on `-1`, then the call once more), a shared
+//! request rate, and retries of transport faults with backoff that honours `Retry-After`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use backon::Retryable;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Mutex;
+
+use super::wire::{Envelope, ItemResult, UnitCatalogItem, UnitDayCount, parse_code};
+use crate::config::{ConfigError, PortalSettings, resolve_secret};
+use crate::http::{GatewayToken, RetryPolicy, TransportError, build_client, send};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error("portal: {0}")]
+    Transport(#[from] TransportError),
+    /// The portal refused the account: fatal until an operator fixes the credentials.
+    #[error("portal refused the credentials: {0}")]
+    Credentials(String),
+    /// The session was refused twice in a row.
+    #[error("portal refused a fresh session: {0}")]
+    Session(String),
+    /// The portal processed the call and answered an overall error code.
+    #[error("portal answered code {code}: {message}")]
+    Answer { code: i64, message: String },
+}
+
+impl PortalError {
+    pub fn kind(&self) -> String {
+        match self {
+            PortalError::Transport(error) => error.kind(),
+            PortalError::Credentials(_) => "credentials".into(),
+            PortalError::Session(_) => "session".into(),
+            PortalError::Answer { code, .. } => format!("code_{code}"),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            PortalError::Transport(error) => error.is_retryable(),
+            // 99: internal error, retry later.
+            PortalError::Answer { code, .. } => *code == 99,
+            _ => false,
+        }
+    }
+}
+
+/// One item's answer from `DongBoHoSoMC` or `CapNhatTienDoHoSoMC`.
+#[derive(Debug, Clone)]
+pub struct ItemAnswer {
+    pub code: i64,
+    pub message: Option<String>,
+}
+
+pub struct PortalClient {
+    http: reqwest::Client,
+    base: String,
+    dstcode: String,
+    username: String,
+    password: String,
+    madonvi: String,
+    gateway: Option<GatewayToken>,
+    session: Mutex<Option<String>>,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    retry: RetryPolicy,
+}
+
+impl PortalClient {
+    pub fn new(settings: &PortalSettings, retry: RetryPolicy) -> Result<PortalClient, ConfigError> {
+        let http = build_client("portal.http", &settings.http)?;
+        let password = resolve_secret(
+            "portal.password",
+            settings.password.as_deref(),
+            settings.password_file.as_deref(),
+            "portal_password",
+        )?;
+        let gateway = settings
+            .gateway
+            .as_ref()
+            .map(|gateway| GatewayToken::new("portal.gateway", http.clone(), gateway))
+            .transpose()?;
+        let rate = NonZeroU32::new(settings.requests_per_second).unwrap_or(NonZeroU32::MIN);
+        Ok(PortalClient {
+            http,
+            base: settings.base_url.trim_end_matches('/').to_string(),
+            dstcode: settings.dstcode.clone(),
+            username: settings.username.clone(),
+            password,
+            madonvi: settings.madonvi.clone(),
+            gateway,
+            session: Mutex::new(None),
+            limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate))),
+            retry,
+        })
+    }
+
+    async fn post(&self, path: &str, body: String) -> Result<Envelope, PortalError> {
+        self.limiter.until_ready().await;
+        let mut request = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .header("dstcode", &self.dstcode)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(gateway) = &self.gateway {
+            let (name, value) = gateway.header().await?;
+            request = request.header(name, value);
+        }
+        let answer = match send(request).await {
+            Err(TransportError::Unauthorized) if self.gateway.is_some() => {
+                if let Some(gateway) = &self.gateway {
+                    gateway.invalidate().await;
+                }
+                return Err(TransportError::Status {
+                    status: 401,
+                    retry_after: None,
+                }
+                .into());
+            }
+            other => other?,
+        };
+        // A 200 whose body is not JSON is an error to retry, never a success (portal-api.md 2.1).
+        serde_json::from_slice::<Envelope>(&answer)
+            .map_err(|error| PortalError::Transport(TransportError::Body(format!("{path}: {error}"))))
+    }
+
+    async fn new_session(&self) -> Result<String, PortalError> {
+        let body = serde_json::json!({"username": self.username, "password": self.password}).to_string();
+        let answer = self.post("/auth", body).await?;
+        match (answer.error_code.is_ok(), answer.session) {
+            (true, Some(session)) if !session.is_empty() => Ok(session),
+            (true, _) => Err(PortalError::Transport(TransportError::Body("auth answer without a session".into()))),
+            (false, _) => Err(PortalError::Credentials(answer.message.unwrap_or_default())),
+        }
+    }
+
+    async fn session(&self, renew: bool) -> Result<String, PortalError> {
+        let mut session = self.session.lock().await;
+        if !renew && let Some(current) = session.as_ref() {
+            return Ok(current.clone());
+        }
+        let fresh = self.new_session().await?;
+        *session = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// One integration call; on a session answer (`-1`) a new session and the call once more.
+    async fn integration_once(&self, service: &str, fields: &str) -> Result<Envelope, PortalError> {
+        let mut renew = false;
+        for _ in 0..2 {
+            let session = self.session(renew).await?;
+            let head = serde_json::json!({"session": session, "madonvi": self.madonvi, "service": service});
+            // `fields` is already JSON (`"key": value, ...`), so large payloads are spliced in, not
+            // parsed and serialized again.
+            let mut body = head.to_string();
+            if !fields.is_empty() {
+                body.pop();
+                body.push(',');
+                body.push_str(fields);
+                body.push('}');
+            }
+            let answer = self.post("/integration", body).await?;
+            if answer.error_code.0 == -1 {
+                renew = true;
+                continue;
+            }
+            return Ok(answer);
+        }
+        Err(PortalError::Session("session refused twice in a row".into()))
+    }
+
+    /// An integration call with retries of transport faults.
+    pub async fn integration(&self, service: &str, fields: &str) -> Result<Envelope, PortalError> {
+        let max_delay = self.retry.max_delay;
+        (|| self.integration_once(service, fields))
+            .retry(self.retry.backoff())
+            .when(PortalError::is_retryable)
+            .adjust(move |error: &PortalError, delay| {
+                delay.map(|delay| match error {
+                    PortalError::Transport(error) => error.retry_after().map_or(delay, |after| after.min(max_delay)),
+                    _ => delay,
+                })
+            })
+            .notify(|error: &PortalError, delay| {
+                tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "portal call failed, retrying");
+            })
+            .await
+    }
+
+    /// `DongBoHoSoMC` with payloads already serialized; one answer per payload, in order.
+    pub async fn sync_dossiers(&self, updating: bool, payloads: &[&str]) -> Result<Vec<ItemAnswer>, PortalError> {
+        let fields = format!(
+            "\"isUpdating\":\"{}\",\"data\":[{}]",
+            if updating { "True" } else { "False" },
+            payloads.join(",")
+        );
+        let answer = self.integration("DongBoHoSoMC", &fields).await?;
+        item_answers(answer, payloads.len())
+    }
+
+    /// `CapNhatTienDoHoSoMC` with entries already serialized.
+    pub async fn sync_progress(&self, payloads: &[&str]) -> Result<Vec<ItemAnswer>, PortalError> {
+        let fields = format!("\"data\":[{}]", payloads.join(","));
+        let answer = self.integration("CapNhatTienDoHoSoMC", &fields).await?;
+        item_answers(answer, payloads.len())
+    }
+
+    /// `TraCuuHoSo`: the dossier as the portal stores it, or `None`.
+    pub async fn lookup(&self, ma_ho_so: &str) -> Result<Option<serde_json::Value>, PortalError> {
+        let fields = format!("\"mahoso\":{}", serde_json::Value::from(ma_ho_so));
+        let answer = self.integration("TraCuuHoSo", &fields).await?;
+        match answer.error_code.0 {
+            0 => Ok(answer
+                .result
+                .and_then(|result| result.as_array().and_then(|items| items.first().cloned()))),
+            4 => Ok(None),
+            code => Err(PortalError::Answer {
+                code,
+                message: answer.message.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// `ThongKeHoSoDongBo`: counts per unit and reception day (`yyyyMMdd` bounds, inclusive).
+    pub async fn counts(&self, from: &str, to: &str) -> Result<Vec<UnitDayCount>, PortalError> {
+        let fields = format!("\"tungay\":\"{from}\",\"denngay\":\"{to}\"");
+        let answer = self.integration("ThongKeHoSoDongBo", &fields).await?;
+        decode_result(answer)
+    }
+
+    /// `LayDanhMucCoQuan`: the units the portal knows.
+    pub async fn unit_catalog(&self) -> Result<Vec<UnitCatalogItem>, PortalError> {
+        let answer = self.integration("LayDanhMucCoQuan", "").await?;
+        decode_result(answer)
+    }
+
+    /// `LayThuTuc`: whether the portal knows a national procedure code.
+    pub async fn procedure_known(&self, code: &str) -> Result<bool, PortalError> {
+        let fields = format!("\"maTTHC\":{}", serde_json::Value::from(code));
+        let answer = self.integration("LayThuTuc", &fields).await?;
+        match answer.error_code.0 {
+            0 => Ok(true),
+            4 => Ok(false),
+            code => Err(PortalError::Answer {
+                code,
+                message: answer.message.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+fn decode_result<T: serde::de::DeserializeOwned>(answer: Envelope) -> Result<Vec<T>, PortalError> {
+    if !answer.error_code.is_ok() {
+        return Err(PortalError::Answer {
+            code: answer.error_code.0,
+            message: answer.message.unwrap_or_default(),
+        });
+    }
+    serde_json::from_value(answer.result.unwrap_or(serde_json::Value::Array(Vec::new())))
+        .map_err(|error| PortalError::Transport(TransportError::Body(format!("result: {error}"))))
+}
+
+/// Reads the per-item answers. Without `result`, the overall code applies to every item; a `result` of the
+/// wrong length cannot be matched to items, so every item is treated as not yet stored.
+fn item_answers(answer: Envelope, expected: usize) -> Result<Vec<ItemAnswer>, PortalError> {
+    let overall = answer.error_code.0;
+    if overall != 0 {
+        return Err(PortalError::Answer {
+            code: overall,
+            message: answer.message.unwrap_or_default(),
+        });
+    }
+    let Some(result) = answer.result else {
+        return Ok(vec![
+            ItemAnswer {
+                code: overall,
+                message: answer.message
+            };
+            expected
+        ]);
+    };
+    let items: Vec<ItemResult> = match result {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|item| {
+                let code = item.get("error_code").and_then(parse_code);
+                let message = item.get("message").and_then(|message| message.as_str()).map(String::from);
+                ItemResult {
+                    ma_ho_so: None,
+                    error_code: super::wire::ErrorCode(code.unwrap_or(99)),
+                    message,
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if items.len() != expected {
+        return Err(PortalError::Transport(TransportError::Body(format!(
+            "result has {} entries for {expected} items",
+            items.len()
+        ))));
+    }
+    Ok(items
+        .into_iter()
+        .map(|item| ItemAnswer {
+            code: item.error_code.0,
+            message: item.message,
+        })
+        .collect())
+}

@@ -1,0 +1,177 @@
+//! The ledger behind one interface: every dossier seen, its payload and where it stands with the portal,
+//! progress entries, cursors and the attempt log. SQLite by default ([`sqlite`]); a PostgreSQL
+//! implementation serves the same trait when several instances share the work.
+//!
+//! Work in flight is claimed with a lease (owner, expiry): a crashed owner's claims fall back to the pool
+//! when the lease runs out, or at once when the same owner starts again.
+
+pub mod sqlite;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use crate::sync::decide::{DossierState, IngestAction, LedgerView};
+
+/// Unix milliseconds, the store's one representation of time.
+pub type Millis = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot prepare the database file {path}: {source}")]
+    File { path: String, source: std::io::Error },
+}
+
+/// One source record ready to be written, with the decision already taken.
+#[derive(Debug, Clone)]
+pub struct IngestRow {
+    pub source_id: String,
+    pub dossier_code: Option<String>,
+    pub raw: String,
+    pub raw_hash: String,
+    pub source_updated_at: Option<Millis>,
+    pub source_agency_id: Option<String>,
+    pub unit: Option<String>,
+    pub procedure_code: Option<String>,
+    pub reception_day: Option<String>,
+    pub payload: Option<String>,
+    pub payload_hash: Option<String>,
+    pub reason_code: Option<String>,
+    pub reason_detail: Option<String>,
+    /// JSON array of findings (values masked).
+    pub findings: String,
+    pub action: IngestAction,
+    /// Progress entries of a sendable dossier: (key, payload, hash).
+    pub progress: Vec<(String, String, String)>,
+}
+
+/// A dossier claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct ClaimedDossier {
+    pub source_id: String,
+    pub dossier_code: String,
+    pub unit: Option<String>,
+    pub payload: String,
+    pub payload_hash: String,
+    pub portal_has: bool,
+    pub attempts: u32,
+}
+
+/// What happened to one claimed dossier.
+#[derive(Debug, Clone)]
+pub enum DeliveryOutcome {
+    Accepted,
+    Refused { code: i64, message: String },
+    /// Try again at `next_attempt_at`.
+    Retry { error: String, next_attempt_at: Millis },
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryResult {
+    pub source_id: String,
+    /// The payload hash that was sent: a result only lands on the row while it still has that payload.
+    pub payload_hash: String,
+    pub outcome: DeliveryOutcome,
+}
+
+/// A progress entry claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct ClaimedProgress {
+    pub source_id: String,
+    pub entry_key: String,
+    pub payload: String,
+    pub payload_hash: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProgressResult {
+    pub source_id: String,
+    pub entry_key: String,
+    pub payload_hash: String,
+    pub outcome: DeliveryOutcome,
+}
+
+/// One line of the attempt log.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub at: Millis,
+    pub owner: String,
+    pub service: String,
+    pub items: i64,
+    pub outcome: &'static str,
+    pub detail: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// Counts per state (and per reason for held, refused and skipped), for progress lines and summaries.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerCounts {
+    pub by_state: HashMap<DossierState, i64>,
+    /// (state, reason code) → count, for held, refused and skipped dossiers.
+    pub by_reason: Vec<(DossierState, String, i64)>,
+    pub progress_unsent: i64,
+}
+
+impl LedgerCounts {
+    pub fn get(&self, state: DossierState) -> i64 {
+        self.by_state.get(&state).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> i64 {
+        self.by_state.values().sum()
+    }
+    /// Dossiers and progress entries that still have to reach the portal (now or after a back-off).
+    pub fn outstanding(&self) -> i64 {
+        self.get(DossierState::Pending) + self.get(DossierState::InFlight) + self.progress_unsent
+    }
+}
+
+/// Per-unit summary line.
+#[derive(Debug, Clone, Default)]
+pub struct UnitCounts {
+    pub unit: Option<String>,
+    pub source_agency_id: Option<String>,
+    pub counts: HashMap<DossierState, i64>,
+    pub reasons: Vec<(String, i64)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// What the ledger knows of these source ids (one round trip).
+    async fn ledger_views(&self, source_ids: &[String]) -> Result<HashMap<String, LedgerView>, StoreError>;
+
+    /// Writes a page of records and moves the cursor, in one transaction: the cursor never passes an
+    /// uncommitted dossier.
+    async fn ingest(&self, rows: &[IngestRow], cursor: Option<(&str, &str)>, now: Millis) -> Result<(), StoreError>;
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Claims up to `limit` due dossiers for `owner` until `lease_until`.
+    async fn claim_dossiers(&self, owner: &str, limit: usize, now: Millis, lease_until: Millis)
+    -> Result<Vec<ClaimedDossier>, StoreError>;
+
+    /// Records the portal's answers for claimed dossiers, in one transaction.
+    async fn record_deliveries(&self, owner: &str, results: &[DeliveryResult], now: Millis) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` due progress entries of dossiers the portal already has.
+    async fn claim_progress(&self, owner: &str, limit: usize, now: Millis, lease_until: Millis)
+    -> Result<Vec<ClaimedProgress>, StoreError>;
+
+    async fn record_progress(&self, owner: &str, results: &[ProgressResult], now: Millis) -> Result<(), StoreError>;
+
+    /// Gives back every claim `owner` holds (a restart of the same instance after a crash).
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;
+
+    async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
+
+    async fn counts(&self) -> Result<LedgerCounts, StoreError>;
+
+    async fn unit_counts(&self) -> Result<Vec<UnitCounts>, StoreError>;
+
+    /// The earliest time a pending dossier or progress entry becomes due, if any.
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
+}

@@ -1,0 +1,561 @@
+//! The SQLite ledger: one file, WAL mode so that `report` and `retry` can read and write while the daemon
+//! runs, a busy timeout for the moments they meet, and a file readable by its owner only.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::{
+    ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, IngestRow, LedgerCounts, Millis,
+    ProgressResult, Store, StoreError, UnitCounts,
+};
+use crate::store::AttemptRecord;
+use crate::sync::decide::{DossierState, IngestAction, LedgerView};
+
+/// SQLite allows 32,766 bound parameters per statement; chunks stay well below.
+const ROWS_PER_STATEMENT: usize = 200;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies the embedded migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        prepare_file(path)?;
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit survives a power cut, not only a crash of the process. Commits are per page
+            // and per batch, so the fsync is paid rarely.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the directory (0700) and the file (0600) before SQLite does, so that the file holding personal
+/// data is never readable by anyone but its owner, not even for a moment. SQLite gives the -wal and -shm
+/// files the database file's permissions.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let file_error = |source| StoreError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(file_error)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(file_error)?;
+    let permissions = std::fs::metadata(path).map_err(file_error)?.permissions();
+    if permissions.mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(file_error)?;
+    }
+    Ok(())
+}
+
+fn state_of(text: &str) -> DossierState {
+    // The column only ever holds values written by this module; an unknown one is treated as pending so
+    // that it is looked at again rather than forgotten.
+    DossierState::parse(text).unwrap_or(DossierState::Pending)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ledger_views(&self, source_ids: &[String]) -> Result<HashMap<String, LedgerView>, StoreError> {
+        let mut views = HashMap::with_capacity(source_ids.len());
+        for chunk in source_ids.chunks(ROWS_PER_STATEMENT * 4) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT source_id, raw_hash, state, payload_hash, accepted_hash FROM dossiers WHERE source_id IN (",
+            );
+            let mut separated = query.separated(", ");
+            for id in chunk {
+                separated.push_bind(id);
+            }
+            query.push(")");
+            for row in query.build().fetch_all(&self.pool).await? {
+                views.insert(
+                    row.get::<String, _>(0),
+                    LedgerView {
+                        raw_hash: row.get(1),
+                        state: state_of(row.get::<&str, _>(2)),
+                        payload_hash: row.get(3),
+                        accepted_hash: row.get(4),
+                    },
+                );
+            }
+        }
+        Ok(views)
+    }
+
+    async fn ingest(&self, rows: &[IngestRow], cursor: Option<(&str, &str)>, now: Millis) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (keep, set): (Vec<&IngestRow>, Vec<&IngestRow>) = rows
+            .iter()
+            .filter(|row| row.action != IngestAction::Unchanged)
+            .partition(|row| row.action == IngestAction::KeepState);
+
+        for chunk in set.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO dossiers (source_id, dossier_code, raw, raw_hash, source_updated_at, source_agency_id, \
+                 unit, procedure_code, reception_day, payload, payload_hash, state, reason_code, reason_detail, \
+                 findings, attempts, next_attempt_at, first_seen_at, changed_at) ",
+            );
+            query.push_values(chunk, |mut values, row| {
+                let state = match row.action {
+                    IngestAction::Set(state) => state,
+                    _ => DossierState::Pending,
+                };
+                values
+                    .push_bind(&row.source_id)
+                    .push_bind(&row.dossier_code)
+                    .push_bind(&row.raw)
+                    .push_bind(&row.raw_hash)
+                    .push_bind(row.source_updated_at)
+                    .push_bind(&row.source_agency_id)
+                    .push_bind(&row.unit)
+                    .push_bind(&row.procedure_code)
+                    .push_bind(&row.reception_day)
+                    .push_bind(&row.payload)
+                    .push_bind(&row.payload_hash)
+                    .push_bind(state.as_str())
+                    .push_bind(&row.reason_code)
+                    .push_bind(&row.reason_detail)
+                    .push_bind(&row.findings)
+                    .push_bind(0_i64)
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            query.push(
+                " ON CONFLICT (source_id) DO UPDATE SET dossier_code = excluded.dossier_code, raw = excluded.raw, \
+                 raw_hash = excluded.raw_hash, source_updated_at = excluded.source_updated_at, \
+                 source_agency_id = excluded.source_agency_id, unit = excluded.unit, \
+                 procedure_code = excluded.procedure_code, reception_day = excluded.reception_day, \
+                 payload = excluded.payload, payload_hash = excluded.payload_hash, state = excluded.state, \
+                 reason_code = excluded.reason_code, reason_detail = excluded.reason_detail, \
+                 findings = excluded.findings, attempts = 0, next_attempt_at = excluded.next_attempt_at, \
+                 last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, changed_at = excluded.changed_at",
+            );
+            query.build().execute(&mut *tx).await?;
+        }
+
+        for chunk in keep.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "WITH incoming (source_id, dossier_code, raw, raw_hash, source_updated_at, source_agency_id, unit, \
+                 procedure_code, reception_day, findings) AS (",
+            );
+            query.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(&row.source_id)
+                    .push_bind(&row.dossier_code)
+                    .push_bind(&row.raw)
+                    .push_bind(&row.raw_hash)
+                    .push_bind(row.source_updated_at)
+                    .push_bind(&row.source_agency_id)
+                    .push_bind(&row.unit)
+                    .push_bind(&row.procedure_code)
+                    .push_bind(&row.reception_day)
+                    .push_bind(&row.findings);
+            });
+            query.push(
+                ") UPDATE dossiers SET dossier_code = incoming.dossier_code, raw = incoming.raw, \
+                 raw_hash = incoming.raw_hash, source_updated_at = incoming.source_updated_at, \
+                 source_agency_id = incoming.source_agency_id, unit = incoming.unit, \
+                 procedure_code = incoming.procedure_code, reception_day = incoming.reception_day, \
+                 findings = incoming.findings, changed_at = ",
+            );
+            query.push_bind(now);
+            query.push(" FROM incoming WHERE dossiers.source_id = incoming.source_id");
+            query.build().execute(&mut *tx).await?;
+        }
+
+        let progress: Vec<(&str, &(String, String, String))> = rows
+            .iter()
+            .filter(|row| matches!(row.action, IngestAction::Set(DossierState::Pending | DossierState::Accepted) | IngestAction::KeepState))
+            .flat_map(|row| row.progress.iter().map(move |entry| (row.source_id.as_str(), entry)))
+            .collect();
+        for chunk in progress.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO progress (source_id, entry_key, payload, payload_hash, state, next_attempt_at) ",
+            );
+            query.push_values(chunk, |mut values, (source_id, (key, payload, hash))| {
+                values
+                    .push_bind(*source_id)
+                    .push_bind(key)
+                    .push_bind(payload)
+                    .push_bind(hash)
+                    .push_bind("pending")
+                    .push_bind(now);
+            });
+            query.push(
+                " ON CONFLICT (source_id, entry_key) DO UPDATE SET payload = excluded.payload, \
+                 payload_hash = excluded.payload_hash, \
+                 state = CASE WHEN progress.sent_hash = excluded.payload_hash THEN 'sent' \
+                              WHEN progress.payload_hash = excluded.payload_hash THEN progress.state \
+                              ELSE 'pending' END, \
+                 attempts = CASE WHEN progress.payload_hash = excluded.payload_hash THEN progress.attempts ELSE 0 END \
+                 WHERE progress.payload_hash <> excluded.payload_hash",
+            );
+            query.build().execute(&mut *tx).await?;
+        }
+
+        if let Some((name, value)) = cursor {
+            sqlx::query(
+                "INSERT INTO cursors (name, value, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM cursors WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn claim_dossiers(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<ClaimedDossier>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE dossiers SET state = 'in_flight', lease_owner = ?1, lease_expires_at = ?2 \
+             WHERE source_id IN (SELECT source_id FROM dossiers \
+                 WHERE (state = 'pending' AND next_attempt_at <= ?3) \
+                    OR (state = 'in_flight' AND lease_expires_at < ?3) \
+                 ORDER BY next_attempt_at LIMIT ?4) \
+             RETURNING source_id, dossier_code, unit, payload, payload_hash, portal_has, attempts",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ClaimedDossier {
+                source_id: row.get(0),
+                dossier_code: row.get::<Option<String>, _>(1).unwrap_or_default(),
+                unit: row.get(2),
+                payload: row.get::<Option<String>, _>(3).unwrap_or_default(),
+                payload_hash: row.get::<Option<String>, _>(4).unwrap_or_default(),
+                portal_has: row.get::<i64, _>(5) != 0,
+                attempts: row.get::<i64, _>(6).max(0) as u32,
+            })
+            .collect())
+    }
+
+    async fn record_deliveries(&self, owner: &str, results: &[DeliveryResult], now: Millis) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in results.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "WITH result (source_id, sent_hash, outcome, code, message, next_at) AS (",
+            );
+            query.push_values(chunk, |mut values, result| {
+                let (outcome, code, message, next_at) = outcome_columns(&result.outcome);
+                values
+                    .push_bind(&result.source_id)
+                    .push_bind(&result.payload_hash)
+                    .push_bind(outcome)
+                    .push_bind(code)
+                    .push_bind(message)
+                    .push_bind(next_at);
+            });
+            // An acceptance always records that the portal holds the sent version; the row only becomes
+            // `accepted` while that is still its payload (a newer version may have arrived meanwhile).
+            // Refusals and retries only land on a row still in flight for this owner with that payload.
+            query.push(
+                ") UPDATE dossiers SET \
+                 portal_has = CASE WHEN result.outcome = 'accepted' THEN 1 ELSE portal_has END, \
+                 accepted_hash = CASE WHEN result.outcome = 'accepted' THEN result.sent_hash ELSE accepted_hash END, \
+                 accepted_at = CASE WHEN result.outcome = 'accepted' THEN ",
+            );
+            query.push_bind(now);
+            query.push(
+                " ELSE accepted_at END, \
+                 state = CASE WHEN dossiers.payload_hash <> result.sent_hash OR dossiers.state <> 'in_flight' \
+                                   OR dossiers.lease_owner IS NOT ",
+            );
+            query.push_bind(owner);
+            query.push(
+                " THEN dossiers.state \
+                              WHEN result.outcome = 'accepted' THEN 'accepted' \
+                              WHEN result.outcome = 'refused' THEN 'refused' \
+                              ELSE 'pending' END, \
+                 reason_code = CASE WHEN result.outcome = 'refused' AND dossiers.payload_hash = result.sent_hash \
+                                    THEN 'portal_' || result.code \
+                                    WHEN result.outcome = 'accepted' AND dossiers.payload_hash = result.sent_hash \
+                                    THEN NULL ELSE reason_code END, \
+                 reason_detail = CASE WHEN result.outcome = 'refused' AND dossiers.payload_hash = result.sent_hash \
+                                      THEN result.message \
+                                      WHEN result.outcome = 'accepted' AND dossiers.payload_hash = result.sent_hash \
+                                      THEN NULL ELSE reason_detail END, \
+                 attempts = CASE WHEN dossiers.payload_hash = result.sent_hash THEN attempts + 1 ELSE attempts END, \
+                 last_error = CASE WHEN result.outcome = 'retry' THEN result.message \
+                                   WHEN dossiers.payload_hash = result.sent_hash THEN NULL ELSE last_error END, \
+                 next_attempt_at = CASE WHEN result.outcome = 'retry' AND dossiers.payload_hash = result.sent_hash \
+                                        THEN result.next_at ELSE next_attempt_at END, \
+                 lease_owner = CASE WHEN dossiers.state = 'in_flight' AND dossiers.payload_hash = result.sent_hash \
+                                    THEN NULL ELSE lease_owner END, \
+                 lease_expires_at = CASE WHEN dossiers.state = 'in_flight' AND dossiers.payload_hash = result.sent_hash \
+                                         THEN NULL ELSE lease_expires_at END \
+                 FROM result WHERE dossiers.source_id = result.source_id",
+            );
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_progress(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<ClaimedProgress>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE progress SET state = 'in_flight', lease_owner = ?1, lease_expires_at = ?2 \
+             WHERE rowid IN (SELECT progress.rowid FROM progress JOIN dossiers USING (source_id) \
+                 WHERE dossiers.portal_has = 1 \
+                   AND ((progress.state = 'pending' AND progress.next_attempt_at <= ?3) \
+                     OR (progress.state = 'in_flight' AND progress.lease_expires_at < ?3)) \
+                 ORDER BY progress.next_attempt_at LIMIT ?4) \
+             RETURNING source_id, entry_key, payload, payload_hash, attempts",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ClaimedProgress {
+                source_id: row.get(0),
+                entry_key: row.get(1),
+                payload: row.get(2),
+                payload_hash: row.get(3),
+                attempts: row.get::<i64, _>(4).max(0) as u32,
+            })
+            .collect())
+    }
+
+    async fn record_progress(&self, owner: &str, results: &[ProgressResult], now: Millis) -> Result<(), StoreError> {
+        let _ = now;
+        let mut tx = self.pool.begin().await?;
+        for chunk in results.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "WITH result (source_id, entry_key, sent_hash, outcome, code, message, next_at) AS (",
+            );
+            query.push_values(chunk, |mut values, result| {
+                let (outcome, code, message, next_at) = outcome_columns(&result.outcome);
+                values
+                    .push_bind(&result.source_id)
+                    .push_bind(&result.entry_key)
+                    .push_bind(&result.payload_hash)
+                    .push_bind(outcome)
+                    .push_bind(code)
+                    .push_bind(message)
+                    .push_bind(next_at);
+            });
+            query.push(
+                ") UPDATE progress SET \
+                 sent_hash = CASE WHEN result.outcome = 'accepted' THEN result.sent_hash ELSE sent_hash END, \
+                 state = CASE WHEN progress.payload_hash <> result.sent_hash OR progress.state <> 'in_flight' \
+                                   OR progress.lease_owner IS NOT ",
+            );
+            query.push_bind(owner);
+            query.push(
+                " THEN progress.state \
+                              WHEN result.outcome = 'accepted' THEN 'sent' \
+                              WHEN result.outcome = 'refused' THEN 'refused' \
+                              ELSE 'pending' END, \
+                 attempts = attempts + 1, \
+                 last_error = CASE WHEN result.outcome = 'accepted' THEN NULL ELSE result.message END, \
+                 next_attempt_at = CASE WHEN result.outcome = 'retry' THEN result.next_at ELSE next_attempt_at END, \
+                 lease_owner = NULL, lease_expires_at = NULL \
+                 FROM result WHERE progress.source_id = result.source_id AND progress.entry_key = result.entry_key",
+            );
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let dossiers = sqlx::query(
+            "UPDATE dossiers SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL \
+             WHERE state = 'in_flight' AND lease_owner = ?1",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let progress = sqlx::query(
+            "UPDATE progress SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL \
+             WHERE state = 'in_flight' AND lease_owner = ?1",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(dossiers + progress)
+    }
+
+    async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO attempts (at, owner, service, items, outcome, detail, duration_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(attempt.at)
+        .bind(&attempt.owner)
+        .bind(&attempt.service)
+        .bind(attempt.items)
+        .bind(attempt.outcome)
+        .bind(&attempt.detail)
+        .bind(attempt.duration_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<LedgerCounts, StoreError> {
+        let mut counts = LedgerCounts::default();
+        let rows = sqlx::query("SELECT state, reason_code, COUNT(*) FROM dossiers GROUP BY state, reason_code")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let state = state_of(row.get::<&str, _>(0));
+            let count: i64 = row.get(2);
+            *counts.by_state.entry(state).or_default() += count;
+            if let Some(reason) = row.get::<Option<String>, _>(1)
+                && matches!(state, DossierState::Held | DossierState::Refused | DossierState::Skipped)
+            {
+                counts.by_reason.push((state, reason, count));
+            }
+        }
+        counts.progress_unsent = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM progress JOIN dossiers USING (source_id) \
+             WHERE progress.state IN ('pending', 'in_flight') AND dossiers.state NOT IN ('held', 'skipped', 'refused')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(counts)
+    }
+
+    async fn unit_counts(&self) -> Result<Vec<UnitCounts>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT unit, source_agency_id, state, reason_code, COUNT(*) FROM dossiers \
+             GROUP BY unit, source_agency_id, state, reason_code ORDER BY unit, source_agency_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut units: Vec<UnitCounts> = Vec::new();
+        for row in rows {
+            let unit: Option<String> = row.get(0);
+            let agency: Option<String> = row.get(1);
+            let state = state_of(row.get::<&str, _>(2));
+            let reason: Option<String> = row.get(3);
+            let count: i64 = row.get(4);
+            // A resolved unit groups all its agencies; an unresolved one is shown per source agency.
+            let key_agency = if unit.is_some() { None } else { agency.clone() };
+            let position = units
+                .iter()
+                .position(|entry| entry.unit == unit && entry.source_agency_id == key_agency);
+            let entry = match position {
+                Some(index) => &mut units[index],
+                None => {
+                    units.push(UnitCounts {
+                        unit: unit.clone(),
+                        source_agency_id: key_agency,
+                        ..UnitCounts::default()
+                    });
+                    units.last_mut().expect("just pushed")
+                }
+            };
+            *entry.counts.entry(state).or_default() += count;
+            if let Some(reason) = reason
+                && matches!(state, DossierState::Held | DossierState::Refused)
+            {
+                match entry.reasons.iter_mut().find(|(code, _)| *code == reason) {
+                    Some((_, total)) => *total += count,
+                    None => entry.reasons.push((reason, count)),
+                }
+            }
+        }
+        Ok(units)
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(at) FROM (SELECT MIN(next_attempt_at) AS at FROM dossiers WHERE state = 'pending' \
+             UNION ALL SELECT MIN(lease_expires_at) FROM dossiers WHERE state = 'in_flight' \
+             UNION ALL SELECT MIN(next_attempt_at) FROM progress WHERE state = 'pending')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+/// The columns a delivery outcome writes: (outcome, portal code, message, next attempt).
+fn outcome_columns(outcome: &DeliveryOutcome) -> (&'static str, Option<i64>, Option<&str>, Option<Millis>) {
+    match outcome {
+        DeliveryOutcome::Accepted => ("accepted", None, None, None),
+        DeliveryOutcome::Refused { code, message } => ("refused", Some(*code), Some(message), None),
+        DeliveryOutcome::Retry { error, next_attempt_at } => ("retry", None, Some(error), Some(*next_attempt_at)),
+    }
+}
