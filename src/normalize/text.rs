@@ -201,11 +201,20 @@ pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
 }
 
 /// How many white-space separated words of `text` are Vietnamese syllables (ASCII punctuation and
-/// digits around a word do not count against it).
+/// digits around a word do not count against it). Control and invisible characters are left out of the
+/// words first, as the later steps of the text rule will leave them out, so that a value is judged as it
+/// will read: otherwise a stray control character could hide a word now and expose it on a second pass.
 pub fn count_syllables(text: &str) -> usize {
     text.split_whitespace()
-        .map(|word| word.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_ascii_digit()))
-        .filter(|word| !word.is_empty() && is_syllable(word))
+        .filter(|word| {
+            let letters: Cow<'_, str> = if word.chars().any(|c| c.is_control() || is_invisible(c)) {
+                Cow::Owned(word.chars().filter(|c| !c.is_control() && !is_invisible(*c)).collect())
+            } else {
+                Cow::Borrowed(word)
+            };
+            let core = letters.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_ascii_digit());
+            !core.is_empty() && is_syllable(core)
+        })
         .count()
 }
 
@@ -262,6 +271,15 @@ mod tests {
         assert_eq!(cleaned.text.chars().count(), 999);
         let exact = "ở".repeat(1000);
         assert!(!clean(&exact, Some(LIMIT_SUMMARY)).truncated);
+    }
+
+    #[test]
+    fn control_characters_do_not_hide_words_from_detection() {
+        // Judged as it will read ("Ö"), the value is TCVN3 for "ệ": converting on the first pass keeps
+        // the rule idempotent.
+        let once = clean("\0Ö\0", None);
+        assert_eq!(once.text, "ệ");
+        assert_eq!(clean(&once.text, None).text, "ệ");
     }
 
     #[test]
