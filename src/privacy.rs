@@ -1,1 +1,140 @@
-//! Masking of personal data for every output that is not the portal payload (mapping.md, Personal data).
+//! Masking of personal data for every output that is not the portal payload (mapping.md, Personal data):
+//! names as initials, numbers with their last three digits, e-mails with their first letter and domain,
+//! free texts not at all. Logs, reports, exports, metrics, the dashboard and rejection findings all mask
+//! through this module, so that there is one place to get it right.
+
+/// What a free text becomes: it is never shown, because it often holds names and numbers.
+pub const FREE_TEXT_MASK: &str = "[…]";
+
+/// `Nguyễn Thị Hoa` → `N. T. H.`: the first letter of each word.
+pub fn mask_name(name: &str) -> String {
+    let mut out = String::new();
+    for word in name.split_whitespace() {
+        if let Some(initial) = word.chars().next() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.extend(initial.to_uppercase());
+            out.push('.');
+        }
+    }
+    out
+}
+
+/// `008185001234` → `*********234`: every character but the last three digits becomes `*`; a value of
+/// three characters or fewer is masked entirely, since it would otherwise be shown whole.
+pub fn mask_number(number: &str) -> String {
+    let trimmed = number.trim();
+    let count = trimmed.chars().count();
+    if count <= 3 {
+        return "*".repeat(count.max(3));
+    }
+    let keep_from = count - 3;
+    trimmed
+        .chars()
+        .enumerate()
+        .map(|(index, character)| if index < keep_from { '*' } else { character })
+        .collect()
+}
+
+/// `hoa@example.vn` → `h***@example.vn`. Without an `@` it is not an address and is masked as a number.
+pub fn mask_email(email: &str) -> String {
+    let trimmed = email.trim();
+    match trimmed.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first = local.chars().next().map(String::from).unwrap_or_default();
+            format!("{first}***@{domain}")
+        }
+        None => mask_number(trimmed),
+    }
+}
+
+/// A free text (summary, note, address, file name): not shown at all.
+pub fn mask_free_text(_text: &str) -> String {
+    FREE_TEXT_MASK.to_owned()
+}
+
+/// How a field's value is shown outside the portal payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A person's name: initials.
+    Name,
+    /// An identity number, tax code, phone or fax: last three digits.
+    Number,
+    /// An e-mail address.
+    Email,
+    /// A free text that may hold personal data: not shown.
+    FreeText,
+    /// Codes, dates, statuses: not personal, shown as they are.
+    Public,
+}
+
+/// Classifies a field by its source path (`applicant.fullname`, `history[2].actor`, `note`, ...) or its
+/// portal name (`ChuHoSo`, `SoDienThoai`, ...). Unknown fields are treated as free text: when in doubt,
+/// do not show.
+pub fn field_kind(field: &str) -> FieldKind {
+    // The last path segment, without an index: `history[2].actor` → `actor`.
+    let leaf = field.rsplit('.').next().unwrap_or(field);
+    let leaf = leaf.split('[').next().unwrap_or(leaf);
+    match leaf {
+        "fullname" | "actor" | "requestedBy" | "ChuHoSo" | "NguoiXuLy" | "NguoiYeuCauBoSung" => FieldKind::Name,
+        "identityNumber" | "taxCode" | "phone" | "fax" | "SoGiayToChuHoSo" | "DinhDanhCHS" | "SoDinhDanh"
+        | "MaDoiTuong" | "SoDienThoai" | "Fax" => FieldKind::Number,
+        "email" | "Email" => FieldKind::Email,
+        "id" | "code" | "agency" | "procedure" | "sector" | "applyMethod" | "dossierStatus" | "returnMethod"
+        | "statusId" | "type" | "amount" | "paymentChannel" | "kind" | "componentCode" | "submittedDate"
+        | "acceptedDate" | "appointmentDate" | "completedDate" | "returnedDate" | "rejectedDate"
+        | "updatedDate" | "deletedDate" | "startedAt" | "finishedAt" | "dueAt" | "requestedAt"
+        | "previousAppointment" | "newAppointment" | "MaHoSo" | "MaTTHC" | "DonViXuLy" | "TrangThaiHoSo"
+        | "KenhThucHien" | "LoaiDoiTuong" | "fees" | "title" | "department" | "" => FieldKind::Public,
+        // Procedure and sector names are catalogue text, not personal; `name` elsewhere is a file name.
+        "name" if field.starts_with("procedure") || field.starts_with("agency") => FieldKind::Public,
+        _ => FieldKind::FreeText,
+    }
+}
+
+/// Masks a value according to the field it came from (see [`field_kind`]).
+pub fn mask_field(field: &str, value: &str) -> String {
+    match field_kind(field) {
+        FieldKind::Name => mask_name(value),
+        FieldKind::Number => mask_number(value),
+        FieldKind::Email => mask_email(value),
+        FieldKind::FreeText => mask_free_text(value),
+        FieldKind::Public => value.to_owned(),
+    }
+}
+
+/// The value of a [`Finding`](crate::normalize::Finding) as it may be shown: masked by its field.
+pub fn mask_finding_value(finding: &crate::normalize::Finding) -> Option<String> {
+    finding.value.as_deref().map(|value| mask_field(&finding.field, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_as_mapping_md_shows() {
+        assert_eq!(mask_name("Nguyễn Thị Hoa"), "N. T. H.");
+        assert_eq!(mask_name("  đỗ   văn  "), "Đ. V.");
+        assert_eq!(mask_number("008185001234"), "*********234");
+        assert_eq!(mask_number("0912345678"), "*******678");
+        assert_eq!(mask_number("12"), "***");
+        assert_eq!(mask_email("hoa@example.vn"), "h***@example.vn");
+        assert_eq!(mask_free_text("Xin cấp phép cho Nguyễn Thị Hoa"), "[…]");
+    }
+
+    #[test]
+    fn masks_by_field() {
+        assert_eq!(mask_field("applicant.fullname", "Nguyễn Thị Hoa"), "N. T. H.");
+        assert_eq!(mask_field("applicant.phone", "0912345678"), "*******678");
+        assert_eq!(mask_field("applicant.email", "hoa@example.vn"), "h***@example.vn");
+        assert_eq!(mask_field("history[0].actor", "Trần Văn Bình"), "T. V. B.");
+        assert_eq!(mask_field("summary", "nhà của Hoa"), "[…]");
+        assert_eq!(mask_field("attachments[0].name", "CCCD Hoa.pdf"), "[…]");
+        assert_eq!(mask_field("applicant.address", "Thôn 3"), "[…]");
+        assert_eq!(mask_field("acceptedDate", "2024-01-15"), "2024-01-15");
+        assert_eq!(mask_field("procedure.name", "Cấp phép"), "Cấp phép");
+        assert_eq!(mask_field("something.new", "secret"), "[…]");
+    }
+}

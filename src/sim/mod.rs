@@ -29,7 +29,9 @@ impl std::str::FromStr for FaultLevel {
             "none" => Ok(FaultLevel::None),
             "realistic" => Ok(FaultLevel::Realistic),
             "harsh" => Ok(FaultLevel::Harsh),
-            other => Err(format!("unknown fault level {other:?} (expected none, realistic or harsh)")),
+            other => Err(format!(
+                "unknown fault level {other:?} (expected none, realistic or harsh)"
+            )),
         }
     }
 }

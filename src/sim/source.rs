@@ -1,1 +1,902 @@
-//! The source simulator.
+//! The simulated provincial one-stop system: the HTTP API of source-api.md over a generated dataset, with
+//! every quirk of its section 6 switchable, and control methods for tests and the demo (snapshot, live
+//! mutation, fault settings, counters).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::{SignedDuration, Timestamp, civil};
+use rand::seq::index::sample;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::FaultLevel;
+use super::generator::{
+    self, GeneratorConfig, SimRng, evolve, format_source_date, parse_source_date_text, reception_day,
+};
+use crate::source::wire::{AgencyItem, DossierIdItem, Page, ProcedureItem};
+
+/// The largest page the source serves; a larger `size` is answered 400.
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// The quirks of source-api.md section 6 that the server produces (the data quirks 5, 6 and 7 and the tie
+/// block are the generator's: see [`GeneratorConfig`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFaults {
+    /// Quirk 1, moving pages: on every request for a page after the first, this share of the page size is
+    /// touched among the rows already served to that query (same `updated-from`), which moves them to the
+    /// end; at most this share of the query's rows is moved per `updated-from` value. 0 turns it off.
+    pub moving_pages: f64,
+    /// Quirk 2: probability that a request orders rows of equal `updatedDate` differently from the usual
+    /// (by id) order.
+    pub tie_reorder: f64,
+    /// Quirk 3: share of rows changed by the live mutator that get an `updatedDate` in the past.
+    pub late_visibility: f64,
+    /// Quirk 3: how far in the past such a row is stamped, at most (at least 5 s).
+    pub late_max: Duration,
+    /// Quirk 4: probability that a page after the first starts with the previous page's last row again.
+    pub duplicates: f64,
+    /// Quirk 8: rows generated as hidden stay out of the feed until next updated. Off: they are served.
+    pub hidden_rows: bool,
+    /// Quirk 9: probability of an HTTP 500 or 503 on an API call.
+    pub error_rate: f64,
+    /// Quirk 9: probability that an API call is answered only after `timeout_delay`.
+    pub timeout_rate: f64,
+    /// Quirk 9: the delay of such an answer; longer than any sane client timeout.
+    pub timeout_delay: Duration,
+    /// Quirk 9: probability of a 200 whose JSON body is cut short.
+    pub truncated_rate: f64,
+    /// Quirk 9: probability of a 200 page whose `content` is missing.
+    pub missing_content_rate: f64,
+    /// Quirk 9: a token lifetime that overrides [`SourceSimConfig::token_ttl`] (short in harsh mode).
+    pub token_ttl: Option<Duration>,
+}
+
+impl SourceFaults {
+    /// No quirk at all.
+    pub fn none() -> Self {
+        SourceFaults {
+            moving_pages: 0.0,
+            tie_reorder: 0.0,
+            late_visibility: 0.0,
+            late_max: Duration::from_secs(120),
+            duplicates: 0.0,
+            hidden_rows: false,
+            error_rate: 0.0,
+            timeout_rate: 0.0,
+            timeout_delay: Duration::from_secs(30),
+            truncated_rate: 0.0,
+            missing_content_rate: 0.0,
+            token_ttl: None,
+        }
+    }
+
+    /// The settings of each level.
+    pub fn for_level(level: FaultLevel) -> Self {
+        match level {
+            FaultLevel::None => SourceFaults::none(),
+            FaultLevel::Realistic => SourceFaults {
+                moving_pages: 0.02,
+                tie_reorder: 0.1,
+                late_visibility: 0.3,
+                late_max: Duration::from_secs(120),
+                duplicates: 0.05,
+                hidden_rows: true,
+                error_rate: 0.02,
+                timeout_rate: 0.005,
+                timeout_delay: Duration::from_secs(30),
+                truncated_rate: 0.01,
+                missing_content_rate: 0.01,
+                token_ttl: None,
+            },
+            FaultLevel::Harsh => SourceFaults {
+                moving_pages: 0.05,
+                tie_reorder: 0.3,
+                late_visibility: 0.6,
+                late_max: Duration::from_secs(180),
+                duplicates: 0.15,
+                hidden_rows: true,
+                error_rate: 0.10,
+                timeout_rate: 0.03,
+                timeout_delay: Duration::from_secs(30),
+                truncated_rate: 0.05,
+                missing_content_rate: 0.05,
+                token_ttl: Some(Duration::from_secs(20)),
+            },
+        }
+    }
+}
+
+/// Everything the simulated source is built from.
+#[derive(Debug, Clone)]
+pub struct SourceSimConfig {
+    /// The dataset.
+    pub generator: GeneratorConfig,
+    /// The quirks served.
+    pub faults: SourceFaults,
+    /// The one client that `POST /oauth/token` accepts.
+    pub client_id: String,
+    pub client_secret: String,
+    /// Lifetime of an access token.
+    pub token_ttl: Duration,
+    /// Whether the background mutator runs from the start (see [`SourceSim::set_live_mutation`]).
+    pub live_mutation: bool,
+    /// How often the background mutator changes rows.
+    pub mutation_interval: Duration,
+    /// How many rows it changes each time.
+    pub mutation_batch: usize,
+    /// The moment the dataset is generated for; the wall clock when `None`.
+    pub now: Option<Timestamp>,
+}
+
+impl Default for SourceSimConfig {
+    fn default() -> Self {
+        SourceSimConfig::for_level(FaultLevel::Realistic)
+    }
+}
+
+impl SourceSimConfig {
+    /// Generator and faults both at `level`.
+    pub fn for_level(level: FaultLevel) -> Self {
+        SourceSimConfig {
+            generator: GeneratorConfig::for_level(level),
+            faults: SourceFaults::for_level(level),
+            client_id: "demo".to_owned(),
+            client_secret: "demo-secret".to_owned(),
+            token_ttl: Duration::from_secs(300),
+            live_mutation: false,
+            mutation_interval: Duration::from_secs(2),
+            mutation_batch: 3,
+            now: None,
+        }
+    }
+}
+
+/// One row as the simulator holds it now.
+#[derive(Debug, Clone)]
+pub struct SimRow {
+    pub id: String,
+    /// The current record, exactly as served.
+    pub record: Value,
+    /// The row's `updatedDate`.
+    pub updated: Timestamp,
+    /// Written by a bulk import and not updated since.
+    pub hidden: bool,
+    /// Served by the feed with the current faults (hidden rows are not, while `hidden_rows` is on).
+    pub visible_in_feed: bool,
+    /// The rejection code the generator made this record for.
+    pub bad: Option<&'static str>,
+    pub deleted: bool,
+    pub cancelled: bool,
+}
+
+/// Counters of the simulator, also served as `GET /_sim/stats`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStats {
+    /// Every request except `/_sim/*`.
+    pub requests_total: u64,
+    pub token_requests: u64,
+    pub search_requests: u64,
+    pub dossier_requests: u64,
+    pub agency_requests: u64,
+    pub procedure_requests: u64,
+    pub count_requests: u64,
+    pub ids_requests: u64,
+    /// 401 answers (bad client, missing, unknown or expired token).
+    pub unauthorized: u64,
+    /// 400 answers.
+    pub bad_requests: u64,
+    pub injected_errors: u64,
+    pub injected_timeouts: u64,
+    pub truncated_bodies: u64,
+    pub missing_contents: u64,
+    pub duplicated_rows: u64,
+    pub moved_rows: u64,
+    pub reordered_ties: u64,
+    pub late_visible_rows: u64,
+    /// Rows changed by `mutate_now`, the live mutator and moving pages.
+    pub mutations: u64,
+    pub rows_total: usize,
+    pub rows_in_feed: usize,
+    pub rows_hidden: usize,
+    pub rows_deleted: usize,
+    pub rows_cancelled: usize,
+    pub rows_bad: usize,
+    pub live_mutation: bool,
+}
+
+struct Row {
+    id: String,
+    record: Value,
+    updated_ms: i64,
+    hidden: bool,
+    bad: Option<&'static str>,
+}
+
+impl Row {
+    fn deleted(&self) -> bool {
+        self.record.get("deletedDate").is_some_and(|d| !d.is_null())
+    }
+    fn cancelled(&self) -> bool {
+        self.record.pointer("/dossierStatus/id").and_then(Value::as_i64) == Some(11)
+    }
+}
+
+struct SimState {
+    /// Sorted by id, so that a row's index orders ties by id.
+    rows: Vec<Row>,
+    by_id: HashMap<String, usize>,
+    /// (updatedDate in ms, row index) of every row.
+    by_updated: BTreeSet<(i64, usize)>,
+    agencies: Vec<AgencyItem>,
+    procedures: Vec<ProcedureItem>,
+    faults: SourceFaults,
+    tokens: HashMap<String, Instant>,
+    tokens_issued: u64,
+    /// Rows moved so far per `updated-from` value, and the most that value may see moved.
+    moving_budgets: HashMap<String, (usize, usize)>,
+    live_mutation: bool,
+    rng: SimRng,
+    stats: SourceStats,
+}
+
+/// The simulated source. Cheap to clone: clones share one state.
+#[derive(Clone)]
+pub struct SourceSim {
+    config: Arc<SourceSimConfig>,
+    generated_at: Timestamp,
+    state: Arc<Mutex<SimState>>,
+}
+
+impl std::fmt::Debug for SourceSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSim").field("generated_at", &self.generated_at).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Search,
+    Dossier,
+    Agency,
+    Procedure,
+    Count,
+    Ids,
+}
+
+enum TransportFault {
+    Error(StatusCode),
+    Timeout,
+    Truncate,
+    MissingContent,
+}
+
+fn ms(timestamp: Timestamp) -> i64 {
+    timestamp.as_millisecond()
+}
+
+fn timestamp_of(milliseconds: i64) -> Timestamp {
+    Timestamp::from_millisecond(milliseconds).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// A deterministic scramble of a row index, to order ties differently from the usual order.
+fn scramble(value: u64, salt: u64) -> u64 {
+    let mut x = value ^ salt;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl SourceSim {
+    /// Generates the dataset and builds the simulator; nothing listens until [`SourceSim::serve`].
+    pub fn new(config: SourceSimConfig) -> SourceSim {
+        let now = config.now.unwrap_or_else(Timestamp::now);
+        let dataset = generator::generate(&config.generator, now);
+        let rows: Vec<Row> = dataset
+            .dossiers
+            .into_iter()
+            .map(|d| Row { id: d.id, record: d.record, updated_ms: ms(d.updated), hidden: d.hidden, bad: d.bad })
+            .collect();
+        let by_id = rows.iter().enumerate().map(|(index, row)| (row.id.clone(), index)).collect();
+        let by_updated = rows.iter().enumerate().map(|(index, row)| (row.updated_ms, index)).collect();
+        let state = SimState {
+            rows,
+            by_id,
+            by_updated,
+            agencies: dataset.agencies,
+            procedures: dataset.procedures,
+            faults: config.faults.clone(),
+            tokens: HashMap::new(),
+            tokens_issued: 0,
+            moving_budgets: HashMap::new(),
+            live_mutation: config.live_mutation,
+            rng: SimRng::seed_from_u64(config.generator.seed ^ 0x5eed_50c3),
+            stats: SourceStats::default(),
+        };
+        SourceSim { config: Arc::new(config), generated_at: now, state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// The `now` the dataset was generated for.
+    pub fn generated_at(&self) -> Timestamp {
+        self.generated_at
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        // A panic while holding the lock cannot leave the state half-changed in a way that matters to a
+        // simulator, so a poisoned lock is simply taken over.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every row, in id order.
+    pub fn snapshot(&self) -> Vec<SimRow> {
+        let state = self.lock();
+        state
+            .rows
+            .iter()
+            .map(|row| SimRow {
+                id: row.id.clone(),
+                record: row.record.clone(),
+                updated: timestamp_of(row.updated_ms),
+                hidden: row.hidden,
+                visible_in_feed: state.in_feed(row),
+                bad: row.bad,
+                deleted: row.deleted(),
+                cancelled: row.cancelled(),
+            })
+            .collect()
+    }
+
+    /// Evolves `n` random rows now: each gets `updatedDate` = now and moves to the end of the feed (a hidden
+    /// row becomes visible). Returns their ids.
+    pub fn mutate_now(&self, n: usize) -> Vec<String> {
+        self.lock().mutate(n, Some(false), Timestamp::now())
+    }
+
+    /// Like [`SourceSim::mutate_now`], but every row is made late-visible (quirk 3): its `updatedDate` is
+    /// 5 s to `late_max` in the past, yet it becomes visible only now.
+    pub fn mutate_now_late(&self, n: usize) -> Vec<String> {
+        self.lock().mutate(n, Some(true), Timestamp::now())
+    }
+
+    /// Turns the background mutator (started by [`SourceSim::serve`]) on or off.
+    pub fn set_live_mutation(&self, on: bool) {
+        self.lock().live_mutation = on;
+    }
+
+    /// Replaces the fault settings.
+    pub fn set_faults(&self, faults: SourceFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// The current fault settings.
+    pub fn faults(&self) -> SourceFaults {
+        self.lock().faults.clone()
+    }
+
+    /// Makes hidden rows visible in the feed without changing them (their old `updatedDate` stays, as if a
+    /// bulk import finally reached the change log). Returns how many were hidden.
+    pub fn unhide(&self, ids: &[String]) -> usize {
+        let mut state = self.lock();
+        let mut count = 0;
+        for id in ids {
+            if let Some(&index) = state.by_id.get(id)
+                && state.rows[index].hidden
+            {
+                state.rows[index].hidden = false;
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Expires every token issued so far: the next call with one is answered 401.
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for expiry in self.lock().tokens.values_mut() {
+            *expiry = now;
+        }
+    }
+
+    /// API requests received (every endpoint except `/_sim/*`).
+    pub fn request_count(&self) -> u64 {
+        self.lock().stats.requests_total
+    }
+
+    /// All counters.
+    pub fn stats(&self) -> SourceStats {
+        self.lock().stats_now()
+    }
+
+    pub fn agencies(&self) -> Vec<AgencyItem> {
+        self.lock().agencies.clone()
+    }
+
+    pub fn procedures(&self) -> Vec<ProcedureItem> {
+        self.lock().procedures.clone()
+    }
+
+    /// Serves the API on `listener` until `shutdown` is cancelled; runs the live mutator meanwhile.
+    pub async fn serve(&self, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        let local = shutdown.child_token();
+        let app = router(AppState { sim: self.clone(), shutdown: local.clone() });
+        let mutator = tokio::spawn(live_mutation_loop(self.clone(), local.clone()));
+        let result = axum::serve(listener, app).with_graceful_shutdown(local.clone().cancelled_owned()).await;
+        local.cancel();
+        let _ = mutator.await;
+        result
+    }
+
+    fn token_ttl(&self, state: &SimState) -> Duration {
+        state.faults.token_ttl.unwrap_or(self.config.token_ttl)
+    }
+}
+
+impl SimState {
+    fn in_feed(&self, row: &Row) -> bool {
+        !(row.hidden && self.faults.hidden_rows)
+    }
+
+    fn stats_now(&self) -> SourceStats {
+        let mut stats = self.stats.clone();
+        stats.rows_total = self.rows.len();
+        stats.rows_in_feed = self.rows.iter().filter(|row| self.in_feed(row)).count();
+        stats.rows_hidden = self.rows.iter().filter(|row| row.hidden).count();
+        stats.rows_deleted = self.rows.iter().filter(|row| row.deleted()).count();
+        stats.rows_cancelled = self.rows.iter().filter(|row| row.cancelled()).count();
+        stats.rows_bad = self.rows.iter().filter(|row| row.bad.is_some()).count();
+        stats.live_mutation = self.live_mutation;
+        stats
+    }
+
+    /// Evolves one row at `now`, stamping it `stamp`; it becomes visible.
+    fn touch(&mut self, index: usize, now: Timestamp, stamp: Timestamp) {
+        let row = &mut self.rows[index];
+        evolve(&mut row.record, &mut self.rng, now);
+        self.by_updated.remove(&(row.updated_ms, index));
+        row.updated_ms = ms(stamp);
+        row.hidden = false;
+        if let Some(object) = row.record.as_object_mut() {
+            object.insert("updatedDate".into(), json!(format_source_date(stamp)));
+        }
+        self.by_updated.insert((row.updated_ms, index));
+        self.stats.mutations += 1;
+    }
+
+    /// Evolves `n` random rows. `late`: `Some(forced)` or `None` to follow `late_visibility`.
+    fn mutate(&mut self, n: usize, late: Option<bool>, now: Timestamp) -> Vec<String> {
+        let count = n.min(self.rows.len());
+        let chosen = sample(&mut self.rng, self.rows.len(), count).into_vec();
+        let mut ids = Vec::with_capacity(count);
+        for index in chosen {
+            let is_late = late.unwrap_or_else(|| self.rng.random_bool(self.faults.late_visibility.clamp(0.0, 1.0)));
+            let stamp = if is_late {
+                let most = self.faults.late_max.as_millis().max(5000) as i64;
+                self.stats.late_visible_rows += 1;
+                now - SignedDuration::from_millis(self.rng.random_range(5000..=most))
+            } else {
+                now
+            };
+            self.touch(index, now, stamp);
+            ids.push(self.rows[index].id.clone());
+        }
+        ids
+    }
+
+    fn transport_fault(&mut self, endpoint: Endpoint) -> Option<TransportFault> {
+        let faults = self.faults.clone();
+        let paged = matches!(endpoint, Endpoint::Search | Endpoint::Agency | Endpoint::Procedure | Endpoint::Ids);
+        let roll: f64 = self.rng.random();
+        let mut threshold = faults.error_rate;
+        if roll < threshold {
+            self.stats.injected_errors += 1;
+            let status =
+                if self.rng.random_bool(0.5) { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::SERVICE_UNAVAILABLE };
+            return Some(TransportFault::Error(status));
+        }
+        threshold += faults.timeout_rate;
+        if roll < threshold {
+            self.stats.injected_timeouts += 1;
+            return Some(TransportFault::Timeout);
+        }
+        threshold += faults.truncated_rate;
+        if roll < threshold {
+            self.stats.truncated_bodies += 1;
+            return Some(TransportFault::Truncate);
+        }
+        threshold += faults.missing_content_rate;
+        if paged && roll < threshold {
+            self.stats.missing_contents += 1;
+            return Some(TransportFault::MissingContent);
+        }
+        None
+    }
+}
+
+async fn live_mutation_loop(sim: SourceSim, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(sim.config.mutation_interval.max(Duration::from_millis(10)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {
+                let mut state = sim.lock();
+                if state.live_mutation {
+                    state.mutate(sim.config.mutation_batch, None, Timestamp::now());
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// HTTP
+
+#[derive(Clone)]
+struct AppState {
+    sim: SourceSim,
+    shutdown: CancellationToken,
+}
+
+type Params = Query<HashMap<String, String>>;
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .route("/pa/dossier/search", get(search))
+        .route("/pa/dossier/{id}", get(dossier_by_id))
+        .route("/ba/agency", get(agencies))
+        .route("/ba/procedure", get(procedures))
+        .route("/pa/dossier-statistic/count-by-agency", get(count_by_agency))
+        .route("/pa/dossier-statistic/ids", get(dossier_ids))
+        .route("/_sim/stats", get(sim_stats))
+        .with_state(state)
+}
+
+fn json_body(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn error_body(status: StatusCode, error: &str, message: &str) -> Response {
+    json_body(status, json!({"error": error, "message": message}).to_string())
+}
+
+/// A handler's failure, already shaped as the answer.
+struct Answer(Box<Response>);
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Self {
+        Answer(Box::new(response))
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+fn bad_request(state: &mut SimState, message: &str) -> Answer {
+    state.stats.bad_requests += 1;
+    Answer::from(error_body(StatusCode::BAD_REQUEST, "bad_request", message))
+}
+
+async fn token(State(app): State<AppState>, Form(form): Form<HashMap<String, String>>) -> Response {
+    let sim = &app.sim;
+    let mut state = sim.lock();
+    state.stats.requests_total += 1;
+    state.stats.token_requests += 1;
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        state.stats.bad_requests += 1;
+        return json_body(StatusCode::BAD_REQUEST, json!({"error": "unsupported_grant_type"}).to_string());
+    }
+    let id_ok = form.get("client_id") == Some(&sim.config.client_id);
+    let secret_ok = form.get("client_secret") == Some(&sim.config.client_secret);
+    if !(id_ok && secret_ok) {
+        state.stats.unauthorized += 1;
+        return json_body(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}).to_string());
+    }
+    let ttl = sim.token_ttl(&state);
+    state.tokens_issued += 1;
+    let secret: u64 = state.rng.random();
+    let access_token = format!("sim.{:016x}.{}", secret, state.tokens_issued);
+    let now = Instant::now();
+    state.tokens.retain(|_, expiry| *expiry > now);
+    state.tokens.insert(access_token.clone(), now + ttl);
+    json_body(
+        StatusCode::OK,
+        json!({"access_token": access_token, "token_type": "Bearer", "expires_in": ttl.as_secs()}).to_string(),
+    )
+}
+
+/// Counts the request, checks the bearer token, then decides a transport fault. An error or 401 answers
+/// at once; a timeout is slept here (without the lock) before the request goes on.
+async fn admit(app: &AppState, headers: &HeaderMap, endpoint: Endpoint) -> Result<Option<TransportFault>, Answer> {
+    let fault = {
+        let mut state = app.sim.lock();
+        state.stats.requests_total += 1;
+        match endpoint {
+            Endpoint::Search => state.stats.search_requests += 1,
+            Endpoint::Dossier => state.stats.dossier_requests += 1,
+            Endpoint::Agency => state.stats.agency_requests += 1,
+            Endpoint::Procedure => state.stats.procedure_requests += 1,
+            Endpoint::Count => state.stats.count_requests += 1,
+            Endpoint::Ids => state.stats.ids_requests += 1,
+        }
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        let verdict = match token.and_then(|token| state.tokens.get(token)) {
+            None => Some("unknown or missing token"),
+            Some(expiry) if *expiry <= Instant::now() => Some("token expired"),
+            Some(_) => None,
+        };
+        if let Some(message) = verdict {
+            state.stats.unauthorized += 1;
+            return Err(Answer::from(json_body(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "invalid_token", "error_description": message}).to_string(),
+            )));
+        }
+        state.transport_fault(endpoint)
+    };
+    match fault {
+        Some(TransportFault::Error(status)) => {
+            Err(Answer::from(error_body(status, "server_error", "simulated failure of the source system")))
+        }
+        Some(TransportFault::Timeout) => {
+            let delay = app.sim.faults().timeout_delay;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => Ok(None),
+                _ = app.shutdown.cancelled() => {
+                    Err(Answer::from(error_body(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the simulator is stopping")))
+                }
+            }
+        }
+        other => Ok(other),
+    }
+}
+
+/// Serializes an answer, spoiled as the fault says.
+fn finish(state: &mut SimState, mut body: Value, fault: Option<TransportFault>) -> Response {
+    match fault {
+        Some(TransportFault::MissingContent) => {
+            if let Some(object) = body.as_object_mut() {
+                object.remove("content");
+            }
+            json_body(StatusCode::OK, body.to_string())
+        }
+        Some(TransportFault::Truncate) => {
+            let text = body.to_string();
+            let mut cut = (text.len() as f64 * state.rng.random_range(0.2..0.9)) as usize;
+            while cut > 0 && !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            json_body(StatusCode::OK, text[..cut].to_owned())
+        }
+        _ => json_body(StatusCode::OK, body.to_string()),
+    }
+}
+
+fn page_params(state: &mut SimState, params: &HashMap<String, String>) -> Result<(usize, usize), Answer> {
+    let page = match params.get("page") {
+        None => 0,
+        Some(text) => text.trim().parse::<usize>().map_err(|_| bad_request(state, "page must be a number ≥ 0"))?,
+    };
+    let size = match params.get("size") {
+        None => 20,
+        Some(text) => text.trim().parse::<usize>().map_err(|_| bad_request(state, "size must be a number"))?,
+    };
+    if size == 0 || size > MAX_PAGE_SIZE {
+        return Err(bad_request(state, "size must be between 1 and 500"));
+    }
+    Ok((page, size))
+}
+
+fn spring_page<T: Serialize>(content: Vec<T>, page: usize, size: usize, total: usize) -> Value {
+    let total_pages = total.div_ceil(size);
+    serde_json::to_value(Page {
+        content,
+        number: page as i64,
+        size: size as i64,
+        total_elements: total as i64,
+        total_pages: total_pages as i64,
+        last: (page + 1) * size >= total,
+    })
+    .unwrap_or(Value::Null)
+}
+
+async fn search(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+    let fault = admit(&app, &headers, Endpoint::Search).await?;
+    let mut state = app.sim.lock();
+    let (page, size) = page_params(&mut state, &params)?;
+    if let Some(sort) = params.get("sort")
+        && sort != "updatedDate,asc"
+    {
+        return Err(bad_request(&mut state, "only sort=updatedDate,asc is supported"));
+    }
+    let anchor = params.get("updated-from").cloned().unwrap_or_default();
+    let from_ms = if anchor.is_empty() {
+        i64::MIN
+    } else if anchor.contains(' ') {
+        return Err(bad_request(&mut state, "updated-from contains a space: encode '+' as %2B"));
+    } else {
+        match parse_source_date_text(&anchor) {
+            Some(timestamp) if anchor.contains('T') => ms(timestamp),
+            _ => return Err(bad_request(&mut state, "updated-from must look like 2024-01-15T08:30:00.000+0700")),
+        }
+    };
+    let state = &mut *state;
+    let mut keys = state.feed_from(from_ms);
+
+    // Quirk 1: rows already served to this query are touched and move to the end.
+    if page > 0 && state.faults.moving_pages > 0.0 {
+        let share = state.faults.moving_pages;
+        let total = keys.len();
+        let (moved, budget) =
+            *state.moving_budgets.entry(anchor.clone()).or_insert((0, (share * total as f64).ceil() as usize));
+        let served = (page * size).min(total);
+        let wanted = ((share * size as f64).ceil() as usize).min(budget.saturating_sub(moved)).min(served);
+        if wanted > 0 {
+            let now = Timestamp::now();
+            let positions = sample(&mut state.rng, served, wanted).into_vec();
+            for position in positions {
+                state.touch(keys[position], now, now);
+            }
+            state.stats.moved_rows += wanted as u64;
+            if let Some(entry) = state.moving_budgets.get_mut(&anchor) {
+                entry.0 += wanted;
+            }
+            keys = state.feed_from(from_ms);
+        }
+        if state.moving_budgets.len() > 100_000 {
+            state.moving_budgets.clear();
+        }
+    }
+
+    // Quirk 2: ties in another order, now and then.
+    if state.faults.tie_reorder > 0.0 && state.rng.random_bool(state.faults.tie_reorder.clamp(0.0, 1.0)) {
+        let salt: u64 = state.rng.random();
+        let rows = &state.rows;
+        keys.sort_by_key(|&index| (rows[index].updated_ms, scramble(index as u64, salt)));
+        state.stats.reordered_ties += 1;
+    }
+
+    let total = keys.len();
+    let start = page.saturating_mul(size).min(total);
+    let end = (start + size).min(total);
+    let mut content: Vec<Value> = Vec::with_capacity(end - start + 1);
+    // Quirk 4: the previous page's last row again, as an extra first element.
+    if start > 0 && start < total && state.faults.duplicates > 0.0 && state.rng.random_bool(state.faults.duplicates.clamp(0.0, 1.0))
+    {
+        content.push(state.rows[keys[start - 1]].record.clone());
+        state.stats.duplicated_rows += 1;
+    }
+    content.extend(keys[start..end].iter().map(|&index| state.rows[index].record.clone()));
+    let body = spring_page(content, page, size, total);
+    Ok(finish(state, body, fault))
+}
+
+impl SimState {
+    /// Row indexes in the feed from `from_ms` (inclusive), by `updatedDate` then id.
+    fn feed_from(&self, from_ms: i64) -> Vec<usize> {
+        self.by_updated
+            .range((from_ms, 0)..)
+            .map(|&(_, index)| index)
+            .filter(|&index| self.in_feed(&self.rows[index]))
+            .collect()
+    }
+}
+
+async fn dossier_by_id(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Answer> {
+    let fault = admit(&app, &headers, Endpoint::Dossier).await?;
+    let mut state = app.sim.lock();
+    let Some(&index) = state.by_id.get(&id) else {
+        return Ok(error_body(StatusCode::NOT_FOUND, "not_found", "no dossier with this id"));
+    };
+    let record = state.rows[index].record.clone();
+    Ok(finish(&mut state, record, fault))
+}
+
+async fn agencies(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+    let fault = admit(&app, &headers, Endpoint::Agency).await?;
+    let mut state = app.sim.lock();
+    let (page, size) = page_params(&mut state, &params)?;
+    let total = state.agencies.len();
+    let content: Vec<AgencyItem> = state.agencies.iter().skip(page.saturating_mul(size)).take(size).cloned().collect();
+    let body = spring_page(content, page, size, total);
+    Ok(finish(&mut state, body, fault))
+}
+
+async fn procedures(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+    let fault = admit(&app, &headers, Endpoint::Procedure).await?;
+    let mut state = app.sim.lock();
+    let (page, size) = page_params(&mut state, &params)?;
+    let total = state.procedures.len();
+    let content: Vec<ProcedureItem> =
+        state.procedures.iter().skip(page.saturating_mul(size)).take(size).cloned().collect();
+    let body = spring_page(content, page, size, total);
+    Ok(finish(&mut state, body, fault))
+}
+
+fn date_param(state: &mut SimState, params: &HashMap<String, String>, name: &str) -> Result<civil::Date, Answer> {
+    params
+        .get(name)
+        .and_then(|text| text.trim().parse::<civil::Date>().ok())
+        .ok_or_else(|| bad_request(state, &format!("{name} must be a date like 2024-01-15")))
+}
+
+/// Rows the counts see, with their agency id and reception day.
+fn counted_rows(state: &SimState) -> impl Iterator<Item = (usize, &str, civil::Date)> + '_ {
+    state.rows.iter().enumerate().filter(|(_, row)| !row.deleted() && !row.cancelled()).filter_map(|(index, row)| {
+        let agency = row.record.pointer("/agency/id").and_then(Value::as_str)?;
+        Some((index, agency, reception_day(&row.record)?))
+    })
+}
+
+async fn count_by_agency(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+    let fault = admit(&app, &headers, Endpoint::Count).await?;
+    let mut state = app.sim.lock();
+    let from = date_param(&mut state, &params, "received-from")?;
+    let to = date_param(&mut state, &params, "received-to")?;
+    let mut counts: BTreeMap<(civil::Date, String), i64> = BTreeMap::new();
+    for (_, agency, day) in counted_rows(&state) {
+        if (from..=to).contains(&day) {
+            *counts.entry((day, agency.to_owned())).or_insert(0) += 1;
+        }
+    }
+    let body: Vec<Value> = counts
+        .into_iter()
+        .map(|((day, agency), count)| json!({"agencyId": agency, "date": day.to_string(), "count": count}))
+        .collect();
+    let fault = match fault {
+        Some(TransportFault::MissingContent) => None,
+        other => other,
+    };
+    Ok(finish(&mut state, Value::Array(body), fault))
+}
+
+async fn dossier_ids(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+    let fault = admit(&app, &headers, Endpoint::Ids).await?;
+    let mut state = app.sim.lock();
+    let (page, size) = page_params(&mut state, &params)?;
+    let day = date_param(&mut state, &params, "date")?;
+    let Some(agency_id) = params.get("agency-id").cloned() else {
+        return Err(bad_request(&mut state, "agency-id is required"));
+    };
+    let matching: Vec<usize> = counted_rows(&state)
+        .filter(|(_, agency, row_day)| *agency == agency_id && *row_day == day)
+        .map(|(index, _, _)| index)
+        .collect();
+    let total = matching.len();
+    let content: Vec<DossierIdItem> = matching
+        .iter()
+        .skip(page.saturating_mul(size))
+        .take(size)
+        .map(|&index| {
+            let row = &state.rows[index];
+            DossierIdItem {
+                id: row.id.clone(),
+                code: row.record.get("code").and_then(Value::as_str).map(str::to_owned),
+                updated_date: Some(format_source_date(timestamp_of(row.updated_ms))),
+            }
+        })
+        .collect();
+    let body = spring_page(content, page, size, total);
+    Ok(finish(&mut state, body, fault))
+}
+
+async fn sim_stats(State(app): State<AppState>) -> Response {
+    let stats = app.sim.stats();
+    json_body(StatusCode::OK, serde_json::to_string(&stats).unwrap_or_default())
+}

@@ -1,0 +1,271 @@
+//! The date rule of mapping.md: every shape of source-api.md quirk 5 in, `yyyyMMddHHmmss` in Vietnam time
+//! (UTC+07:00, no daylight saving) out, fractions of a second truncated.
+
+use jiff::Timestamp;
+use jiff::civil::{Date, DateTime};
+use jiff::tz::Offset;
+
+use crate::source::wire::RawDate;
+
+/// Vietnam time: a constant offset, so no time zone database is needed.
+pub const VIETNAM: Offset = Offset::constant(7);
+
+/// A source date, parsed: an instant, to the second (fractions truncated), shown in Vietnam time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SourceTime {
+    /// Seconds since the Unix epoch, floored: a fraction of a second never moves a date forward.
+    seconds: i64,
+    /// The same instant in Vietnam time, without the fraction.
+    local: DateTime,
+    /// The instant as received (with its fraction), for callers that compare feed positions.
+    precise: Timestamp,
+}
+
+impl SourceTime {
+    /// Parses any shape the source writes; `None` when it is none of them or out of range.
+    pub fn parse(raw: &RawDate) -> Option<SourceTime> {
+        let precise = match raw {
+            RawDate::Millis(millis) => Timestamp::from_millisecond(*millis).ok()?,
+            RawDate::Float(millis) => {
+                // A migrated number with a fraction of a millisecond: the fraction is dropped, like any other.
+                if !millis.is_finite() || millis.abs() > 1e17 {
+                    return None;
+                }
+                Timestamp::from_millisecond(millis.floor() as i64).ok()?
+            }
+            RawDate::Text(text) => parse_text(text.trim())?,
+        };
+        SourceTime::from_timestamp(precise)
+    }
+
+    /// The instant as a `SourceTime`; `None` outside the years the portal's format can show.
+    pub fn from_timestamp(precise: Timestamp) -> Option<SourceTime> {
+        let mut seconds = precise.as_second();
+        if precise.subsec_nanosecond() < 0 {
+            seconds -= 1;
+        }
+        let whole = Timestamp::from_second(seconds).ok()?;
+        let local = VIETNAM.to_datetime(whole);
+        if !(1000..=9999).contains(&local.year()) {
+            return None;
+        }
+        Some(SourceTime {
+            seconds,
+            local,
+            precise,
+        })
+    }
+
+    /// The instant with its fraction of a second, as received.
+    pub fn timestamp(&self) -> Timestamp {
+        self.precise
+    }
+
+    /// Whole seconds since the Unix epoch (floored).
+    pub fn second(&self) -> i64 {
+        self.seconds
+    }
+
+    /// The day in Vietnam time.
+    pub fn vietnam_day(&self) -> Date {
+        self.local.date()
+    }
+
+    /// `yyyyMMddHHmmss` in Vietnam time, as the portal takes it.
+    pub fn portal_string(&self) -> String {
+        let local = &self.local;
+        let mut out = [0u8; 14];
+        write_digits(&mut out[0..4], i64::from(local.year()));
+        write_digits(&mut out[4..6], i64::from(local.month()));
+        write_digits(&mut out[6..8], i64::from(local.day()));
+        write_digits(&mut out[8..10], i64::from(local.hour()));
+        write_digits(&mut out[10..12], i64::from(local.minute()));
+        write_digits(&mut out[12..14], i64::from(local.second()));
+        out.iter().map(|byte| char::from(*byte)).collect()
+    }
+}
+
+fn write_digits(out: &mut [u8], mut value: i64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// A cursor over the ASCII bytes of a date string.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn number(&mut self, digits: usize) -> Option<i64> {
+        let end = self.at.checked_add(digits)?;
+        let slice = self.bytes.get(self.at..end)?;
+        let mut value = 0i64;
+        for byte in slice {
+            if !byte.is_ascii_digit() {
+                return None;
+            }
+            value = value * 10 + i64::from(byte - b'0');
+        }
+        self.at = end;
+        Some(value)
+    }
+
+    fn eat(&mut self, expected: u8) -> bool {
+        if self.bytes.get(self.at) == Some(&expected) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+}
+
+/// `2024-01-15T08:30:00.000+0700`, `+07:00`, `Z`, `2024-01-15 08:30:00`, `15/01/2024 08:30:00`, and the
+/// same without seconds or without a time of day. No offset means Vietnam time.
+fn parse_text(text: &str) -> Option<Timestamp> {
+    let mut cursor = Cursor {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    let (year, month, day) = if text.as_bytes().get(2) == Some(&b'/') {
+        let day = cursor.number(2)?;
+        cursor.eat(b'/').then_some(())?;
+        let month = cursor.number(2)?;
+        cursor.eat(b'/').then_some(())?;
+        (cursor.number(4)?, month, day)
+    } else {
+        let year = cursor.number(4)?;
+        cursor.eat(b'-').then_some(())?;
+        let month = cursor.number(2)?;
+        cursor.eat(b'-').then_some(())?;
+        (year, month, cursor.number(2)?)
+    };
+    let (mut hour, mut minute, mut second) = (0, 0, 0);
+    if cursor.eat(b'T') || cursor.eat(b' ') {
+        hour = cursor.number(2)?;
+        cursor.eat(b':').then_some(())?;
+        minute = cursor.number(2)?;
+        if cursor.eat(b':') {
+            second = cursor.number(2)?;
+            if cursor.eat(b'.') || cursor.eat(b',') {
+                // Fractions are truncated, so their digits only need to be digits.
+                let start = cursor.at;
+                while cursor.peek().is_some_and(|byte| byte.is_ascii_digit()) {
+                    cursor.at += 1;
+                }
+                if cursor.at == start {
+                    return None;
+                }
+            }
+        }
+    }
+    let offset = parse_offset(&mut cursor)?;
+    if !cursor.done() {
+        return None;
+    }
+    let civil = DateTime::new(
+        i16::try_from(year).ok()?,
+        i8::try_from(month).ok()?,
+        i8::try_from(day).ok()?,
+        i8::try_from(hour).ok()?,
+        i8::try_from(minute).ok()?,
+        i8::try_from(second).ok()?,
+        0,
+    )
+    .ok()?;
+    offset.to_timestamp(civil).ok()
+}
+
+/// `Z`, `+0700`, `+07:00`, `+07`, or nothing (Vietnam time).
+fn parse_offset(cursor: &mut Cursor<'_>) -> Option<Offset> {
+    if cursor.done() {
+        return Some(VIETNAM);
+    }
+    if cursor.eat(b'Z') || cursor.eat(b'z') {
+        return Some(Offset::UTC);
+    }
+    let sign = if cursor.eat(b'+') {
+        1
+    } else if cursor.eat(b'-') {
+        -1
+    } else {
+        return None;
+    };
+    let hours = cursor.number(2)?;
+    let minutes = if cursor.done() {
+        0
+    } else {
+        cursor.eat(b':');
+        cursor.number(2)?
+    };
+    if hours > 18 || minutes > 59 {
+        return None;
+    }
+    Offset::from_seconds(i32::try_from(sign * (hours * 3600 + minutes * 60)).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn portal(raw: RawDate) -> Option<String> {
+        SourceTime::parse(&raw).map(|time| time.portal_string())
+    }
+
+    fn text(value: &str) -> Option<String> {
+        portal(RawDate::Text(value.to_owned()))
+    }
+
+    #[test]
+    fn reads_every_source_shape() {
+        let expected = Some("20240115083000".to_owned());
+        assert_eq!(text("2024-01-15T08:30:00.000+0700"), expected);
+        assert_eq!(text("2024-01-15T08:30:00+07:00"), expected);
+        assert_eq!(text("2024-01-15T01:30:00Z"), expected);
+        assert_eq!(text("2024-01-15T01:30:00.999Z"), expected);
+        assert_eq!(text("15/01/2024 08:30:00"), expected);
+        assert_eq!(text("2024-01-15 08:30:00"), expected);
+        assert_eq!(text(" 2024-01-15T08:30:00 "), expected);
+        assert_eq!(text("2024-01-15T03:30:00.5+02:00"), expected);
+        assert_eq!(portal(RawDate::Millis(1705282200000)), expected);
+        assert_eq!(portal(RawDate::Millis(1705282200999)), expected);
+        assert_eq!(portal(RawDate::Float(1705282200999.9)), expected);
+        assert_eq!(text("2024-01-15"), Some("20240115000000".to_owned()));
+        // Minutes without seconds are a shape some exports use.
+        assert_eq!(text("2024-01-15T08:30"), expected);
+    }
+
+    #[test]
+    fn crosses_the_day_boundary_in_vietnam_time() {
+        let time = SourceTime::parse(&RawDate::Text("2024-01-14T18:00:00Z".into()));
+        assert_eq!(time.map(|time| time.vietnam_day()), Date::new(2024, 1, 15).ok());
+    }
+
+    #[test]
+    fn truncates_fractions_before_the_epoch_too() {
+        assert_eq!(portal(RawDate::Millis(-1)), Some("19700101065959".to_owned()));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_date() {
+        for bad in [
+            "", "hôm qua", "2024-13-01T00:00:00Z", "2024-02-30 00:00:00", "32/01/2024 08:00:00",
+            "2024-01-15T08:30:00+", "2024-01-15T08:30:00.+0700", "2024-01-15T08:30:00+0700x", "24-01-15",
+        ] {
+            assert_eq!(text(bad), None, "{bad}");
+        }
+        assert_eq!(portal(RawDate::Float(f64::NAN)), None);
+        assert_eq!(portal(RawDate::Millis(i64::MAX)), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! The dossier's lists: fees (`DanhSachLePhi`, `DuocThanhToanTrucTuyen`), attachments (`TaiLieuNop`,
+//! `DanhSachGiayToKetQua`) and supplement requests (`DanhSachHoSoBoSung`).
+
+use crate::portal::wire::{FeeLine, ResultDocument, SubmittedFile, SupplementRequest};
+use crate::source::wire::{Attachment, Fee, RawAmount, Supplement};
+
+use super::codes;
+use super::findings::{Collector, Field};
+
+/// A fee amount in whole đồng, parsed from any shape the source writes (source-api.md quirk 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dong(i64);
+
+impl Dong {
+    /// `75000`, `75000.0`, `"75000"`, `"75.000"`, `"1.250.000"`; negative, fractional or unparseable: `None`.
+    pub fn parse(raw: &RawAmount) -> Option<Dong> {
+        let value = match raw {
+            RawAmount::Number(number) => match number.as_i64() {
+                Some(whole) => whole,
+                None => {
+                    let float = number.as_f64()?;
+                    if !float.is_finite() || float.fract() != 0.0 || float.abs() >= 9e15 {
+                        return None;
+                    }
+                    float as i64
+                }
+            },
+            RawAmount::Text(text) => parse_amount_text(text.trim())?,
+        };
+        (value >= 0).then_some(Dong(value))
+    }
+
+    pub fn value(self) -> i64 {
+        self.0
+    }
+}
+
+/// Digits with dots as thousands separators (`75.000`), plain digits, or a decimal with a zero fraction
+/// (`75000.0`, `75000,00`).
+fn parse_amount_text(text: &str) -> Option<i64> {
+    let digits_only = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let groups: Vec<&str> = text.split('.').collect();
+    let grouped = groups.len() > 1
+        && groups.first().is_some_and(|first| digits_only(first) && first.len() <= 3)
+        && groups[1..].iter().all(|group| group.len() == 3 && digits_only(group));
+    let whole = if grouped {
+        groups.concat()
+    } else if digits_only(text) {
+        text.to_owned()
+    } else {
+        let (integer, fraction) = text.split_once(['.', ','])?;
+        if !digits_only(integer) || !digits_only(fraction) || fraction.bytes().any(|b| b != b'0') {
+            return None;
+        }
+        integer.to_owned()
+    };
+    whole.parse().ok()
+}
+
+/// Fee lines; a fee without a valid amount is `invalid_fee`.
+pub fn fee_lines(fees: &[Fee], collector: &mut Collector) -> Option<Vec<FeeLine>> {
+    let mut lines = Vec::with_capacity(fees.len());
+    for (index, fee) in fees.iter().enumerate() {
+        let amount = fee.amount.as_ref().and_then(Dong::parse);
+        let Some(amount) = amount else {
+            let shown = fee.amount.as_ref().map(|raw| match raw {
+                RawAmount::Number(number) => number.to_string(),
+                RawAmount::Text(text) => text.clone(),
+            });
+            let detail = if shown.is_some() {
+                "negative, fractional or unparseable amount"
+            } else {
+                "fee without an amount"
+            };
+            collector.reject(codes::INVALID_FEE, Field::Item("fees", index, "amount"), detail, shown.as_deref());
+            continue;
+        };
+        lines.push(FeeLine {
+            ten_phi_le_phi: collector.text(Field::Item("fees", index, "name"), fee.name.as_deref(), None),
+            ma_phi_le_phi: collector.text(Field::Item("fees", index, "code"), fee.code.as_deref(), None),
+            hinh_thuc_thu: None,
+            gia: amount.value(),
+            loai_phi_le_phi: None,
+        });
+    }
+    (!lines.is_empty()).then_some(lines)
+}
+
+/// "1" when a paid fee went through the national portal, else "2" when one went through the provincial
+/// payment platform, else absent.
+pub fn paid_online(fees: &[Fee]) -> Option<String> {
+    let paid_by = |channel: &str| {
+        fees.iter().any(|fee| {
+            fee.paid == Some(true)
+                && fee.payment_channel.as_deref().is_some_and(|paid| paid.trim().eq_ignore_ascii_case(channel))
+        })
+    };
+    if paid_by("DVCQG") {
+        Some("1".to_owned())
+    } else if paid_by("PAYMENT_PLATFORM") {
+        Some("2".to_owned())
+    } else {
+        None
+    }
+}
+
+fn flag(value: Option<bool>) -> String {
+    if value == Some(true) { "1" } else { "0" }.to_owned()
+}
+
+/// Submitted files and result documents, by `kind`.
+pub fn attachments(
+    attachments: &[Attachment],
+    collector: &mut Collector,
+) -> (Option<Vec<SubmittedFile>>, Option<Vec<ResultDocument>>) {
+    let mut submitted = Vec::new();
+    let mut results = Vec::new();
+    for (index, attachment) in attachments.iter().enumerate() {
+        let field = |name| Field::Item("attachments", index, name);
+        match attachment.kind.as_deref().map(str::trim) {
+            Some(kind) if kind.eq_ignore_ascii_case("input") => submitted.push(SubmittedFile {
+                tep_dinh_kem_id: collector.text(field("id"), attachment.id.as_deref(), None),
+                ten_tep_dinh_kem: collector.text(field("name"), attachment.name.as_deref(), None),
+                ma_thanh_phan_ho_so: collector.text(field("componentCode"), attachment.component_code.as_deref(), None),
+                duong_dan_tai_tep_tin: collector.text(field("url"), attachment.url.as_deref(), None),
+                duoc_so_hoa: flag(attachment.digitized),
+                duoc_tai_su_dung: flag(attachment.reused),
+                duoc_lay_tu_kho_dmqg: flag(attachment.from_national_repository),
+            }),
+            Some(kind) if kind.eq_ignore_ascii_case("result") => results.push(ResultDocument {
+                ten_giay_to: collector.text(field("name"), attachment.name.as_deref(), None),
+                ma_thanh_phan_ho_so: collector.text(field("componentCode"), attachment.component_code.as_deref(), None),
+                giay_to_id: collector.text(field("id"), attachment.id.as_deref(), None),
+                duong_dan_tep_tin_ket_qua: collector.text(field("url"), attachment.url.as_deref(), None),
+                ma_giay_to_ket_qua: collector.text(field("resultCode"), attachment.result_code.as_deref(), None),
+            }),
+            other => {
+                let kind = other.unwrap_or("").to_owned();
+                collector.warn(
+                    codes::ATTACHMENT_DROPPED,
+                    field("kind"),
+                    "kind is neither input nor result",
+                    Some(&kind),
+                );
+            }
+        }
+    }
+    (
+        (!submitted.is_empty()).then_some(submitted),
+        (!results.is_empty()).then_some(results),
+    )
+}
+
+/// Supplement requests; their dates follow the date rule.
+pub fn supplements(supplements: &[Supplement], collector: &mut Collector) -> Option<Vec<SupplementRequest>> {
+    let requests: Vec<SupplementRequest> = supplements
+        .iter()
+        .enumerate()
+        .map(|(index, supplement)| {
+            let field = |name| Field::Item("supplements", index, name);
+            SupplementRequest {
+                ho_so_bo_sung_id: collector.text(field("id"), supplement.id.as_deref(), None),
+                nguoi_yeu_cau_bo_sung: collector.text(field("requestedBy"), supplement.requested_by.as_deref(), None),
+                noi_dung_bo_sung: collector.text(field("content"), supplement.content.as_deref(), None),
+                ngay_bo_sung: collector
+                    .date(field("requestedAt"), supplement.requested_at.as_ref())
+                    .map(|time| time.portal_string()),
+                ngay_hen_tra_truoc: collector
+                    .date(field("previousAppointment"), supplement.previous_appointment.as_ref())
+                    .map(|time| time.portal_string()),
+                ngay_hen_tra_moi: collector
+                    .date(field("newAppointment"), supplement.new_appointment.as_ref())
+                    .map(|time| time.portal_string()),
+            }
+        })
+        .collect();
+    (!requests.is_empty()).then_some(requests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn amount(raw: RawAmount) -> Option<i64> {
+        Dong::parse(&raw).map(Dong::value)
+    }
+
+    fn text(value: &str) -> Option<i64> {
+        amount(RawAmount::Text(value.to_owned()))
+    }
+
+    #[test]
+    fn reads_every_amount_shape() {
+        assert_eq!(amount(RawAmount::Number(75000.into())), Some(75000));
+        assert_eq!(amount(RawAmount::Number(serde_json::Number::from_f64(75000.0).expect("finite"))), Some(75000));
+        assert_eq!(text("75.000"), Some(75000));
+        assert_eq!(text("1.250.000"), Some(1_250_000));
+        assert_eq!(text(" 75000 "), Some(75000));
+        assert_eq!(text("75000.0"), Some(75000));
+        assert_eq!(text("75000,00"), Some(75000));
+        assert_eq!(text("0"), Some(0));
+    }
+
+    #[test]
+    fn refuses_bad_amounts() {
+        assert_eq!(amount(RawAmount::Number((-5).into())), None);
+        assert_eq!(amount(RawAmount::Number(serde_json::Number::from_f64(75000.5).expect("finite"))), None);
+        for bad in ["-75.000", "abc", "", "7.5", "1.2345", "99999999999999999999"] {
+            assert_eq!(text(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn online_payment_channel() {
+        let fee = |paid, channel: &str| Fee {
+            paid: Some(paid),
+            payment_channel: Some(channel.to_owned()),
+            ..Fee::default()
+        };
+        assert_eq!(paid_online(&[fee(true, "PAYMENT_PLATFORM"), fee(true, "DVCQG")]), Some("1".into()));
+        assert_eq!(paid_online(&[fee(true, "PAYMENT_PLATFORM")]), Some("2".into()));
+        assert_eq!(paid_online(&[fee(false, "DVCQG"), fee(true, "CASH")]), None);
+    }
+}

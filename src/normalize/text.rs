@@ -1,0 +1,290 @@
+//! The text rule of mapping.md: legacy TCVN3 (ABC) detection and decoding, NFC, control and invisible
+//! characters, white space, length limits, and what is still invalid after all that.
+
+use std::borrow::Cow;
+
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+
+use super::syllable::is_syllable;
+
+/// Portal length limits, in characters (portal-api.md section 3 and 2.2).
+pub const LIMIT_PROCEDURE_NAME: usize = 500;
+pub const LIMIT_APPLICANT_NAME: usize = 200;
+pub const LIMIT_SUMMARY: usize = 1000;
+pub const LIMIT_ACTOR: usize = 50;
+pub const LIMIT_PROGRESS_CONTENT: usize = 1000;
+
+/// A text value after the text rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanText {
+    /// NFC, no control or invisible characters, white space folded, within the limit.
+    pub text: String,
+    /// The value was TCVN3 read as Latin-1 and has been decoded (`tcvn3_converted`).
+    pub converted: bool,
+    /// The value was longer than its limit and has been cut (`text_truncated`).
+    pub truncated: bool,
+    /// The value still holds replacement characters or non-characters (`invalid_text`).
+    pub invalid: bool,
+}
+
+/// Applies the text rule to one value; `limit` is the portal's limit in characters, if it has one.
+pub fn clean(raw: &str, limit: Option<usize>) -> CleanText {
+    let (decoded, converted) = match decode_if_tcvn3(raw) {
+        Some(decoded) => (Cow::Owned(decoded), true),
+        None => (Cow::Borrowed(raw), false),
+    };
+    let mut text = strip_and_fold(&decoded);
+    // NFC comes after stripping as well as conceptually before it: removing an invisible character that
+    // sat between a letter and a combining mark leaves a sequence that only NFC composes.
+    if is_nfc_quick(text.chars()) != IsNormalized::Yes {
+        text = text.nfc().collect();
+    }
+    let mut truncated = false;
+    if let Some(limit) = limit {
+        // A string of at most `limit` bytes has at most `limit` characters: no need to count.
+        if text.len() > limit
+            && let Some((cut, _)) = text.char_indices().nth(limit)
+        {
+            text.truncate(cut);
+            let kept = text.trim_end().len();
+            text.truncate(kept);
+            truncated = true;
+        }
+    }
+    let invalid = text.chars().any(is_invalid_char);
+    CleanText {
+        text,
+        converted,
+        truncated,
+        invalid,
+    }
+}
+
+/// Characters that mean the text was damaged before it reached us.
+fn is_invalid_char(character: char) -> bool {
+    matches!(character, '\u{FFFD}' | '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// Zero-width and other invisible characters that mapping.md removes (after TCVN3 decoding, so that
+/// TCVN3's `ư`, U+00AD, is decoded before the soft hyphen would be removed).
+fn is_invisible(character: char) -> bool {
+    matches!(character, '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// Steps 3 and 4: control characters out (tab, newline and carriage return become a space), invisible
+/// characters out, runs of white space folded to one space, trimmed.
+fn strip_and_fold(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_space = false;
+    for character in text.chars() {
+        if character.is_whitespace() {
+            pending_space = true;
+        } else if character.is_control() || is_invisible(character) {
+            continue;
+        } else {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.push(character);
+        }
+    }
+    out
+}
+
+/// TCVN3 (ABC, TCVN 5712:1993 VN3) letter codes read as Latin-1, to the Unicode letter they stand for.
+/// The codes TCVN3 leaves to other uses (e.g. U+00E0 `à`) are not letters here and stay as they are.
+pub fn tcvn3_letter(character: char) -> Option<char> {
+    let decoded = match character {
+        '\u{A1}' => 'Ă',
+        '\u{A2}' => 'Â',
+        '\u{A3}' => 'Ê',
+        '\u{A4}' => 'Ô',
+        '\u{A5}' => 'Ơ',
+        '\u{A6}' => 'Ư',
+        '\u{A7}' => 'Đ',
+        '\u{A8}' => 'ă',
+        '\u{A9}' => 'â',
+        '\u{AA}' => 'ê',
+        '\u{AB}' => 'ô',
+        '\u{AC}' => 'ơ',
+        '\u{AD}' => 'ư',
+        '\u{AE}' => 'đ',
+        '\u{B5}' => 'à',
+        '\u{B6}' => 'ả',
+        '\u{B7}' => 'ã',
+        '\u{B8}' => 'á',
+        '\u{B9}' => 'ạ',
+        '\u{BB}' => 'ằ',
+        '\u{BC}' => 'ẳ',
+        '\u{BD}' => 'ẵ',
+        '\u{BE}' => 'ắ',
+        '\u{C6}' => 'ặ',
+        '\u{C7}' => 'ầ',
+        '\u{C8}' => 'ẩ',
+        '\u{C9}' => 'ẫ',
+        '\u{CA}' => 'ấ',
+        '\u{CB}' => 'ậ',
+        '\u{CC}' => 'è',
+        '\u{CE}' => 'ẻ',
+        '\u{CF}' => 'ẽ',
+        '\u{D0}' => 'é',
+        '\u{D1}' => 'ẹ',
+        '\u{D2}' => 'ề',
+        '\u{D3}' => 'ể',
+        '\u{D4}' => 'ễ',
+        '\u{D5}' => 'ế',
+        '\u{D6}' => 'ệ',
+        '\u{D7}' => 'ì',
+        '\u{D8}' => 'ỉ',
+        '\u{DC}' => 'ĩ',
+        '\u{DD}' => 'í',
+        '\u{DE}' => 'ị',
+        '\u{DF}' => 'ò',
+        '\u{E1}' => 'ỏ',
+        '\u{E2}' => 'õ',
+        '\u{E3}' => 'ó',
+        '\u{E4}' => 'ọ',
+        '\u{E5}' => 'ồ',
+        '\u{E6}' => 'ổ',
+        '\u{E7}' => 'ỗ',
+        '\u{E8}' => 'ố',
+        '\u{E9}' => 'ộ',
+        '\u{EA}' => 'ờ',
+        '\u{EB}' => 'ở',
+        '\u{EC}' => 'ỡ',
+        '\u{ED}' => 'ớ',
+        '\u{EE}' => 'ợ',
+        '\u{EF}' => 'ù',
+        '\u{F1}' => 'ủ',
+        '\u{F2}' => 'ũ',
+        '\u{F3}' => 'ú',
+        '\u{F4}' => 'ụ',
+        '\u{F5}' => 'ừ',
+        '\u{F6}' => 'ử',
+        '\u{F7}' => 'ữ',
+        '\u{F8}' => 'ứ',
+        '\u{F9}' => 'ự',
+        '\u{FA}' => 'ỳ',
+        '\u{FB}' => 'ỷ',
+        '\u{FC}' => 'ỹ',
+        '\u{FD}' => 'ý',
+        '\u{FE}' => 'ỵ',
+        _ => return None,
+    };
+    Some(decoded)
+}
+
+/// The TCVN3 code of a Unicode letter (the inverse of [`tcvn3_letter`]), for tests and tools that need to
+/// produce legacy text. Letters outside TCVN3's repertoire (toned capitals) have none.
+pub fn tcvn3_code(letter: char) -> Option<char> {
+    (0xA1u32..=0xFE)
+        .filter_map(char::from_u32)
+        .find(|code| tcvn3_letter(*code) == Some(letter))
+}
+
+/// Decodes `raw` when it is TCVN3 read as Latin-1 (mapping.md, Text step 1); `None` leaves it alone.
+pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
+    let mut has_letter_code = false;
+    for character in raw.chars() {
+        // Anything beyond Latin-1 was written by a Unicode system: ordinary text bails out here, early.
+        if character > '\u{FF}' {
+            return None;
+        }
+        has_letter_code |= tcvn3_letter(character).is_some();
+    }
+    if !has_letter_code {
+        return None;
+    }
+    let decoded: String = raw.chars().map(|c| tcvn3_letter(c).unwrap_or(c)).collect();
+    (count_syllables(&decoded) > count_syllables(raw)).then_some(decoded)
+}
+
+/// How many white-space separated words of `text` are Vietnamese syllables (ASCII punctuation and
+/// digits around a word do not count against it). Control and invisible characters are left out of the
+/// words first, as the later steps of the text rule will leave them out, so that a value is judged as it
+/// will read: otherwise a stray control character could hide a word now and expose it on a second pass.
+pub fn count_syllables(text: &str) -> usize {
+    text.split_whitespace()
+        .filter(|word| {
+            let letters: Cow<'_, str> = if word.chars().any(|c| c.is_control() || is_invisible(c)) {
+                Cow::Owned(word.chars().filter(|c| !c.is_control() && !is_invisible(*c)).collect())
+            } else {
+                Cow::Borrowed(word)
+            };
+            let core = letters.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_ascii_digit());
+            !core.is_empty() && is_syllable(core)
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(text: &str) -> String {
+        text.chars().map(|c| tcvn3_code(c).unwrap_or(c)).collect()
+    }
+
+    #[test]
+    fn decodes_tcvn3_names_and_summaries() {
+        let name = clean("NguyÔn V¨n An", Some(LIMIT_APPLICANT_NAME));
+        assert_eq!(name.text, "Nguyễn Văn An");
+        assert!(name.converted);
+        assert_eq!(clean("Xin cÊp giÊy phÐp x©y dùng", None).text, "Xin cấp giấy phép xây dựng");
+        // TCVN3's ư is U+00AD, which the invisible-character step would otherwise remove.
+        assert_eq!(clean("Tr\u{AD}êng", None).text, "Trường");
+    }
+
+    #[test]
+    fn round_trips_encoded_text() {
+        for original in ["Trần Văn Bình", "Phòng Kinh tế", "Đơn đề nghị cấp giấy phép xây dựng", "Ưu tiên"] {
+            let encoded = encode(original);
+            assert_ne!(encoded, original);
+            assert_eq!(clean(&encoded, None).text, original, "{encoded}");
+        }
+    }
+
+    #[test]
+    fn leaves_clean_latin1_vietnamese_alone() {
+        for text in ["Lê Thu Hà", "Hà Nội", "Ô Quy Hồ", "Trần Thị Lý", "café crème", "Côte d'Ivoire"] {
+            let cleaned = clean(text, None);
+            assert_eq!(cleaned.text, text);
+            assert!(!cleaned.converted, "{text}");
+        }
+    }
+
+    #[test]
+    fn strips_controls_invisibles_and_folds_space() {
+        let cleaned = clean("  Nguye\u{302}\u{303}n  Thi\u{323}\u{200B} Hoa\t", Some(200));
+        assert_eq!(cleaned.text, "Nguyễn Thị Hoa");
+        assert_eq!(clean("Xin cấp phép\u{7} xây dựng   nhà ở", None).text, "Xin cấp phép xây dựng nhà ở");
+        assert_eq!(clean("a\r\nb\u{FEFF}c", None).text, "a bc");
+        assert_eq!(clean("e\u{200B}\u{301}", None).text, "é");
+    }
+
+    #[test]
+    fn truncates_at_a_character_boundary() {
+        let long = "ở ".repeat(600);
+        let cleaned = clean(&long, Some(LIMIT_SUMMARY));
+        assert!(cleaned.truncated);
+        assert_eq!(cleaned.text.chars().count(), 999);
+        let exact = "ở".repeat(1000);
+        assert!(!clean(&exact, Some(LIMIT_SUMMARY)).truncated);
+    }
+
+    #[test]
+    fn control_characters_do_not_hide_words_from_detection() {
+        // Judged as it will read ("Ö"), the value is TCVN3 for "ệ": converting on the first pass keeps
+        // the rule idempotent.
+        let once = clean("\0Ö\0", None);
+        assert_eq!(once.text, "ệ");
+        assert_eq!(clean(&once.text, None).text, "ệ");
+    }
+
+    #[test]
+    fn flags_replacement_characters() {
+        assert!(clean("Nguy\u{FFFD}n", None).invalid);
+        assert!(!clean("Nguyễn", None).invalid);
+    }
+}

@@ -1,0 +1,388 @@
+//! What the portal does with a processed request: sessions, and each `/integration` service of
+//! portal-api.md section 2. Items are validated outside the lock; the lock is held only to apply them.
+
+use std::fmt::Write as _;
+
+use rand::RngExt;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::validate::{self, Rejection, text_of};
+use super::{CallRecord, DossierRecord, PortalSim, SimState, StoredDossier};
+
+const SESSION_INVALID: &str = "Phiên làm việc không hợp lệ hoặc đã hết hạn";
+const NOT_FOUND: &str = "Hồ sơ không tồn tại";
+
+fn answer(code: i64, message: &str) -> Value {
+    json!({"error_code": code.to_string(), "message": message})
+}
+
+fn item(ma_ho_so: Option<&str>, code: i64, message: &str) -> Value {
+    json!({"MaHoSo": ma_ho_so, "error_code": code.to_string(), "message": message})
+}
+
+/// Now in Vietnam time (UTC+07:00, no daylight saving), as `yyyyMMddHHmmss`.
+fn vietnam_now() -> String {
+    let zone = jiff::tz::TimeZone::fixed(jiff::tz::Offset::constant(7));
+    jiff::Timestamp::now()
+        .to_zoned_datetime(zone)
+        .strftime("%Y%m%d%H%M%S")
+        .to_string()
+}
+
+impl PortalSim {
+    /// `POST /auth`.
+    pub(super) fn authenticate(&self, dstcode: Option<&str>, body: &[u8]) -> Value {
+        let config = self.config();
+        let dstcode_ok = match (dstcode, &config.dstcode) {
+            (None, _) => false,
+            (Some(given), None) => !given.is_empty(),
+            (Some(given), Some(expected)) => given == expected,
+        };
+        if !dstcode_ok {
+            return answer(-1, "Thiếu hoặc sai mã định tuyến dstcode");
+        }
+        let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
+            return answer(2, "Yêu cầu không hợp lệ");
+        };
+        if text_of(&request, "username") != Some(config.username.as_str())
+            || text_of(&request, "password") != Some(config.password.as_str())
+        {
+            return answer(-1, "Sai tên đăng nhập hoặc mật khẩu");
+        }
+        let mut state = self.lock();
+        let now = Instant::now();
+        if state.sessions.len() >= 1024 {
+            state.sessions.retain(|_, expires| *expires > now);
+        }
+        let mut token = String::with_capacity(32);
+        for _ in 0..4 {
+            let _ = write!(token, "{:08x}", state.rng.random::<u32>());
+        }
+        state
+            .sessions
+            .insert(token.clone(), now + config.session_ttl);
+        json!({"error_code": "0", "message": "Thành công", "session": token})
+    }
+
+    /// `POST /integration`, after the fault draw let it through.
+    pub(super) fn integrate(&self, request: Option<Value>, record: &mut CallRecord) -> Value {
+        let Some(Value::Object(mut request)) = request else {
+            return answer(2, "Yêu cầu không phải đối tượng JSON hợp lệ");
+        };
+        let session = text_of(&request, "session").unwrap_or_default();
+        if !self.session_valid(session) {
+            return answer(-1, SESSION_INVALID);
+        }
+        match record.service.as_str() {
+            "DongBoHoSoMC" => self.sync_dossiers(&mut request, record),
+            "CapNhatTienDoHoSoMC" => self.sync_progress(&mut request, record),
+            "TraCuuHoSo" => self.look_up(&request),
+            "ThongKeHoSoDongBo" => self.count_by_unit_and_day(&request),
+            "LayThuTuc" => self.procedure_catalog(&request),
+            "LayDanhMucCoQuan" => self.unit_catalog(),
+            "" => answer(2, "Trường service không hợp lệ: thiếu hoặc rỗng"),
+            other => answer(2, &format!("Dịch vụ {other} không được hỗ trợ")),
+        }
+    }
+
+    fn session_valid(&self, session: &str) -> bool {
+        let state = self.lock();
+        state
+            .sessions
+            .get(session)
+            .is_some_and(|expires| Instant::now() < *expires)
+    }
+
+    /// Takes `data` out of the request: 1 to `batch_limit` items, else the overall refusal to answer.
+    fn take_data(
+        &self,
+        request: &mut Map<String, Value>,
+        record: &mut CallRecord,
+    ) -> Result<Vec<Value>, Value> {
+        let Some(Value::Array(items)) = request.remove("data") else {
+            return Err(answer(2, "Trường data không hợp lệ: phải là danh sách"));
+        };
+        record.items = items.len();
+        let limit = self.config().batch_limit;
+        if items.is_empty() {
+            return Err(answer(2, "Trường data không hợp lệ: danh sách rỗng"));
+        }
+        if items.len() > limit {
+            return Err(answer(
+                2,
+                &format!("Vượt quá số lượng hồ sơ cho phép trong một lần gọi ({limit})"),
+            ));
+        }
+        Ok(items)
+    }
+
+    /// `DongBoHoSoMC`: create or update dossiers.
+    fn sync_dossiers(&self, request: &mut Map<String, Value>, record: &mut CallRecord) -> Value {
+        let updating = match request.get("isUpdating") {
+            None | Some(Value::Null) => Some(false),
+            Some(Value::Bool(flag)) => Some(*flag),
+            Some(Value::String(text)) => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Some(true),
+                "false" | "0" => Some(false),
+                _ => None,
+            },
+            Some(_) => None,
+        };
+        let Some(updating) = updating else {
+            return answer(2, "Trường isUpdating không hợp lệ");
+        };
+        record.is_updating = Some(updating);
+        let items = match self.take_data(request, record) {
+            Ok(items) => items,
+            Err(refusal) => return refusal,
+        };
+        let catalogs = self.lock().catalogs.clone();
+        let verdicts: Vec<Result<(), Rejection>> = items
+            .iter()
+            .map(|item| validate::validate_dossier(item, &catalogs))
+            .collect();
+
+        let updated_at = vietnam_now();
+        let mut results = Vec::with_capacity(items.len());
+        let mut state = self.lock();
+        for (dossier, verdict) in items.into_iter().zip(verdicts) {
+            let code = dossier
+                .get("MaHoSo")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let (status, message) = match (verdict, &code) {
+                (Err(rejection), _) => (rejection.code, rejection.message),
+                (Ok(()), None) => (2, "Trường MaHoSo không hợp lệ".to_owned()),
+                (Ok(()), Some(code)) => {
+                    store_dossier(&mut state, code, dossier, updating, &updated_at)
+                }
+            };
+            record.item_codes.push(status);
+            results.push(item(code.as_deref(), status, &message));
+        }
+        json!({"error_code": "0", "message": "Đồng bộ thành công", "result": results})
+    }
+
+    /// `CapNhatTienDoHoSoMC`: progress entries of dossiers the portal has.
+    fn sync_progress(&self, request: &mut Map<String, Value>, record: &mut CallRecord) -> Value {
+        let items = match self.take_data(request, record) {
+            Ok(items) => items,
+            Err(refusal) => return refusal,
+        };
+        let verdicts: Vec<Result<(), Rejection>> =
+            items.iter().map(validate::validate_progress).collect();
+        let mut results = Vec::with_capacity(items.len());
+        let mut state = self.lock();
+        for (entry, verdict) in items.into_iter().zip(verdicts) {
+            let code = entry
+                .get("MaHoSo")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let (status, message) = match (verdict, &code) {
+                (Err(rejection), _) => (rejection.code, rejection.message),
+                (Ok(()), None) => (2, "Trường MaHoSo không hợp lệ".to_owned()),
+                (Ok(()), Some(code)) => match state.dossiers.get_mut(code) {
+                    None => (4, NOT_FOUND.to_owned()),
+                    Some(dossier) => {
+                        dossier.add_progress(entry);
+                        (0, "Thành công".to_owned())
+                    }
+                },
+            };
+            record.item_codes.push(status);
+            results.push(item(code.as_deref(), status, &message));
+        }
+        json!({"error_code": "0", "message": "Cập nhật tiến độ thành công", "result": results})
+    }
+
+    /// `TraCuuHoSo`: the stored dossier with its `NgayCapNhat`.
+    fn look_up(&self, request: &Map<String, Value>) -> Value {
+        let Some(code) = text_of(request, "mahoso").or_else(|| text_of(request, "MaHoSo")) else {
+            return answer(2, "Trường mahoso không hợp lệ: thiếu hoặc rỗng");
+        };
+        let state = self.lock();
+        let Some(record) = state.dossiers.get(code) else {
+            return answer(4, NOT_FOUND);
+        };
+        let mut dossier = record.stored.dossier.clone();
+        if let Value::Object(fields) = &mut dossier {
+            fields.insert(
+                "NgayCapNhat".to_owned(),
+                Value::String(record.stored.updated_at.clone()),
+            );
+        }
+        json!({"error_code": "0", "message": "Thành công", "result": [dossier]})
+    }
+
+    /// `ThongKeHoSoDongBo`: stored dossiers per `DonViXuLy` and day of `NgayTiepNhan`, both bounds inclusive
+    /// and optional.
+    fn count_by_unit_and_day(&self, request: &Map<String, Value>) -> Value {
+        let mut bounds = [None, None];
+        for (bound, field) in bounds.iter_mut().zip(["tungay", "denngay"]) {
+            match request.get(field) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(day)) if validate::is_day(day) => *bound = Some(day.clone()),
+                Some(_) => {
+                    return answer(2, &format!("Trường {field} không hợp lệ: phải là yyyyMMdd"));
+                }
+            }
+        }
+        let [from, to] = bounds;
+        let state = self.lock();
+        let rows: Vec<Value> = state
+            .day_counts
+            .iter()
+            .filter(|((_, day), count)| {
+                **count > 0
+                    && from.as_ref().is_none_or(|from| day >= from)
+                    && to.as_ref().is_none_or(|to| day <= to)
+            })
+            .map(|((unit, day), count)| json!({"DonViXuLy": unit, "Ngay": day, "SoHoSo": count}))
+            .collect();
+        json!({"error_code": "0", "message": "Thành công", "result": rows})
+    }
+
+    /// `LayThuTuc`: one procedure of the catalog, named after a stored dossier when one uses it.
+    fn procedure_catalog(&self, request: &Map<String, Value>) -> Value {
+        let Some(code) = ["maTTHC", "MaTTHC", "matthc"]
+            .iter()
+            .find_map(|field| text_of(request, field))
+        else {
+            return answer(2, "Trường maTTHC không hợp lệ: thiếu hoặc rỗng");
+        };
+        let state = self.lock();
+        let known = validate::is_procedure_code(code)
+            && state
+                .catalogs
+                .procedures
+                .as_ref()
+                .is_none_or(|procedures| procedures.contains(code));
+        if !known {
+            return answer(4, "Thủ tục không tồn tại");
+        }
+        let example = state
+            .dossiers
+            .values()
+            .map(|record| &record.stored.dossier)
+            .find(|dossier| dossier.get("MaTTHC").and_then(Value::as_str) == Some(code));
+        let field = |name: &str| {
+            example
+                .and_then(|dossier| dossier.get(name))
+                .and_then(Value::as_str)
+        };
+        let sectors = match (field("MaLinhVuc"), field("TenLinhVuc")) {
+            (Some(sector), name) => {
+                json!([{"MALINHVUC": sector, "TENLINHVUC": name.unwrap_or_default()}])
+            }
+            (None, _) => json!([]),
+        };
+        let name = field("TenTTHC").map_or_else(|| format!("Thủ tục {code}"), str::to_owned);
+        json!({"error_code": "0", "message": "Thành công", "result": [{
+            "MATTHC": code, "TENTTHC": name, "LINHVUCTHUCHIEN": sectors, "COPHILEPHI": "0"
+        }]})
+    }
+
+    /// `LayDanhMucCoQuan`: the unit catalog, or (when every well-formed code is known) the units of the
+    /// stored dossiers.
+    fn unit_catalog(&self) -> Value {
+        let state = self.lock();
+        let mut units: Vec<String> = match &state.catalogs.units {
+            Some(units) => units.iter().cloned().collect(),
+            None => state
+                .day_counts
+                .keys()
+                .map(|(unit, _)| unit.clone())
+                .collect(),
+        };
+        units.sort();
+        units.dedup();
+        let rows: Vec<Value> = units
+            .iter()
+            .map(|unit| json!({"MADONVI": unit, "TENDONVI": format!("Đơn vị {unit}")}))
+            .collect();
+        json!({"error_code": "0", "message": "Thành công", "result": rows})
+    }
+}
+
+/// Applies one valid dossier: a create of a new code or an update of a known one; answers the item code.
+fn store_dossier(
+    state: &mut SimState,
+    code: &str,
+    dossier: Value,
+    updating: bool,
+    updated_at: &str,
+) -> (i64, String) {
+    let bucket = day_bucket(&dossier);
+    match (state.dossiers.get_mut(code), updating) {
+        (Some(_), false) => return (3, "Hồ sơ đã tồn tại".to_owned()),
+        (None, true) => return (4, NOT_FOUND.to_owned()),
+        (Some(record), true) => {
+            let previous = day_bucket(&record.stored.dossier);
+            record.stored.dossier = dossier;
+            record.stored.times_stored += 1;
+            record.stored.updated_at = updated_at.to_owned();
+            if previous != bucket {
+                if let Some(count) = state.day_counts.get_mut(&previous) {
+                    *count -= 1;
+                }
+                *state.day_counts.entry(bucket).or_default() += 1;
+            }
+        }
+        (None, false) => {
+            let stored = StoredDossier {
+                dossier,
+                times_stored: 1,
+                updated_at: updated_at.to_owned(),
+                progress: Vec::new(),
+                progress_received: 0,
+            };
+            state.dossiers.insert(
+                code.to_owned(),
+                DossierRecord {
+                    stored,
+                    progress_keys: Default::default(),
+                },
+            );
+            *state.day_counts.entry(bucket).or_default() += 1;
+        }
+    }
+    (0, "Thành công".to_owned())
+}
+
+/// (DonViXuLy, day of NgayTiepNhan) of a valid dossier.
+fn day_bucket(dossier: &Value) -> (String, String) {
+    let text = |field: &str| {
+        dossier
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let received = text("NgayTiepNhan");
+    (
+        text("DonViXuLy").to_owned(),
+        received.get(..8).unwrap_or(received).to_owned(),
+    )
+}
+
+impl DossierRecord {
+    /// Stores a progress entry once per (`ThoiDiemXuLy`, `NoiDungXuLy`); a repeat replaces it in place.
+    fn add_progress(&mut self, entry: Value) {
+        let text = |field: &str| {
+            entry
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let key = (text("ThoiDiemXuLy"), text("NoiDungXuLy"));
+        self.stored.progress_received += 1;
+        match self.progress_keys.get(&key) {
+            Some(&index) => self.stored.progress[index] = entry,
+            None => {
+                self.progress_keys.insert(key, self.stored.progress.len());
+                self.stored.progress.push(entry);
+            }
+        }
+    }
+}

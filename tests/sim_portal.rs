@@ -1,0 +1,669 @@
+//! The portal simulator against portal-api.md, over loopback HTTP as the daemon will see it.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tthc_sync::portal::wire::parse_code;
+use tthc_sync::sim::FaultLevel;
+use tthc_sync::sim::portal::{InjectedFault, PortalFaults, PortalSim, PortalSimConfig};
+
+struct TestPortal {
+    sim: PortalSim,
+    base: String,
+    client: reqwest::Client,
+    _shutdown: DropGuard,
+}
+
+async fn spawn_portal(config: PortalSimConfig) -> TestPortal {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let sim = PortalSim::new(config);
+    let shutdown = CancellationToken::new();
+    let server = sim.clone();
+    let token = shutdown.clone();
+    tokio::spawn(async move { server.serve(listener, token).await });
+    TestPortal {
+        sim,
+        base,
+        client: reqwest::Client::new(),
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+impl TestPortal {
+    async fn auth_raw(&self, username: &str, password: &str) -> Value {
+        self.client
+            .post(format!("{}/auth", self.base))
+            .header("dstcode", "H60")
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("auth call")
+            .json()
+            .await
+            .expect("auth JSON")
+    }
+
+    async fn session(&self) -> String {
+        let answer = self.auth_raw("demo", "demo-secret").await;
+        assert_eq!(code(&answer), 0, "{answer}");
+        answer["session"].as_str().expect("session").to_owned()
+    }
+
+    async fn call(&self, body: Value) -> Value {
+        let response = self.post(body).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("integration JSON")
+    }
+
+    async fn post(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/integration", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("integration call")
+    }
+
+    async fn sync(&self, session: &str, updating: bool, data: Vec<Value>) -> Value {
+        let is_updating = if updating { "True" } else { "False" };
+        self.call(
+            json!({"session": session, "madonvi": "000.00.00.H60", "service": "DongBoHoSoMC",
+                         "isUpdating": is_updating, "data": data}),
+        )
+        .await
+    }
+
+    async fn progress(&self, session: &str, data: Vec<Value>) -> Value {
+        self.call(
+            json!({"session": session, "madonvi": "000.00.00.H60", "service": "CapNhatTienDoHoSoMC",
+                         "data": data}),
+        )
+        .await
+    }
+}
+
+fn code(answer: &Value) -> i64 {
+    parse_code(&answer["error_code"]).unwrap_or_else(|| panic!("no error_code in {answer}"))
+}
+
+fn item_codes(answer: &Value) -> Vec<i64> {
+    answer["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no result in {answer}"))
+        .iter()
+        .map(code)
+        .collect()
+}
+
+fn dossier(ma_ho_so: &str) -> Value {
+    json!({
+        "MaHoSo": ma_ho_so, "MaTTHC": "1.004227", "TenTTHC": "Cấp giấy phép xây dựng",
+        "MaLinhVuc": "G09-XD01", "TenLinhVuc": "Xây dựng", "KenhThucHien": "2",
+        "ChuHoSo": "Nguyễn Văn A", "LoaiDoiTuong": "1", "NgayTiepNhan": "20240115090000",
+        "NgayHenTra": "20240125170000", "TrangThaiHoSo": "4", "DonViXuLy": "000.00.31.H60"
+    })
+}
+
+fn progress_entry(ma_ho_so: &str) -> Value {
+    json!({"MaHoSo": ma_ho_so, "NguoiXuLy": "Trần Thị B", "ChucDanh": "Chuyên viên",
+           "ThoiDiemXuLy": "20240116090000", "PhongBanXuLy": "Phòng Quản lý đô thị",
+           "NoiDungXuLy": "Thẩm định hồ sơ", "TrangThai": "4"})
+}
+
+#[tokio::test]
+async fn auth_gives_a_session_and_refuses_bad_credentials() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let ok = portal.auth_raw("demo", "demo-secret").await;
+    assert_eq!(code(&ok), 0);
+    assert!(
+        ok["session"]
+            .as_str()
+            .is_some_and(|session| !session.is_empty())
+    );
+    let bad = portal.auth_raw("demo", "wrong").await;
+    assert_eq!(code(&bad), -1);
+    assert!(bad.get("session").is_none());
+
+    let no_dstcode: Value = portal
+        .client
+        .post(format!("{}/auth", portal.base))
+        .json(&json!({"username": "demo", "password": "demo-secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(code(&no_dstcode), -1);
+    assert_eq!(portal.sim.call_count("auth"), 3);
+}
+
+#[tokio::test]
+async fn several_sessions_are_valid_at_once() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let first = portal.session().await;
+    let second = portal.session().await;
+    assert_ne!(first, second);
+    assert_eq!(
+        item_codes(&portal.sync(&first, false, vec![dossier("A-1")]).await),
+        [0]
+    );
+    assert_eq!(
+        item_codes(&portal.sync(&second, false, vec![dossier("A-2")]).await),
+        [0]
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_answers_minus_one_and_a_new_one_works() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    assert_eq!(
+        item_codes(&portal.sync(&session, false, vec![dossier("S-1")]).await),
+        [0]
+    );
+
+    portal.sim.expire_all_sessions();
+    let expired = portal.sync(&session, false, vec![dossier("S-2")]).await;
+    assert_eq!(code(&expired), -1);
+    assert_eq!(
+        expired["message"],
+        "Phiên làm việc không hợp lệ hoặc đã hết hạn"
+    );
+    assert!(portal.sim.stored_dossier("S-2").is_none());
+
+    let fresh = portal.session().await;
+    assert_eq!(
+        item_codes(&portal.sync(&fresh, false, vec![dossier("S-2")]).await),
+        [0]
+    );
+    assert!(portal.sim.stored_dossier("S-2").is_some());
+}
+
+#[tokio::test]
+async fn a_session_past_its_ttl_is_refused() {
+    let config = PortalSimConfig {
+        session_ttl: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let portal = spawn_portal(config).await;
+    let session = portal.session().await;
+    assert_eq!(
+        code(&portal.sync(&session, false, vec![dossier("T-1")]).await),
+        -1
+    );
+    assert_eq!(
+        code(&portal.sync("made-up", false, vec![dossier("T-1")]).await),
+        -1
+    );
+    assert!(portal.sim.stored().is_empty());
+}
+
+#[tokio::test]
+async fn create_twice_answers_3_and_update_of_unknown_answers_4() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    assert_eq!(
+        item_codes(&portal.sync(&session, false, vec![dossier("C-1")]).await),
+        [0]
+    );
+
+    let mut changed = dossier("C-1");
+    changed["TrangThaiHoSo"] = json!("9");
+    changed["NgayKetThucXuLy"] = json!("20240120100000");
+    let again = portal.sync(&session, false, vec![changed.clone()]).await;
+    assert_eq!(item_codes(&again), [3]);
+    assert_eq!(again["result"][0]["message"], "Hồ sơ đã tồn tại");
+    assert_eq!(portal.sim.stored()["C-1"].dossier["TrangThaiHoSo"], "4");
+
+    assert_eq!(
+        item_codes(&portal.sync(&session, true, vec![changed.clone()]).await),
+        [0]
+    );
+    let stored = portal.sim.stored_dossier("C-1").unwrap();
+    assert_eq!(stored.dossier, changed);
+    assert_eq!(stored.times_stored, 2);
+    assert_eq!(portal.sim.dossier_versions_received("C-1"), 2);
+
+    let unknown = portal.sync(&session, true, vec![dossier("C-404")]).await;
+    assert_eq!(item_codes(&unknown), [4]);
+    assert!(portal.sim.stored_dossier("C-404").is_none());
+}
+
+#[tokio::test]
+async fn is_updating_is_read_leniently() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    let create = json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": false,
+                        "data": [dossier("L-1")]});
+    assert_eq!(item_codes(&portal.call(create).await), [0]);
+    let update = json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": "true",
+                        "data": [dossier("L-1")]});
+    assert_eq!(item_codes(&portal.call(update).await), [0]);
+    let calls = portal.sim.calls();
+    let flags: Vec<_> = calls
+        .iter()
+        .filter(|call| call.service == "DongBoHoSoMC")
+        .map(|call| call.is_updating)
+        .collect();
+    assert_eq!(flags, [Some(false), Some(true)]);
+}
+
+#[tokio::test]
+async fn more_than_the_batch_limit_is_refused_whole() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    let data: Vec<Value> = (0..101)
+        .map(|index| dossier(&format!("B-{index}")))
+        .collect();
+    let answer = portal.sync(&session, false, data).await;
+    assert_eq!(code(&answer), 2);
+    assert!(
+        answer["message"].as_str().unwrap().contains("100"),
+        "{answer}"
+    );
+    assert!(portal.sim.stored().is_empty());
+
+    let data: Vec<Value> = (0..100)
+        .map(|index| dossier(&format!("B-{index}")))
+        .collect();
+    assert_eq!(
+        item_codes(&portal.sync(&session, false, data).await),
+        vec![0; 100]
+    );
+    assert_eq!(portal.sim.stored().len(), 100);
+}
+
+#[tokio::test]
+async fn validation_names_the_field() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+
+    let mut no_due_date = dossier("V-1");
+    no_due_date.as_object_mut().unwrap().remove("NgayHenTra");
+    let mut withdrawn = no_due_date.clone();
+    withdrawn["MaHoSo"] = json!("V-2");
+    withdrawn["TrangThaiHoSo"] = json!("7");
+    let mut bad_date = dossier("V-3");
+    bad_date["NgayTiepNhan"] = json!("2024-01-15");
+    let mut due_before_received = dossier("V-4");
+    due_before_received["NgayHenTra"] = json!("20240101000000");
+    let mut decomposed = dossier("V-5");
+    decomposed["ChuHoSo"] = json!("Nguye\u{0302}\u{0303}n Văn A");
+    let mut bad_channel = dossier("V-6");
+    bad_channel["KenhThucHien"] = json!(4);
+    let mut returned_without_date = dossier("V-7");
+    returned_without_date["TrangThaiHoSo"] = json!("10");
+    returned_without_date["NgayKetThucXuLy"] = json!("20240120100000");
+    let mut too_long = dossier("V-8");
+    too_long["TenTTHC"] = json!("ả".repeat(501));
+    let mut bad_unit = dossier("V-9");
+    bad_unit["DonViXuLy"] = json!("H60");
+
+    let answer = portal
+        .sync(
+            &session,
+            false,
+            vec![
+                no_due_date,
+                withdrawn,
+                bad_date,
+                due_before_received,
+                decomposed,
+                bad_channel,
+                returned_without_date,
+                too_long,
+                bad_unit,
+            ],
+        )
+        .await;
+    assert_eq!(code(&answer), 0);
+    assert_eq!(item_codes(&answer), [2, 0, 2, 2, 2, 2, 2, 2, 2]);
+    let messages: Vec<&str> = answer["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["message"].as_str().unwrap())
+        .collect();
+    let fields = [
+        "NgayHenTra",
+        "",
+        "NgayTiepNhan",
+        "NgayHenTra",
+        "ChuHoSo",
+        "KenhThucHien",
+        "NgayTra",
+        "TenTTHC",
+        "DonViXuLy",
+    ];
+    for (message, field) in messages.iter().zip(fields) {
+        if !field.is_empty() {
+            assert!(
+                message.contains(&format!("Trường {field} ")),
+                "{message} should name {field}"
+            );
+        }
+    }
+    assert_eq!(answer["result"][0]["MaHoSo"], "V-1");
+    assert_eq!(portal.sim.stored().keys().collect::<Vec<_>>(), ["V-2"]);
+}
+
+#[tokio::test]
+async fn unknown_unit_or_procedure_answers_5() {
+    let config = PortalSimConfig {
+        known_units: Some(HashSet::from(["000.00.31.H60".to_owned()])),
+        ..Default::default()
+    };
+    let portal = spawn_portal(config).await;
+    let session = portal.session().await;
+    let mut elsewhere = dossier("U-1");
+    elsewhere["DonViXuLy"] = json!("000.00.32.H60");
+    let answer = portal
+        .sync(&session, false, vec![dossier("U-0"), elsewhere])
+        .await;
+    assert_eq!(item_codes(&answer), [0, 5]);
+    assert!(
+        answer["result"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DonViXuLy")
+    );
+
+    portal
+        .sim
+        .set_known_procedures(Some(HashSet::from(["1.000001".to_owned()])));
+    let answer = portal.sync(&session, false, vec![dossier("U-2")]).await;
+    assert_eq!(item_codes(&answer), [5]);
+    assert!(
+        answer["result"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MaTTHC")
+    );
+    assert_eq!(portal.sim.stored().len(), 1);
+}
+
+#[tokio::test]
+async fn progress_needs_a_known_dossier_and_is_stored_once() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    assert_eq!(
+        item_codes(&portal.progress(&session, vec![progress_entry("P-1")]).await),
+        [4]
+    );
+
+    portal.sync(&session, false, vec![dossier("P-1")]).await;
+    assert_eq!(
+        item_codes(&portal.progress(&session, vec![progress_entry("P-1")]).await),
+        [0]
+    );
+    assert_eq!(
+        item_codes(&portal.progress(&session, vec![progress_entry("P-1")]).await),
+        [0]
+    );
+    let mut long_name = progress_entry("P-1");
+    long_name["NguoiXuLy"] = json!("x".repeat(51));
+    let answer = portal.progress(&session, vec![long_name]).await;
+    assert_eq!(item_codes(&answer), [2]);
+    assert!(
+        answer["result"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NguoiXuLy")
+    );
+
+    let stored = portal.sim.stored_dossier("P-1").unwrap();
+    assert_eq!(stored.progress, vec![progress_entry("P-1")]);
+    assert_eq!(stored.progress_received, 2);
+}
+
+#[tokio::test]
+async fn lookup_finds_stored_dossiers_with_their_update_time() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sync(&session, false, vec![dossier("Q-1")]).await;
+
+    let found = portal
+        .call(json!({"session": session, "service": "TraCuuHoSo", "mahoso": "Q-1"}))
+        .await;
+    assert_eq!(code(&found), 0);
+    let stored = &found["result"][0];
+    assert_eq!(stored["MaHoSo"], "Q-1");
+    assert_eq!(stored["ChuHoSo"], "Nguyễn Văn A");
+    let updated = stored["NgayCapNhat"].as_str().unwrap();
+    assert_eq!(
+        updated,
+        portal.sim.stored_dossier("Q-1").unwrap().updated_at
+    );
+    assert_eq!(updated.len(), 14);
+
+    let missing = portal
+        .call(json!({"session": session, "service": "TraCuuHoSo", "mahoso": "Q-2"}))
+        .await;
+    assert_eq!(code(&missing), 4);
+}
+
+#[tokio::test]
+async fn counts_by_unit_and_day_of_reception() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    let mut other_day = dossier("K-3");
+    other_day["NgayTiepNhan"] = json!("20240116080000");
+    let mut other_unit = dossier("K-4");
+    other_unit["DonViXuLy"] = json!("000.00.32.H60");
+    let mut next_month = dossier("K-5");
+    next_month["NgayTiepNhan"] = json!("20240201080000");
+    next_month["NgayHenTra"] = json!("20240210080000");
+    portal
+        .sync(
+            &session,
+            false,
+            vec![
+                dossier("K-1"),
+                dossier("K-2"),
+                other_day,
+                other_unit,
+                next_month,
+            ],
+        )
+        .await;
+    // Moving a dossier to another day moves its count.
+    let mut moved = dossier("K-2");
+    moved["NgayTiepNhan"] = json!("20240116100000");
+    portal.sync(&session, true, vec![moved]).await;
+
+    let answer = portal
+        .call(json!({"session": session, "service": "ThongKeHoSoDongBo", "tungay": "20240101", "denngay": "20240131"}))
+        .await;
+    assert_eq!(code(&answer), 0);
+    assert_eq!(
+        answer["result"],
+        json!([
+            {"DonViXuLy": "000.00.31.H60", "Ngay": "20240115", "SoHoSo": 1},
+            {"DonViXuLy": "000.00.31.H60", "Ngay": "20240116", "SoHoSo": 2},
+            {"DonViXuLy": "000.00.32.H60", "Ngay": "20240115", "SoHoSo": 1},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn catalogs_answer() {
+    let portal = spawn_portal(PortalSimConfig {
+        known_units: Some(HashSet::from(["000.00.31.H60".to_owned()])),
+        ..Default::default()
+    })
+    .await;
+    let session = portal.session().await;
+    let procedure = portal
+        .call(json!({"session": session, "service": "LayThuTuc", "maTTHC": "1.004227"}))
+        .await;
+    assert_eq!(code(&procedure), 0);
+    assert_eq!(procedure["result"][0]["MATTHC"], "1.004227");
+    let unknown = portal
+        .call(json!({"session": session, "service": "LayThuTuc", "maTTHC": "bogus"}))
+        .await;
+    assert_eq!(code(&unknown), 4);
+    let units = portal
+        .call(json!({"session": session, "service": "LayDanhMucCoQuan"}))
+        .await;
+    assert_eq!(units["result"][0]["MADONVI"], "000.00.31.H60");
+}
+
+#[tokio::test]
+async fn a_429_rate_of_one_answers_429_with_retry_after_and_stores_nothing() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_faults(PortalFaults {
+        too_many_requests_rate: 1.0,
+        retry_after_seconds: 1,
+        ..PortalFaults::none()
+    });
+    for index in 0..3 {
+        let response = portal
+            .post(
+                json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": "False",
+                         "data": [dossier(&format!("R-{index}"))]}),
+            )
+            .await;
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "1");
+    }
+    assert!(portal.sim.stored().is_empty());
+    let calls = portal.sim.calls();
+    let faulted: Vec<_> = calls
+        .iter()
+        .filter(|call| call.service == "DongBoHoSoMC")
+        .map(|call| (call.fault, call.overall_code))
+        .collect();
+    assert_eq!(
+        faulted,
+        vec![(Some(InjectedFault::TooManyRequests), None); 3]
+    );
+}
+
+#[tokio::test]
+async fn an_outage_answers_503_until_it_ends() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_outage(true);
+    let body = json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": "False", "data": [dossier("O-1")]});
+    assert_eq!(portal.post(body.clone()).await.status(), 503);
+    let auth = portal
+        .client
+        .post(format!("{}/auth", portal.base))
+        .header("dstcode", "H60")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(auth.status(), 503);
+    assert!(portal.sim.stored().is_empty());
+
+    portal.sim.set_outage(false);
+    let answer: Value = portal.post(body).await.json().await.unwrap();
+    assert_eq!(item_codes(&answer), [0]);
+}
+
+#[tokio::test]
+async fn a_cut_body_is_not_json_but_the_data_is_stored() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_faults(PortalFaults {
+        cut_body_rate: 1.0,
+        ..PortalFaults::none()
+    });
+    let response = portal
+        .post(json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": "False", "data": [dossier("X-1")]}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.expect("the cut body arrives whole");
+    assert!(!body.is_empty());
+    assert!(
+        serde_json::from_slice::<Value>(&body).is_err(),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(portal.sim.dossier_versions_received("X-1"), 1);
+}
+
+#[tokio::test]
+async fn a_not_json_answer_is_200_and_nothing_is_stored() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_faults(PortalFaults {
+        not_json_rate: 1.0,
+        ..PortalFaults::none()
+    });
+    let response = portal
+        .post(json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": "False", "data": [dossier("N-1")]}))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).is_err());
+    assert!(portal.sim.stored().is_empty());
+}
+
+#[tokio::test]
+async fn a_timeout_after_processing_stores_the_data_and_never_answers_in_time() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_faults(PortalFaults {
+        timeout_after_processing_rate: 1.0,
+        timeout_delay: std::time::Duration::from_secs(3600),
+        ..PortalFaults::none()
+    });
+    let outcome = portal
+        .client
+        .post(format!("{}/integration", portal.base))
+        .timeout(std::time::Duration::from_millis(300))
+        .json(&json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": "False", "data": [dossier("W-1")]}))
+        .send()
+        .await;
+    assert!(outcome.is_err_and(|error| error.is_timeout()));
+    assert_eq!(portal.sim.dossier_versions_received("W-1"), 1);
+}
+
+#[tokio::test]
+async fn fault_levels_have_the_documented_totals() {
+    let failing = |faults: &PortalFaults| {
+        faults.too_many_requests_rate
+            + faults.server_error_rate
+            + faults.not_json_rate
+            + faults.timeout_before_processing_rate
+            + faults.timeout_after_processing_rate
+            + faults.cut_body_rate
+    };
+    assert_eq!(failing(&PortalFaults::for_level(FaultLevel::None)), 0.0);
+    let realistic = failing(&PortalFaults::for_level(FaultLevel::Realistic));
+    assert!((0.01..=0.05).contains(&realistic), "{realistic}");
+    let harsh = failing(&PortalFaults::for_level(FaultLevel::Harsh));
+    assert!((0.15..=0.25).contains(&harsh), "{harsh}");
+}
+
+#[tokio::test]
+async fn stats_report_stored_calls_and_faults() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal
+        .sync(&session, false, vec![dossier("Z-1"), dossier("Z-2")])
+        .await;
+    portal.sim.set_outage(true);
+    portal
+        .post(json!({"session": session, "service": "DongBoHoSoMC"}))
+        .await;
+    let stats: Value = portal
+        .client
+        .get(format!("{}/_sim/stats", portal.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["stored"], 2);
+    assert_eq!(stats["calls"]["DongBoHoSoMC"], 2);
+    assert_eq!(stats["calls"]["auth"], 1);
+    assert_eq!(stats["faults_injected"]["outage"], 1);
+}
