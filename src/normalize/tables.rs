@@ -567,10 +567,3 @@ sectors = ["G09-XD01", "G03-GD10"]
         assert_ne!(a.fingerprint(), MappingTables::default().fingerprint());
     }
 }
-
-impl MappingTables {
-    /// Reads the tables from a TOML file.
-    pub fn load(path: &std::path::Path) -> Result<MappingTables, String> {
-        Err(format!("mapping tables are not supported yet ({})", path.display()))
-    }
-}
