@@ -52,24 +52,33 @@ impl App {
             max_delay: Duration::from_secs(settings.portal.retry_max_delay_seconds),
             max_times: settings.portal.call_retries,
         };
-        let source = SourceClient::new(&settings.source, retry).context("failed to set up the source client")?;
-        let portal = PortalClient::new(&settings.portal, retry).context("failed to set up the portal client")?;
+        let source = SourceClient::new(&settings.source, retry)
+            .context("failed to set up the source client")?;
+        let portal = PortalClient::new(&settings.portal, retry)
+            .context("failed to set up the portal client")?;
         let tables = match &settings.mapping.tables_file {
-            Some(path) => MappingTables::load(path)
-                .map_err(|error| anyhow::anyhow!("configuration key `mapping.tables_file`: {error}"))?,
+            Some(path) => MappingTables::load(path).map_err(|error| {
+                anyhow::anyhow!("configuration key `mapping.tables_file`: {error}")
+            })?,
             None => MappingTables::default(),
         };
-        let sqlite = Arc::new(
-            SqliteStore::open(&settings.store.path)
-                .await
-                .with_context(|| format!("failed to open the ledger {}", settings.store.path.display()))?,
-        );
+        let sqlite = Arc::new(SqliteStore::open(&settings.store.path).await.with_context(
+            || {
+                format!(
+                    "failed to open the ledger {}",
+                    settings.store.path.display()
+                )
+            },
+        )?);
         let released = sqlite
             .release_claims(&settings.store.instance)
             .await
             .context("failed to release this instance's earlier claims")?;
         if released > 0 {
-            tracing::info!(released, "took back work this instance had in flight when it last stopped");
+            tracing::info!(
+                released,
+                "took back work this instance had in flight when it last stopped"
+            );
         }
         Ok(App {
             store: sqlite.clone(),
@@ -156,7 +165,9 @@ impl App {
             match outcome {
                 None => return,
                 Some(Ok((poll, ingest))) => {
-                    self.health.last_poll_ok.store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
+                    self.health
+                        .last_poll_ok
+                        .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
                     tracing::info!(
                         requests = poll.requests,
                         records = ingest.received,
@@ -192,7 +203,9 @@ impl App {
             let pushed = pusher.push_due_batch().await;
             let progressed = match &pushed {
                 Ok(stats) if stats.claimed > 0 => {
-                    self.health.last_push_ok.store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
+                    self.health
+                        .last_push_ok
+                        .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
                     true
                 }
                 Ok(_) => false,

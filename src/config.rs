@@ -324,7 +324,11 @@ impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(file) = file {
-            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
         }
         builder = builder.add_source(
             config::Environment::with_prefix("TTHC_SYNC")
@@ -352,10 +356,16 @@ impl Settings {
         check_url("source.base_url", &self.source.base_url)?;
         check_url("portal.base_url", &self.portal.base_url)?;
         if !(1..=500).contains(&self.source.page_size) {
-            return Err(invalid("source.page_size", format!("must be 1 to 500, got {}", self.source.page_size)));
+            return Err(invalid(
+                "source.page_size",
+                format!("must be 1 to 500, got {}", self.source.page_size),
+            ));
         }
         if self.source.poll_interval_seconds == 0 {
-            return Err(invalid("source.poll_interval_seconds", "must be at least 1"));
+            return Err(invalid(
+                "source.poll_interval_seconds",
+                "must be at least 1",
+            ));
         }
         if self.source.max_tie_block_passes == 0 {
             return Err(invalid("source.max_tie_block_passes", "must be at least 1"));
@@ -363,19 +373,33 @@ impl Settings {
         if jiff::Timestamp::from_str_lenient(&self.source.initial_from).is_none() {
             return Err(invalid(
                 "source.initial_from",
-                format!("must be an RFC 3339 time such as 2024-01-01T00:00:00+07:00, got {:?}", self.source.initial_from),
+                format!(
+                    "must be an RFC 3339 time such as 2024-01-01T00:00:00+07:00, got {:?}",
+                    self.source.initial_from
+                ),
             ));
         }
         if !(1..=100).contains(&self.portal.batch_size) {
-            return Err(invalid("portal.batch_size", format!("must be 1 to 100 (the portal's limit), got {}", self.portal.batch_size)));
+            return Err(invalid(
+                "portal.batch_size",
+                format!(
+                    "must be 1 to 100 (the portal's limit), got {}",
+                    self.portal.batch_size
+                ),
+            ));
         }
         if !(1..=64).contains(&self.portal.concurrency) {
-            return Err(invalid("portal.concurrency", format!("must be 1 to 64, got {}", self.portal.concurrency)));
+            return Err(invalid(
+                "portal.concurrency",
+                format!("must be 1 to 64, got {}", self.portal.concurrency),
+            ));
         }
         if self.portal.requests_per_second == 0 {
             return Err(invalid("portal.requests_per_second", "must be at least 1"));
         }
-        if self.portal.redeliver_base_seconds == 0 || self.portal.redeliver_cap_seconds < self.portal.redeliver_base_seconds {
+        if self.portal.redeliver_base_seconds == 0
+            || self.portal.redeliver_cap_seconds < self.portal.redeliver_base_seconds
+        {
             return Err(invalid(
                 "portal.redeliver_cap_seconds",
                 "must be at least portal.redeliver_base_seconds, which must be at least 1",
@@ -384,21 +408,31 @@ impl Settings {
         if self.portal.madonvi.trim().is_empty() {
             return Err(invalid("portal.madonvi", "must not be empty"));
         }
-        for (key, http) in [("source.http", &self.source.http), ("portal.http", &self.portal.http)] {
+        for (key, http) in [
+            ("source.http", &self.source.http),
+            ("portal.http", &self.portal.http),
+        ] {
             if http.request_timeout_seconds == 0 || http.connect_timeout_seconds == 0 {
                 return Err(invalid(key, "timeouts must be at least 1 second"));
             }
             if let Some(ca) = &http.ca_file
                 && !ca.is_file()
             {
-                return Err(invalid(&format!("{key}.ca_file"), format!("{} is not a readable file", ca.display())));
+                return Err(invalid(
+                    &format!("{key}.ca_file"),
+                    format!("{} is not a readable file", ca.display()),
+                ));
             }
             if let Some(proxy) = &http.proxy {
                 check_url(&format!("{key}.proxy"), proxy)?;
             }
         }
         for (key, gateway, own_header) in [
-            ("source.gateway", &self.source.gateway, Some(&self.source.auth_header)),
+            (
+                "source.gateway",
+                &self.source.gateway,
+                Some(&self.source.auth_header),
+            ),
             ("portal.gateway", &self.portal.gateway, None),
         ] {
             if let Some(gateway) = gateway {
@@ -418,7 +452,10 @@ impl Settings {
             return Err(invalid("store.instance", "must not be empty"));
         }
         if !matches!(self.log.format.as_str(), "human" | "json") {
-            return Err(invalid("log.format", format!("must be `human` or `json`, got {:?}", self.log.format)));
+            return Err(invalid(
+                "log.format",
+                format!("must be `human` or `json`, got {:?}", self.log.format),
+            ));
         }
         Ok(())
     }
@@ -431,7 +468,13 @@ impl Settings {
 fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
-        Ok(url) => Err(invalid(key, format!("must be an http or https URL, got scheme {:?}", url.scheme()))),
+        Ok(url) => Err(invalid(
+            key,
+            format!(
+                "must be an http or https URL, got scheme {:?}",
+                url.scheme()
+            ),
+        )),
         Err(error) => Err(invalid(key, format!("not a URL ({error}): {value:?}"))),
     }
 }
@@ -467,7 +510,10 @@ pub fn resolve_secret(
     }
     Err(invalid(
         key,
-        format!("no secret given: set {key}, {key}_file, TTHC_SYNC__{} or the systemd credential {credential}", key.replace('.', "__").to_uppercase()),
+        format!(
+            "no secret given: set {key}, {key}_file, TTHC_SYNC__{} or the systemd credential {credential}",
+            key.replace('.', "__").to_uppercase()
+        ),
     ))
 }
 

@@ -23,10 +23,11 @@ pub fn build_client(key: &str, settings: &HttpSettings) -> Result<reqwest::Clien
             path: path.display().to_string(),
             source,
         })?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| ConfigError::Invalid {
-            key: format!("{key}.ca_file"),
-            problem: format!("not a PEM certificate bundle: {error}"),
-        })?;
+        let certificates =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| ConfigError::Invalid {
+                key: format!("{key}.ca_file"),
+                problem: format!("not a PEM certificate bundle: {error}"),
+            })?;
         for certificate in certificates {
             builder = builder.add_root_certificate(certificate);
         }
@@ -72,7 +73,10 @@ pub enum TransportError {
     Network(String),
     /// 429 or 5xx: try again, after `retry_after` when the server said so.
     #[error("HTTP {status}")]
-    Status { status: u16, retry_after: Option<Duration> },
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     /// A 200 whose body is not what the contract says: try again, never take it as success.
     #[error("unreadable answer: {0}")]
     Body(String),
@@ -123,7 +127,10 @@ impl TransportError {
 
 /// Sends a request and reads the whole body, classifying failures.
 pub async fn send(request: reqwest::RequestBuilder) -> Result<bytes::Bytes, TransportError> {
-    let response = request.send().await.map_err(|error| TransportError::from_reqwest(&error))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|error| TransportError::from_reqwest(&error))?;
     let status = response.status();
     if status == reqwest::StatusCode::UNAUTHORIZED {
         return Err(TransportError::Unauthorized);
@@ -140,7 +147,10 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<bytes::Bytes, Tran
             retry_after,
         });
     }
-    let body = response.bytes().await.map_err(|error| TransportError::from_reqwest(&error))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| TransportError::from_reqwest(&error))?;
     if status.is_client_error() {
         let detail = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         return Err(TransportError::Refused {
@@ -171,16 +181,22 @@ struct OAuthToken {
 }
 
 impl GatewayToken {
-    pub fn new(key: &str, http: reqwest::Client, settings: &GatewaySettings) -> Result<GatewayToken, ConfigError> {
+    pub fn new(
+        key: &str,
+        http: reqwest::Client,
+        settings: &GatewaySettings,
+    ) -> Result<GatewayToken, ConfigError> {
         let client_secret = resolve_secret(
             &format!("{key}.client_secret"),
             settings.client_secret.as_deref(),
             settings.client_secret_file.as_deref(),
             &format!("{}_gateway_secret", key.split('.').next().unwrap_or(key)),
         )?;
-        let header = HeaderName::from_bytes(settings.header.as_bytes()).map_err(|_| ConfigError::Invalid {
-            key: format!("{key}.header"),
-            problem: format!("{:?} is not a valid header name", settings.header),
+        let header = HeaderName::from_bytes(settings.header.as_bytes()).map_err(|_| {
+            ConfigError::Invalid {
+                key: format!("{key}.header"),
+                problem: format!("{:?} is not a valid header name", settings.header),
+            }
         })?;
         Ok(GatewayToken {
             http,
@@ -210,8 +226,8 @@ impl GatewayToken {
             form.push(("scope", scope));
         }
         let body = send(self.http.post(&self.token_url).form(&form)).await?;
-        let token: OAuthToken =
-            serde_json::from_slice(&body).map_err(|error| TransportError::Body(format!("gateway token: {error}")))?;
+        let token: OAuthToken = serde_json::from_slice(&body)
+            .map_err(|error| TransportError::Body(format!("gateway token: {error}")))?;
         let lifetime = Duration::from_secs(token.expires_in.unwrap_or(300));
         let valid_until = Instant::now() + lifetime.mul_f64(0.8);
         let value = bearer(&token.access_token)?;
@@ -226,8 +242,9 @@ impl GatewayToken {
 
 /// `Bearer <token>` as a header value marked sensitive (never printed by reqwest's Debug).
 pub fn bearer(token: &str) -> Result<HeaderValue, TransportError> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| TransportError::Body("token contains characters not allowed in a header".into()))?;
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        TransportError::Body("token contains characters not allowed in a header".into())
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use tthc_sync::commands;
 
 #[derive(Parser)]
-#[command(name = "tthc-sync", version, about = "Synchronizes administrative dossiers to the National Public Service Portal")]
+#[command(
+    name = "tthc-sync",
+    version,
+    about = "Synchronizes administrative dossiers to the National Public Service Portal"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tthc-sync: cannot start the async runtime: {error}");

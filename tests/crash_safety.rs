@@ -16,7 +16,11 @@ const KILLS: usize = 6;
 const BATCH: usize = 50;
 
 fn spawn_daemon(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     Command::new(env!("CARGO_BIN_EXE_tthc-sync"))
         .args(["run", "--config"])
         .arg(config)
@@ -32,9 +36,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_resends_at_most_a_batch_per
     let mut source_config = common::source_config(3000, 20, 3, FaultLevel::Realistic);
     source_config.live_mutation = false;
     let (source, source_address) = Demo::serve_source(source_config, &shutdown).await.unwrap();
-    let (portal, portal_address) = Demo::serve_portal(common::portal_config(3, FaultLevel::None), &shutdown)
-        .await
-        .unwrap();
+    let (portal, portal_address) =
+        Demo::serve_portal(common::portal_config(3, FaultLevel::None), &shutdown)
+            .await
+            .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("tthc-sync.db");
@@ -44,7 +49,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_resends_at_most_a_batch_per
         &database,
     );
     // One batch in flight at a time, so that "one batch per kill" is the bound to check.
-    config = config.replace("concurrency = 4", &format!("concurrency = 1\nbatch_size = {BATCH}"));
+    config = config.replace(
+        "concurrency = 4",
+        &format!("concurrency = 1\nbatch_size = {BATCH}"),
+    );
     config = config.replace("requests_per_second = 200", "requests_per_second = 40");
     let config_path = dir.path().join("tthc-sync.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -85,14 +93,23 @@ async fn sigkill_at_random_moments_loses_nothing_and_resends_at_most_a_batch_per
         &problems[..problems.len().min(10)],
         &log_text[log_text.len().saturating_sub(2000)..]
     );
-    assert!(status.success(), "SIGTERM should stop the daemon cleanly: {status:?}");
-    assert!(stored_during_kills > 0, "the kills should have landed mid-sync, after some dossiers were stored");
+    assert!(
+        status.success(),
+        "SIGTERM should stop the daemon cleanly: {status:?}"
+    );
+    assert!(
+        stored_during_kills > 0,
+        "the kills should have landed mid-sync, after some dossiers were stored"
+    );
     let sent_twice: usize = portal
         .stored()
         .values()
         .map(|stored| stored.times_stored.saturating_sub(1))
         .sum();
-    println!("{kills} kills; dossier versions stored more than once: {sent_twice} (bound {})", kills * BATCH);
+    println!(
+        "{kills} kills; dossier versions stored more than once: {sent_twice} (bound {})",
+        kills * BATCH
+    );
     assert!(
         sent_twice <= kills * BATCH,
         "{sent_twice} dossier versions were sent twice, more than one batch ({BATCH}) per kill ({kills})"

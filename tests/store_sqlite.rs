@@ -29,16 +29,24 @@ fn row(id: &str, raw_hash: &str, payload_hash: &str, action: IngestAction) -> In
 
 async fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("ledger/tthc.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("ledger/tthc.db"))
+        .await
+        .unwrap();
     (dir, store)
 }
 
 #[tokio::test]
 async fn the_database_file_is_readable_by_its_owner_only() {
     let (dir, _store) = open().await;
-    let mode = std::fs::metadata(dir.path().join("ledger/tthc.db")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("ledger/tthc.db"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let dir_mode = std::fs::metadata(dir.path().join("ledger")).unwrap().permissions().mode();
+    let dir_mode = std::fs::metadata(dir.path().join("ledger"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(dir_mode & 0o077, 0);
 }
 
@@ -49,7 +57,10 @@ async fn ingest_moves_the_cursor_with_the_page() {
         row("a", "r1", "p1", IngestAction::Set(DossierState::Pending)),
         row("b", "r1", "p1", IngestAction::Set(DossierState::Pending)),
     ];
-    store.ingest(&rows, Some(("feed", "123")), 10).await.unwrap();
+    store
+        .ingest(&rows, Some(("feed", "123")), 10)
+        .await
+        .unwrap();
     assert_eq!(store.cursor("feed").await.unwrap().as_deref(), Some("123"));
     let views = store.ledger_views(&["a".into(), "c".into()]).await.unwrap();
     assert_eq!(views.len(), 1);
@@ -61,33 +72,78 @@ async fn ingest_moves_the_cursor_with_the_page() {
 async fn claims_are_exclusive_until_released_or_expired() {
     let (_dir, store) = open().await;
     let rows: Vec<IngestRow> = (0..5)
-        .map(|index| row(&format!("d{index}"), "r1", "p1", IngestAction::Set(DossierState::Pending)))
+        .map(|index| {
+            row(
+                &format!("d{index}"),
+                "r1",
+                "p1",
+                IngestAction::Set(DossierState::Pending),
+            )
+        })
         .collect();
     store.ingest(&rows, None, 10).await.unwrap();
     let first = store.claim_dossiers("one", 3, 20, 1_000).await.unwrap();
     let second = store.claim_dossiers("two", 10, 20, 1_000).await.unwrap();
     assert_eq!(first.len(), 3);
     assert_eq!(second.len(), 2);
-    assert!(store.claim_dossiers("three", 10, 20, 1_000).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_dossiers("three", 10, 20, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Expired leases come back to the pool.
-    assert_eq!(store.claim_dossiers("three", 10, 2_000, 3_000).await.unwrap().len(), 5);
+    assert_eq!(
+        store
+            .claim_dossiers("three", 10, 2_000, 3_000)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
     // A restarted owner takes back its claims at once.
     assert_eq!(store.release_claims("three").await.unwrap(), 5);
-    assert_eq!(store.claim_dossiers("four", 10, 2_001, 3_000).await.unwrap().len(), 5);
+    assert_eq!(
+        store
+            .claim_dossiers("four", 10, 2_001, 3_000)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
 }
 
 #[tokio::test]
 async fn a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted() {
     let (_dir, store) = open().await;
     store
-        .ingest(&[row("a", "r1", "p1", IngestAction::Set(DossierState::Pending))], None, 10)
+        .ingest(
+            &[row(
+                "a",
+                "r1",
+                "p1",
+                IngestAction::Set(DossierState::Pending),
+            )],
+            None,
+            10,
+        )
         .await
         .unwrap();
     let claimed = store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
     assert_eq!(claimed.len(), 1);
     // A new version arrives while the old one is in flight.
     store
-        .ingest(&[row("a", "r2", "p2", IngestAction::Set(DossierState::Pending))], None, 30)
+        .ingest(
+            &[row(
+                "a",
+                "r2",
+                "p2",
+                IngestAction::Set(DossierState::Pending),
+            )],
+            None,
+            30,
+        )
         .await
         .unwrap();
     let result = DeliveryResult {
@@ -97,7 +153,11 @@ async fn a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted() {
     };
     store.record_deliveries("me", &[result], 40).await.unwrap();
     let view = &store.ledger_views(&["a".into()]).await.unwrap()["a"];
-    assert_eq!(view.state, DossierState::Pending, "the new payload still has to be sent");
+    assert_eq!(
+        view.state,
+        DossierState::Pending,
+        "the new payload still has to be sent"
+    );
     assert_eq!(view.accepted_hash.as_deref(), Some("p1"));
     // It is sent as an update, since the portal has a version.
     let again = store.claim_dossiers("me", 10, 50, 1_000).await.unwrap();
@@ -136,12 +196,30 @@ async fn refusals_and_retries_are_recorded_with_their_reason() {
     let counts = store.counts().await.unwrap();
     assert_eq!(counts.get(DossierState::Refused), 1);
     assert_eq!(counts.get(DossierState::Pending), 1);
-    assert!(counts.by_reason.iter().any(|(state, reason, count)| *state == DossierState::Refused
-        && reason == "portal_5"
-        && *count == 1));
+    assert!(
+        counts
+            .by_reason
+            .iter()
+            .any(|(state, reason, count)| *state == DossierState::Refused
+                && reason == "portal_5"
+                && *count == 1)
+    );
     // Not due before its next attempt time.
-    assert!(store.claim_dossiers("me", 10, 4_000, 9_000).await.unwrap().is_empty());
-    assert_eq!(store.claim_dossiers("me", 10, 5_000, 9_000).await.unwrap().len(), 1);
+    assert!(
+        store
+            .claim_dossiers("me", 10, 4_000, 9_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .claim_dossiers("me", 10, 5_000, 9_000)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(store.next_due().await.unwrap(), Some(10));
 }
 
@@ -149,16 +227,109 @@ async fn refusals_and_retries_are_recorded_with_their_reason() {
 async fn progress_waits_for_its_dossier_to_reach_the_portal() {
     let (_dir, store) = open().await;
     store
-        .ingest(&[row("a", "r1", "p1", IngestAction::Set(DossierState::Pending))], None, 10)
+        .ingest(
+            &[row(
+                "a",
+                "r1",
+                "p1",
+                IngestAction::Set(DossierState::Pending),
+            )],
+            None,
+            10,
+        )
         .await
         .unwrap();
-    assert!(store.claim_progress("me", 10, 20, 1_000).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_progress("me", 10, 20, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
     let accepted = DeliveryResult {
         source_id: "a".into(),
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
     };
-    store.record_deliveries("me", &[accepted], 30).await.unwrap();
-    assert_eq!(store.claim_progress("me", 10, 40, 1_000).await.unwrap().len(), 1);
+    store
+        .record_deliveries("me", &[accepted], 30)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_progress("me", 10, 40, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn sent_progress_is_not_sent_again_until_it_changes() {
+    use tthc_sync::store::ProgressResult;
+    let (_dir, store) = open().await;
+    store
+        .ingest(
+            &[row(
+                "a",
+                "r1",
+                "p1",
+                IngestAction::Set(DossierState::Pending),
+            )],
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
+    let accepted = DeliveryResult {
+        source_id: "a".into(),
+        payload_hash: "p1".into(),
+        outcome: DeliveryOutcome::Accepted,
+    };
+    store
+        .record_deliveries("me", &[accepted], 30)
+        .await
+        .unwrap();
+    let claimed = store.claim_progress("me", 10, 40, 1_000).await.unwrap();
+    let result = ProgressResult {
+        source_id: "a".into(),
+        entry_key: claimed[0].entry_key.clone(),
+        payload_hash: claimed[0].payload_hash.clone(),
+        outcome: DeliveryOutcome::Accepted,
+    };
+    store.record_progress("me", &[result], 50).await.unwrap();
+    assert!(
+        store
+            .claim_progress("me", 10, 60, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.counts().await.unwrap().progress_unsent, 0);
+    // The same entry again (a re-read) stays sent; a changed one is sent again.
+    store
+        .ingest(&[row("a", "r2", "p1", IngestAction::KeepState)], None, 70)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_progress("me", 10, 80, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut changed = row("a", "r3", "p1", IngestAction::KeepState);
+    changed.progress = vec![("k1".into(), "{\"x\":1}".into(), "ph2".into())];
+    store.ingest(&[changed], None, 90).await.unwrap();
+    assert_eq!(
+        store
+            .claim_progress("me", 10, 100, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

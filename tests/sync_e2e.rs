@@ -14,11 +14,21 @@ use tthc_sync::sim::portal::PortalFaults;
 async fn a_full_sync_through_every_quirk_leaves_the_portal_exact() {
     let mut source = common::source_config(5000, 30, 7, FaultLevel::Realistic);
     source.live_mutation = true;
-    let (_dir, demo) = common::start(source, common::portal_config(7, FaultLevel::Realistic), |_| {}).await;
+    let (_dir, demo) = common::start(
+        source,
+        common::portal_config(7, FaultLevel::Realistic),
+        |_| {},
+    )
+    .await;
     common::synced(&demo, Duration::from_secs(600)).await;
 
     let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables);
-    assert!(problems.is_empty(), "{} differences, first: {:?}", problems.len(), &problems[..problems.len().min(10)]);
+    assert!(
+        problems.is_empty(),
+        "{} differences, first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(10)]
+    );
 
     let ledger = common::ledger(&demo).await;
     let snapshot = demo.source.snapshot();
@@ -33,7 +43,11 @@ async fn a_full_sync_through_every_quirk_leaves_the_portal_exact() {
         };
         if let Some(bad) = row.bad {
             bad_codes.insert(bad);
-            assert_eq!(entry.state, "held", "{} was made bad ({bad}) but is {}", row.id, entry.state);
+            assert_eq!(
+                entry.state, "held",
+                "{} was made bad ({bad}) but is {}",
+                row.id, entry.state
+            );
             assert!(
                 entry.findings.contains(&format!("\"code\":\"{bad}\"")),
                 "{} should carry the rejection {bad}: {}",
@@ -41,22 +55,47 @@ async fn a_full_sync_through_every_quirk_leaves_the_portal_exact() {
                 entry.findings
             );
         } else if row.deleted || row.cancelled {
-            assert_eq!(entry.state, "skipped", "{} is deleted or cancelled at the source", row.id);
+            assert_eq!(
+                entry.state, "skipped",
+                "{} is deleted or cancelled at the source",
+                row.id
+            );
         } else {
-            assert_eq!(entry.state, "accepted", "{} is valid but {} ({:?})", row.id, entry.state, entry.reason_code);
+            assert_eq!(
+                entry.state, "accepted",
+                "{} is valid but {} ({:?})",
+                row.id, entry.state, entry.reason_code
+            );
         }
     }
-    assert!(missing.is_empty(), "{} dossiers never reached the ledger: {:?}", missing.len(), &missing[..missing.len().min(10)]);
-    assert!(bad_codes.len() >= 6, "bad records should span at least six codes: {bad_codes:?}");
-    let faults = demo.portal.calls().iter().filter(|call| call.fault.is_some()).count();
-    assert!(faults > 0, "the realistic portal should have injected faults");
+    assert!(
+        missing.is_empty(),
+        "{} dossiers never reached the ledger: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        bad_codes.len() >= 6,
+        "bad records should span at least six codes: {bad_codes:?}"
+    );
+    let faults = demo
+        .portal
+        .calls()
+        .iter()
+        .filter(|call| call.fault.is_some())
+        .count();
+    assert!(
+        faults > 0,
+        "the realistic portal should have injected faults"
+    );
     demo.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn changed_dossiers_are_sent_as_updates_and_unchanged_ones_not_at_all() {
     let source = common::source_config(800, 12, 11, FaultLevel::None);
-    let (_dir, demo) = common::start(source, common::portal_config(11, FaultLevel::None), |_| {}).await;
+    let (_dir, demo) =
+        common::start(source, common::portal_config(11, FaultLevel::None), |_| {}).await;
     common::synced(&demo, Duration::from_secs(300)).await;
     assert!(check_portal(&demo.source, &demo.portal, &demo.app.tables).is_empty());
 
@@ -81,7 +120,10 @@ async fn changed_dossiers_are_sent_as_updates_and_unchanged_ones_not_at_all() {
         .filter(|call| call.service == "DongBoHoSoMC" || call.service == "CapNhatTienDoHoSoMC")
         .map(|call| call.service.clone())
         .collect();
-    assert!(idle_calls.is_empty(), "unchanged dossiers caused portal calls: {idle_calls:?}");
+    assert!(
+        idle_calls.is_empty(),
+        "unchanged dossiers caused portal calls: {idle_calls:?}"
+    );
 
     let changed: HashSet<String> = demo.source.mutate_now(40).into_iter().collect();
     let calls_before = demo.portal.calls().len();
@@ -93,7 +135,12 @@ async fn changed_dossiers_are_sent_as_updates_and_unchanged_ones_not_at_all() {
         .snapshot()
         .into_iter()
         .filter(|row| changed.contains(&row.id))
-        .filter_map(|row| row.record.get("code").and_then(|code| code.as_str()).map(String::from))
+        .filter_map(|row| {
+            row.record
+                .get("code")
+                .and_then(|code| code.as_str())
+                .map(String::from)
+        })
         .collect();
     let after = demo.portal.stored();
     let mut updated = 0;
@@ -108,17 +155,26 @@ async fn changed_dossiers_are_sent_as_updates_and_unchanged_ones_not_at_all() {
                 );
             }
         } else {
-            assert_eq!(stored.times_stored, previous, "{code} did not change but was sent again");
+            assert_eq!(
+                stored.times_stored, previous,
+                "{code} did not change but was sent again"
+            );
         }
     }
-    assert!(updated > 0, "some changed dossiers should have been sent again");
+    assert!(
+        updated > 0,
+        "some changed dossiers should have been sent again"
+    );
     let new_calls = &demo.portal.calls()[calls_before..];
     let dossier_items: usize = new_calls
         .iter()
         .filter(|call| call.service == "DongBoHoSoMC")
         .map(|call| call.items)
         .sum();
-    assert_eq!(dossier_items, updated, "exactly the changed dossiers are sent, once each");
+    assert_eq!(
+        dossier_items, updated,
+        "exactly the changed dossiers are sent, once each"
+    );
     assert!(
         new_calls
             .iter()
@@ -127,7 +183,9 @@ async fn changed_dossiers_are_sent_as_updates_and_unchanged_ones_not_at_all() {
         "changes to dossiers the portal has are sent as updates"
     );
     assert!(
-        new_calls.iter().any(|call| call.service == "CapNhatTienDoHoSoMC"),
+        new_calls
+            .iter()
+            .any(|call| call.service == "CapNhatTienDoHoSoMC"),
         "the changes' new progress entries are sent"
     );
     demo.stop().await.unwrap();
@@ -136,10 +194,14 @@ async fn changed_dossiers_are_sent_as_updates_and_unchanged_ones_not_at_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_session_a_429_burst_and_a_minute_of_outage_are_ridden_out() {
     let source = common::source_config(1500, 15, 5, FaultLevel::None);
-    let (_dir, demo) = common::start(source, common::portal_config(5, FaultLevel::None), |settings| {
-        settings.portal.concurrency = 2;
-        settings.portal.requests_per_second = 20;
-    })
+    let (_dir, demo) = common::start(
+        source,
+        common::portal_config(5, FaultLevel::None),
+        |settings| {
+            settings.portal.concurrency = 2;
+            settings.portal.requests_per_second = 20;
+        },
+    )
     .await;
     wait_for_accepted(&demo, 100).await;
 
@@ -159,12 +221,26 @@ async fn an_expired_session_a_429_burst_and_a_minute_of_outage_are_ridden_out() 
 
     common::synced(&demo, Duration::from_secs(300)).await;
     let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables);
-    assert!(problems.is_empty(), "{} differences: {:?}", problems.len(), &problems[..problems.len().min(10)]);
+    assert!(
+        problems.is_empty(),
+        "{} differences: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(10)]
+    );
     let calls = demo.portal.calls();
-    let throttled = calls.iter().filter(|call| call.fault.is_some_and(|fault| fault.name().contains("429"))).count();
-    let session_refusals = calls.iter().filter(|call| call.overall_code == Some(-1)).count();
+    let throttled = calls
+        .iter()
+        .filter(|call| call.fault.is_some_and(|fault| fault.name().contains("429")))
+        .count();
+    let session_refusals = calls
+        .iter()
+        .filter(|call| call.overall_code == Some(-1))
+        .count();
     assert!(throttled > 0, "the burst should have answered 429");
-    assert!(session_refusals > 0, "the expired session should have been refused at least once");
+    assert!(
+        session_refusals > 0,
+        "the expired session should have been refused at least once"
+    );
     demo.stop().await.unwrap();
 }
 

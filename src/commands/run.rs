@@ -60,16 +60,22 @@ pub async fn shutdown_signal() -> &'static str {
 
 pub fn check_config(config: &Path) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(Some(config))?;
-    crate::portal::client::PortalClient::new(&settings.portal, crate::http::RetryPolicy {
-        min_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(1),
-        max_times: 0,
-    })?;
-    crate::source::client::SourceClient::new(&settings.source, crate::http::RetryPolicy {
-        min_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(1),
-        max_times: 0,
-    })?;
+    crate::portal::client::PortalClient::new(
+        &settings.portal,
+        crate::http::RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            max_times: 0,
+        },
+    )?;
+    crate::source::client::SourceClient::new(
+        &settings.source,
+        crate::http::RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            max_times: 0,
+        },
+    )?;
     if let Some(path) = &settings.mapping.tables_file {
         crate::normalize::MappingTables::load(path)
             .map_err(|error| anyhow::anyhow!("configuration key `mapping.tables_file`: {error}"))?;

@@ -122,16 +122,20 @@ impl PortalClient {
             other => other?,
         };
         // A 200 whose body is not JSON is an error to retry, never a success (portal-api.md 2.1).
-        serde_json::from_slice::<Envelope>(&answer)
-            .map_err(|error| PortalError::Transport(TransportError::Body(format!("{path}: {error}"))))
+        serde_json::from_slice::<Envelope>(&answer).map_err(|error| {
+            PortalError::Transport(TransportError::Body(format!("{path}: {error}")))
+        })
     }
 
     async fn new_session(&self) -> Result<String, PortalError> {
-        let body = serde_json::json!({"username": self.username, "password": self.password}).to_string();
+        let body =
+            serde_json::json!({"username": self.username, "password": self.password}).to_string();
         let answer = self.post("/auth", body).await?;
         match (answer.error_code.is_ok(), answer.session) {
             (true, Some(session)) if !session.is_empty() => Ok(session),
-            (true, _) => Err(PortalError::Transport(TransportError::Body("auth answer without a session".into()))),
+            (true, _) => Err(PortalError::Transport(TransportError::Body(
+                "auth answer without a session".into(),
+            ))),
             (false, _) => Err(PortalError::Credentials(answer.message.unwrap_or_default())),
         }
     }
@@ -168,7 +172,9 @@ impl PortalClient {
             }
             return Ok(answer);
         }
-        Err(PortalError::Session("session refused twice in a row".into()))
+        Err(PortalError::Session(
+            "session refused twice in a row".into(),
+        ))
     }
 
     /// An integration call with retries of transport faults.
@@ -190,7 +196,11 @@ impl PortalClient {
     }
 
     /// `DongBoHoSoMC` with payloads already serialized; one answer per payload, in order.
-    pub async fn sync_dossiers(&self, updating: bool, payloads: &[&str]) -> Result<Vec<ItemAnswer>, PortalError> {
+    pub async fn sync_dossiers(
+        &self,
+        updating: bool,
+        payloads: &[&str],
+    ) -> Result<Vec<ItemAnswer>, PortalError> {
         let fields = format!(
             "\"isUpdating\":\"{}\",\"data\":[{}]",
             if updating { "True" } else { "False" },
@@ -258,8 +268,12 @@ fn decode_result<T: serde::de::DeserializeOwned>(answer: Envelope) -> Result<Vec
             message: answer.message.unwrap_or_default(),
         });
     }
-    serde_json::from_value(answer.result.unwrap_or(serde_json::Value::Array(Vec::new())))
-        .map_err(|error| PortalError::Transport(TransportError::Body(format!("result: {error}"))))
+    serde_json::from_value(
+        answer
+            .result
+            .unwrap_or(serde_json::Value::Array(Vec::new())),
+    )
+    .map_err(|error| PortalError::Transport(TransportError::Body(format!("result: {error}"))))
 }
 
 /// Reads the per-item answers. Without `result`, the overall code applies to every item; a `result` of the
@@ -286,7 +300,10 @@ fn item_answers(answer: Envelope, expected: usize) -> Result<Vec<ItemAnswer>, Po
             .into_iter()
             .map(|item| {
                 let code = item.get("error_code").and_then(parse_code);
-                let message = item.get("message").and_then(|message| message.as_str()).map(String::from);
+                let message = item
+                    .get("message")
+                    .and_then(|message| message.as_str())
+                    .map(String::from);
                 ItemResult {
                     ma_ho_so: None,
                     error_code: super::wire::ErrorCode(code.unwrap_or(99)),

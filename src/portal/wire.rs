@@ -23,53 +23,117 @@ pub struct Dossier {
     pub kenh_thuc_hien: String,
     #[serde(rename = "ChuHoSo")]
     pub chu_ho_so: String,
-    #[serde(rename = "SoGiayToChuHoSo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "SoGiayToChuHoSo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub so_giay_to_chu_ho_so: Option<String>,
-    #[serde(rename = "DinhDanhCHS", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DinhDanhCHS",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dinh_danh_chs: Option<Vec<Identifier>>,
     #[serde(rename = "LoaiDoiTuong")]
     pub loai_doi_tuong: String,
-    #[serde(rename = "MaDoiTuong", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "MaDoiTuong",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ma_doi_tuong: Option<String>,
     #[serde(rename = "Email", default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    #[serde(rename = "SoDienThoai", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "SoDienThoai",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub so_dien_thoai: Option<String>,
     #[serde(rename = "Fax", default, skip_serializing_if = "Option::is_none")]
     pub fax: Option<String>,
-    #[serde(rename = "TrichYeuHoSo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TrichYeuHoSo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub trich_yeu_ho_so: Option<String>,
-    #[serde(rename = "NgayNopHoSo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NgayNopHoSo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ngay_nop_ho_so: Option<String>,
     #[serde(rename = "NgayTiepNhan")]
     pub ngay_tiep_nhan: String,
-    #[serde(rename = "NgayHenTra", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NgayHenTra",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ngay_hen_tra: Option<String>,
     #[serde(rename = "TrangThaiHoSo")]
     pub trang_thai_ho_so: String,
-    #[serde(rename = "NgayKetThucXuLy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NgayKetThucXuLy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ngay_ket_thuc_xu_ly: Option<String>,
     #[serde(rename = "NgayTra", default, skip_serializing_if = "Option::is_none")]
     pub ngay_tra: Option<String>,
-    #[serde(rename = "NgayTuChoi", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NgayTuChoi",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ngay_tu_choi: Option<String>,
     #[serde(rename = "HinhThuc", default, skip_serializing_if = "Option::is_none")]
     pub hinh_thuc: Option<String>,
     #[serde(rename = "DonViXuLy")]
     pub don_vi_xu_ly: String,
-    #[serde(rename = "TaiLieuNop", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TaiLieuNop",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tai_lieu_nop: Option<Vec<SubmittedFile>>,
-    #[serde(rename = "DanhSachGiayToKetQua", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DanhSachGiayToKetQua",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub danh_sach_giay_to_ket_qua: Option<Vec<ResultDocument>>,
-    #[serde(rename = "DanhSachLePhi", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DanhSachLePhi",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub danh_sach_le_phi: Option<Vec<FeeLine>>,
-    #[serde(rename = "DanhSachHoSoBoSung", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DanhSachHoSoBoSung",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub danh_sach_ho_so_bo_sung: Option<Vec<SupplementRequest>>,
-    #[serde(rename = "DuocThanhToanTrucTuyen", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DuocThanhToanTrucTuyen",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub duoc_thanh_toan_truc_tuyen: Option<String>,
-    #[serde(rename = "HoSoCoThanhPhanSoHoa", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "HoSoCoThanhPhanSoHoa",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ho_so_co_thanh_phan_so_hoa: Option<String>,
-    #[serde(rename = "TaiKhoanDuocXacThucVoiVNeID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TaiKhoanDuocXacThucVoiVNeID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tai_khoan_duoc_xac_thuc_voi_vneid: Option<String>,
     #[serde(rename = "GhiChu", default, skip_serializing_if = "Option::is_none")]
     pub ghi_chu: Option<String>,
@@ -85,13 +149,29 @@ pub struct Identifier {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SubmittedFile {
-    #[serde(rename = "TepDinhKemId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TepDinhKemId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tep_dinh_kem_id: Option<String>,
-    #[serde(rename = "TenTepDinhKem", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TenTepDinhKem",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ten_tep_dinh_kem: Option<String>,
-    #[serde(rename = "MaThanhPhanHoSo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "MaThanhPhanHoSo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ma_thanh_phan_ho_so: Option<String>,
-    #[serde(rename = "DuongDanTaiTepTin", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DuongDanTaiTepTin",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub duong_dan_tai_tep_tin: Option<String>,
     #[serde(rename = "DuocSoHoa")]
     pub duoc_so_hoa: String,
@@ -105,44 +185,96 @@ pub struct SubmittedFile {
 pub struct ResultDocument {
     #[serde(rename = "TenGiayTo", default, skip_serializing_if = "Option::is_none")]
     pub ten_giay_to: Option<String>,
-    #[serde(rename = "MaThanhPhanHoSo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "MaThanhPhanHoSo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ma_thanh_phan_ho_so: Option<String>,
     #[serde(rename = "GiayToId", default, skip_serializing_if = "Option::is_none")]
     pub giay_to_id: Option<String>,
-    #[serde(rename = "DuongDanTepTinKetQua", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DuongDanTepTinKetQua",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub duong_dan_tep_tin_ket_qua: Option<String>,
-    #[serde(rename = "MaGiayToKetQua", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "MaGiayToKetQua",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ma_giay_to_ket_qua: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FeeLine {
-    #[serde(rename = "TenPhiLePhi", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TenPhiLePhi",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ten_phi_le_phi: Option<String>,
-    #[serde(rename = "MaPhiLePhi", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "MaPhiLePhi",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ma_phi_le_phi: Option<String>,
-    #[serde(rename = "HinhThucThu", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "HinhThucThu",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hinh_thuc_thu: Option<String>,
     /// A whole number of đồng.
     #[serde(rename = "Gia")]
     pub gia: i64,
-    #[serde(rename = "LoaiPhiLePhi", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "LoaiPhiLePhi",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub loai_phi_le_phi: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SupplementRequest {
-    #[serde(rename = "HoSoBoSungId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "HoSoBoSungId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ho_so_bo_sung_id: Option<String>,
-    #[serde(rename = "NguoiYeuCauBoSung", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NguoiYeuCauBoSung",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub nguoi_yeu_cau_bo_sung: Option<String>,
-    #[serde(rename = "NoiDungBoSung", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NoiDungBoSung",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub noi_dung_bo_sung: Option<String>,
-    #[serde(rename = "NgayBoSung", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NgayBoSung",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ngay_bo_sung: Option<String>,
-    #[serde(rename = "NgayHenTraTruoc", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NgayHenTraTruoc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ngay_hen_tra_truoc: Option<String>,
-    #[serde(rename = "NgayHenTraMoi", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NgayHenTraMoi",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ngay_hen_tra_moi: Option<String>,
 }
 
@@ -157,15 +289,27 @@ pub struct ProgressEntry {
     pub chuc_danh: Option<String>,
     #[serde(rename = "ThoiDiemXuLy")]
     pub thoi_diem_xu_ly: String,
-    #[serde(rename = "PhongBanXuLy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PhongBanXuLy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub phong_ban_xu_ly: Option<String>,
     #[serde(rename = "NoiDungXuLy")]
     pub noi_dung_xu_ly: String,
     #[serde(rename = "TrangThai", default, skip_serializing_if = "Option::is_none")]
     pub trang_thai: Option<String>,
-    #[serde(rename = "NgayBatDau", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NgayBatDau",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ngay_bat_dau: Option<String>,
-    #[serde(rename = "NgayKetThucTheoQuyDinh", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NgayKetThucTheoQuyDinh",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ngay_ket_thuc_theo_quy_dinh: Option<String>,
 }
 

@@ -10,7 +10,9 @@ use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
 use super::time::format_source_time;
-use super::wire::{AgencyDayCount, AgencyItem, DossierIdItem, Page, ProcedureItem, RawPage, TokenResponse};
+use super::wire::{
+    AgencyDayCount, AgencyItem, DossierIdItem, Page, ProcedureItem, RawPage, TokenResponse,
+};
 use crate::config::{ConfigError, SourceSettings, resolve_secret};
 use crate::http::{GatewayToken, RetryPolicy, TransportError, bearer, build_client, send};
 
@@ -56,10 +58,13 @@ impl SourceClient {
             .as_ref()
             .map(|gateway| GatewayToken::new("source.gateway", http.clone(), gateway))
             .transpose()?;
-        let auth_header = HeaderName::from_bytes(settings.auth_header.as_bytes()).map_err(|_| ConfigError::Invalid {
-            key: "source.auth_header".into(),
-            problem: format!("{:?} is not a valid header name", settings.auth_header),
-        })?;
+        let auth_header =
+            HeaderName::from_bytes(settings.auth_header.as_bytes()).map_err(|_| {
+                ConfigError::Invalid {
+                    key: "source.auth_header".into(),
+                    problem: format!("{:?} is not a valid header name", settings.auth_header),
+                }
+            })?;
         Ok(SourceClient {
             http,
             base: settings.base_url.trim_end_matches('/').to_string(),
@@ -105,7 +110,11 @@ impl SourceClient {
     }
 
     /// One GET with the token; on 401 a new token and the call once more.
-    async fn get_once(&self, path: &str, query: &[(&str, String)]) -> Result<bytes::Bytes, SourceError> {
+    async fn get_once(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<bytes::Bytes, SourceError> {
         for attempt in 0..2 {
             let token = self.token().await?;
             let mut request = self
@@ -157,17 +166,25 @@ impl SourceClient {
         let max_delay = self.retry.max_delay;
         (|| async {
             let body = self.get(path, query).await?;
-            serde_json::from_slice::<T>(&body)
-                .map_err(|error| SourceError::Transport(TransportError::Body(format!("{path}: {error}"))))
+            serde_json::from_slice::<T>(&body).map_err(|error| {
+                SourceError::Transport(TransportError::Body(format!("{path}: {error}")))
+            })
         })
         .retry(self.retry.backoff())
-        .when(|error: &SourceError| matches!(error, SourceError::Transport(TransportError::Body(_))))
+        .when(|error: &SourceError| {
+            matches!(error, SourceError::Transport(TransportError::Body(_)))
+        })
         .adjust(move |_, delay| delay.map(|delay| delay.min(max_delay)))
         .await
     }
 
     /// One page of the changed-since feed. A page without `content` is a fault, retried like one.
-    pub async fn search(&self, updated_from: Timestamp, page: u32, size: u32) -> Result<FeedPage, SourceError> {
+    pub async fn search(
+        &self,
+        updated_from: Timestamp,
+        page: u32,
+        size: u32,
+    ) -> Result<FeedPage, SourceError> {
         let query = [
             ("updated-from", format_source_time(updated_from)),
             ("sort", "updatedDate,asc".to_string()),
@@ -183,11 +200,15 @@ impl SourceClient {
                     total_elements: page.total_elements,
                     last: page.last,
                 }),
-                None => Err(SourceError::Transport(TransportError::Body("feed page without content".into()))),
+                None => Err(SourceError::Transport(TransportError::Body(
+                    "feed page without content".into(),
+                ))),
             }
         })
         .retry(self.retry.backoff())
-        .when(|error: &SourceError| matches!(error, SourceError::Transport(TransportError::Body(_))))
+        .when(|error: &SourceError| {
+            matches!(error, SourceError::Transport(TransportError::Body(_)))
+        })
         .adjust(move |_, delay| delay.map(|delay| delay.min(max_delay)))
         .await
     }
@@ -195,13 +216,19 @@ impl SourceClient {
     /// How many rows the feed holds from `updated_from` on (`totalElements` of a one-row page).
     pub async fn count_from(&self, updated_from: Timestamp) -> Result<i64, SourceError> {
         let page = self.search(updated_from, 0, 1).await?;
-        page.total_elements
-            .ok_or_else(|| SourceError::Transport(TransportError::Body("feed page without totalElements".into())))
+        page.total_elements.ok_or_else(|| {
+            SourceError::Transport(TransportError::Body(
+                "feed page without totalElements".into(),
+            ))
+        })
     }
 
     /// One dossier by id, raw; `None` when the source does not know it.
     pub async fn dossier(&self, id: &str) -> Result<Option<Box<RawValue>>, SourceError> {
-        match self.get_json::<Box<RawValue>>(&format!("/pa/dossier/{}", urlencode(id)), &[]).await {
+        match self
+            .get_json::<Box<RawValue>>(&format!("/pa/dossier/{}", urlencode(id)), &[])
+            .await
+        {
             Ok(record) => Ok(Some(record)),
             Err(SourceError::Transport(TransportError::Refused { status: 404, .. })) => Ok(None),
             Err(error) => Err(error),
@@ -216,11 +243,17 @@ impl SourceClient {
         self.all_pages("/ba/procedure").await
     }
 
-    async fn all_pages<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, SourceError> {
+    async fn all_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Vec<T>, SourceError> {
         let mut items = Vec::new();
         for page in 0.. {
             let answer: Page<T> = self
-                .get_json(path, &[("page", page.to_string()), ("size", "500".to_string())])
+                .get_json(
+                    path,
+                    &[("page", page.to_string()), ("size", "500".to_string())],
+                )
                 .await?;
             let done = answer.last || answer.content.is_empty();
             items.extend(answer.content);
@@ -232,16 +265,27 @@ impl SourceClient {
     }
 
     /// Counts by agency and reception day (source-api.md section 4).
-    pub async fn count_by_agency(&self, from: &str, to: &str) -> Result<Vec<AgencyDayCount>, SourceError> {
+    pub async fn count_by_agency(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<AgencyDayCount>, SourceError> {
         self.get_json(
             "/pa/dossier-statistic/count-by-agency",
-            &[("received-from", from.to_string()), ("received-to", to.to_string())],
+            &[
+                ("received-from", from.to_string()),
+                ("received-to", to.to_string()),
+            ],
         )
         .await
     }
 
     /// Identifiers of one agency's dossiers received on one day.
-    pub async fn ids(&self, agency_id: &str, date: &str) -> Result<Vec<DossierIdItem>, SourceError> {
+    pub async fn ids(
+        &self,
+        agency_id: &str,
+        date: &str,
+    ) -> Result<Vec<DossierIdItem>, SourceError> {
         let mut items = Vec::new();
         for page in 0.. {
             let answer: Page<DossierIdItem> = self
@@ -275,7 +319,9 @@ pub struct FeedPage {
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()

@@ -35,15 +35,25 @@ pub struct FeedRecord {
 /// transaction.
 #[async_trait::async_trait]
 pub trait FeedSink: Send {
-    async fn commit(&mut self, records: Vec<FeedRecord>, cursor: Timestamp) -> Result<(), FeedError>;
+    async fn commit(
+        &mut self,
+        records: Vec<FeedRecord>,
+        cursor: Timestamp,
+    ) -> Result<(), FeedError>;
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("a block of {size} rows stamped {timestamp} kept changing over {passes} passes; trying again next poll")]
-    UnstableTieBlock { timestamp: Timestamp, size: i64, passes: u32 },
+    #[error(
+        "a block of {size} rows stamped {timestamp} kept changing over {passes} passes; trying again next poll"
+    )]
+    UnstableTieBlock {
+        timestamp: Timestamp,
+        size: i64,
+        passes: u32,
+    },
     #[error("cannot record the page: {0}")]
     Sink(String),
 }
@@ -87,8 +97,15 @@ pub async fn poll(
         let page = client.search(anchor, 0, options.page_size).await?;
         stats.requests += 1;
         let records = read_records(page.content);
-        let reached_end = records.len() < size || page.total_elements.is_some_and(|total| total <= size as i64);
-        let newest = records.iter().filter_map(|record| record.updated).filter(|ts| *ts >= anchor).max();
+        let reached_end = records.len() < size
+            || page
+                .total_elements
+                .is_some_and(|total| total <= size as i64);
+        let newest = records
+            .iter()
+            .filter_map(|record| record.updated)
+            .filter(|ts| *ts >= anchor)
+            .max();
         stats.records += records.len() as u64;
 
         if reached_end {
@@ -134,7 +151,9 @@ async fn read_tie_block(
     timestamp: Timestamp,
     stats: &mut PollStats,
 ) -> Result<Vec<FeedRecord>, FeedError> {
-    let next = timestamp.checked_add(SignedDuration::from_millis(1)).unwrap_or(timestamp);
+    let next = timestamp
+        .checked_add(SignedDuration::from_millis(1))
+        .unwrap_or(timestamp);
     let block_size = async |stats: &mut PollStats| -> Result<i64, FeedError> {
         let from_block = client.count_from(timestamp).await?;
         let after_block = client.count_from(next).await?;
@@ -149,7 +168,9 @@ async fn read_tie_block(
     for _pass in 0..options.max_tie_block_passes {
         let page_count = (expected.max(1) as u64).div_ceil(options.page_size as u64) + 1;
         for page_number in 0..page_count {
-            let page: FeedPage = client.search(timestamp, page_number as u32, options.page_size).await?;
+            let page: FeedPage = client
+                .search(timestamp, page_number as u32, options.page_size)
+                .await?;
             stats.requests += 1;
             let count = page.content.len();
             let mut left_block = false;

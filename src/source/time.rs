@@ -31,7 +31,9 @@ pub fn format_source_time(timestamp: Timestamp) -> String {
 pub fn parse_source_date(raw: &RawDate) -> Option<Timestamp> {
     match raw {
         RawDate::Millis(millis) => Timestamp::from_millisecond(*millis).ok(),
-        RawDate::Float(value) if value.is_finite() => Timestamp::from_millisecond(value.trunc() as i64).ok(),
+        RawDate::Float(value) if value.is_finite() => {
+            Timestamp::from_millisecond(value.trunc() as i64).ok()
+        }
         RawDate::Float(_) => None,
         RawDate::Text(text) => parse_source_text(text.trim()),
     }
@@ -46,11 +48,18 @@ fn parse_source_text(text: &str) -> Option<Timestamp> {
     }
     // `+0700` without a colon.
     for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z"] {
-        if let Ok(zoned) = jiff::fmt::strtime::parse(format, text).and_then(|parsed| parsed.to_timestamp()) {
+        if let Ok(zoned) =
+            jiff::fmt::strtime::parse(format, text).and_then(|parsed| parsed.to_timestamp())
+        {
             return Some(zoned);
         }
     }
-    for format in ["%d/%m/%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
+    for format in [
+        "%d/%m/%Y %H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+    ] {
         if let Ok(datetime) = DateTime::strptime(format, text) {
             return vietnam().to_timestamp(datetime).ok();
         }
@@ -78,7 +87,10 @@ mod tests {
         ] {
             assert_eq!(parse_source_date(&text(shape)), Some(expected), "{shape}");
         }
-        assert_eq!(parse_source_date(&RawDate::Millis(expected.as_millisecond())), Some(expected));
+        assert_eq!(
+            parse_source_date(&RawDate::Millis(expected.as_millisecond())),
+            Some(expected)
+        );
         assert_eq!(parse_source_date(&text("hôm qua")), None);
     }
 

@@ -271,7 +271,9 @@ impl LenientInt {
         match self {
             LenientInt::Int(value) => Some(*value),
             LenientInt::Text(text) => text.trim().parse().ok(),
-            LenientInt::Float(value) if value.fract() == 0.0 && value.abs() < 1e15 => Some(*value as i64),
+            LenientInt::Float(value) if value.fract() == 0.0 && value.abs() < 1e15 => {
+                Some(*value as i64)
+            }
             LenientInt::Float(_) => None,
         }
     }

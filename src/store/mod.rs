@@ -23,7 +23,10 @@ pub enum StoreError {
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("cannot prepare the database file {path}: {source}")]
-    File { path: String, source: std::io::Error },
+    File {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// One source record ready to be written, with the decision already taken.
@@ -65,9 +68,15 @@ pub struct ClaimedDossier {
 #[derive(Debug, Clone)]
 pub enum DeliveryOutcome {
     Accepted,
-    Refused { code: i64, message: String },
+    Refused {
+        code: i64,
+        message: String,
+    },
     /// Try again at `next_attempt_at`.
-    Retry { error: String, next_attempt_at: Millis },
+    Retry {
+        error: String,
+        next_attempt_at: Millis,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -142,26 +151,54 @@ pub struct UnitCounts {
 #[async_trait]
 pub trait Store: Send + Sync {
     /// What the ledger knows of these source ids (one round trip).
-    async fn ledger_views(&self, source_ids: &[String]) -> Result<HashMap<String, LedgerView>, StoreError>;
+    async fn ledger_views(
+        &self,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, LedgerView>, StoreError>;
 
     /// Writes a page of records and moves the cursor, in one transaction: the cursor never passes an
     /// uncommitted dossier.
-    async fn ingest(&self, rows: &[IngestRow], cursor: Option<(&str, &str)>, now: Millis) -> Result<(), StoreError>;
+    async fn ingest(
+        &self,
+        rows: &[IngestRow],
+        cursor: Option<(&str, &str)>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
 
     async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
 
     /// Claims up to `limit` due dossiers for `owner` until `lease_until`.
-    async fn claim_dossiers(&self, owner: &str, limit: usize, now: Millis, lease_until: Millis)
-    -> Result<Vec<ClaimedDossier>, StoreError>;
+    async fn claim_dossiers(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<ClaimedDossier>, StoreError>;
 
     /// Records the portal's answers for claimed dossiers, in one transaction.
-    async fn record_deliveries(&self, owner: &str, results: &[DeliveryResult], now: Millis) -> Result<(), StoreError>;
+    async fn record_deliveries(
+        &self,
+        owner: &str,
+        results: &[DeliveryResult],
+        now: Millis,
+    ) -> Result<(), StoreError>;
 
     /// Claims up to `limit` due progress entries of dossiers the portal already has.
-    async fn claim_progress(&self, owner: &str, limit: usize, now: Millis, lease_until: Millis)
-    -> Result<Vec<ClaimedProgress>, StoreError>;
+    async fn claim_progress(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<ClaimedProgress>, StoreError>;
 
-    async fn record_progress(&self, owner: &str, results: &[ProgressResult], now: Millis) -> Result<(), StoreError>;
+    async fn record_progress(
+        &self,
+        owner: &str,
+        results: &[ProgressResult],
+        now: Millis,
+    ) -> Result<(), StoreError>;
 
     /// Gives back every claim `owner` holds (a restart of the same instance after a crash).
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;

@@ -11,8 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
-    ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, IngestRow, LedgerCounts, Millis,
-    ProgressResult, Store, StoreError, UnitCounts,
+    ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, IngestRow, LedgerCounts,
+    Millis, ProgressResult, Store, StoreError, UnitCounts,
 };
 use crate::store::AttemptRecord;
 use crate::sync::decide::{DossierState, IngestAction, LedgerView};
@@ -71,7 +71,9 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
         path: path.display().to_string(),
         source,
     };
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty())
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
         && !parent.exists()
     {
         std::fs::DirBuilder::new()
@@ -88,7 +90,8 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
         .map_err(file_error)?;
     let permissions = std::fs::metadata(path).map_err(file_error)?.permissions();
     if permissions.mode() & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(file_error)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(file_error)?;
     }
     Ok(())
 }
@@ -101,7 +104,10 @@ fn state_of(text: &str) -> DossierState {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn ledger_views(&self, source_ids: &[String]) -> Result<HashMap<String, LedgerView>, StoreError> {
+    async fn ledger_views(
+        &self,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, LedgerView>, StoreError> {
         let mut views = HashMap::with_capacity(source_ids.len());
         for chunk in source_ids.chunks(ROWS_PER_STATEMENT * 4) {
             let mut query = QueryBuilder::<Sqlite>::new(
@@ -127,7 +133,12 @@ impl Store for SqliteStore {
         Ok(views)
     }
 
-    async fn ingest(&self, rows: &[IngestRow], cursor: Option<(&str, &str)>, now: Millis) -> Result<(), StoreError> {
+    async fn ingest(
+        &self,
+        rows: &[IngestRow],
+        cursor: Option<(&str, &str)>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let (keep, set): (Vec<&IngestRow>, Vec<&IngestRow>) = rows
             .iter()
@@ -211,8 +222,18 @@ impl Store for SqliteStore {
 
         let progress: Vec<(&str, &(String, String, String))> = rows
             .iter()
-            .filter(|row| matches!(row.action, IngestAction::Set(DossierState::Pending | DossierState::Accepted) | IngestAction::KeepState))
-            .flat_map(|row| row.progress.iter().map(move |entry| (row.source_id.as_str(), entry)))
+            .filter(|row| {
+                matches!(
+                    row.action,
+                    IngestAction::Set(DossierState::Pending | DossierState::Accepted)
+                        | IngestAction::KeepState
+                )
+            })
+            .flat_map(|row| {
+                row.progress
+                    .iter()
+                    .map(move |entry| (row.source_id.as_str(), entry))
+            })
             .collect();
         for chunk in progress.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
@@ -255,10 +276,12 @@ impl Store for SqliteStore {
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM cursors WHERE name = ?1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM cursors WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn claim_dossiers(
@@ -296,7 +319,12 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn record_deliveries(&self, owner: &str, results: &[DeliveryResult], now: Millis) -> Result<(), StoreError> {
+    async fn record_deliveries(
+        &self,
+        owner: &str,
+        results: &[DeliveryResult],
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for chunk in results.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
@@ -392,12 +420,17 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn record_progress(&self, owner: &str, results: &[ProgressResult], now: Millis) -> Result<(), StoreError> {
+    async fn record_progress(
+        &self,
+        owner: &str,
+        results: &[ProgressResult],
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let _ = now;
         let mut tx = self.pool.begin().await?;
         for chunk in results.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
-                "WITH result (source_id, entry_key, sent_hash, outcome, code, message, next_at) AS (",
+                "WITH result (source_id, entry_key, hash_sent, outcome, code, message, next_at) AS (",
             );
             query.push_values(chunk, |mut values, result| {
                 let (outcome, code, message, next_at) = outcome_columns(&result.outcome);
@@ -412,8 +445,8 @@ impl Store for SqliteStore {
             });
             query.push(
                 ") UPDATE progress SET \
-                 sent_hash = CASE WHEN result.outcome = 'accepted' THEN result.sent_hash ELSE sent_hash END, \
-                 state = CASE WHEN progress.payload_hash <> result.sent_hash OR progress.state <> 'in_flight' \
+                 sent_hash = CASE WHEN result.outcome = 'accepted' THEN result.hash_sent ELSE progress.sent_hash END, \
+                 state = CASE WHEN progress.payload_hash <> result.hash_sent OR progress.state <> 'in_flight' \
                                    OR progress.lease_owner IS NOT ",
             );
             query.push_bind(owner);
@@ -475,15 +508,20 @@ impl Store for SqliteStore {
 
     async fn counts(&self) -> Result<LedgerCounts, StoreError> {
         let mut counts = LedgerCounts::default();
-        let rows = sqlx::query("SELECT state, reason_code, COUNT(*) FROM dossiers GROUP BY state, reason_code")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT state, reason_code, COUNT(*) FROM dossiers GROUP BY state, reason_code",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         for row in rows {
             let state = state_of(row.get::<&str, _>(0));
             let count: i64 = row.get(2);
             *counts.by_state.entry(state).or_default() += count;
             if let Some(reason) = row.get::<Option<String>, _>(1)
-                && matches!(state, DossierState::Held | DossierState::Refused | DossierState::Skipped)
+                && matches!(
+                    state,
+                    DossierState::Held | DossierState::Refused | DossierState::Skipped
+                )
             {
                 counts.by_reason.push((state, reason, count));
             }
@@ -552,10 +590,15 @@ impl Store for SqliteStore {
 }
 
 /// The columns a delivery outcome writes: (outcome, portal code, message, next attempt).
-fn outcome_columns(outcome: &DeliveryOutcome) -> (&'static str, Option<i64>, Option<&str>, Option<Millis>) {
+fn outcome_columns(
+    outcome: &DeliveryOutcome,
+) -> (&'static str, Option<i64>, Option<&str>, Option<Millis>) {
     match outcome {
         DeliveryOutcome::Accepted => ("accepted", None, None, None),
         DeliveryOutcome::Refused { code, message } => ("refused", Some(*code), Some(message), None),
-        DeliveryOutcome::Retry { error, next_attempt_at } => ("retry", None, Some(error), Some(*next_attempt_at)),
+        DeliveryOutcome::Retry {
+            error,
+            next_attempt_at,
+        } => ("retry", None, Some(error), Some(*next_attempt_at)),
     }
 }

@@ -42,7 +42,9 @@ impl DossierState {
     }
 
     pub fn parse(text: &str) -> Option<DossierState> {
-        DossierState::ALL.into_iter().find(|state| state.as_str() == text)
+        DossierState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 }
 
@@ -76,7 +78,11 @@ pub enum IngestAction {
 }
 
 /// Decides what a new source version does to a ledger row.
-pub fn on_new_version(existing: Option<&LedgerView>, raw_hash: &str, new: NewVersion<'_>) -> IngestAction {
+pub fn on_new_version(
+    existing: Option<&LedgerView>,
+    raw_hash: &str,
+    new: NewVersion<'_>,
+) -> IngestAction {
     let Some(existing) = existing else {
         return IngestAction::Set(match new {
             NewVersion::Sendable { .. } => DossierState::Pending,
@@ -117,9 +123,14 @@ pub enum PortalVerdict {
     /// Code 4: it does not exist, send it as a create.
     DoesNotExist,
     /// Codes 2 and 5: permanent until the payload (or the mapping) changes.
-    Refused { code: i64, message: String },
+    Refused {
+        code: i64,
+        message: String,
+    },
     /// Anything else: try again later.
-    Transient { message: String },
+    Transient {
+        message: String,
+    },
 }
 
 /// Reads a per-dossier portal code.
@@ -162,39 +173,63 @@ mod tests {
     #[test]
     fn a_new_dossier_is_pending_held_or_skipped() {
         let sendable = NewVersion::Sendable { payload_hash: "p1" };
-        assert_eq!(on_new_version(None, "r1", sendable), IngestAction::Set(DossierState::Pending));
-        assert_eq!(on_new_version(None, "r1", NewVersion::Held), IngestAction::Set(DossierState::Held));
-        assert_eq!(on_new_version(None, "r1", NewVersion::Skipped), IngestAction::Set(DossierState::Skipped));
+        assert_eq!(
+            on_new_version(None, "r1", sendable),
+            IngestAction::Set(DossierState::Pending)
+        );
+        assert_eq!(
+            on_new_version(None, "r1", NewVersion::Held),
+            IngestAction::Set(DossierState::Held)
+        );
+        assert_eq!(
+            on_new_version(None, "r1", NewVersion::Skipped),
+            IngestAction::Set(DossierState::Skipped)
+        );
     }
 
     #[test]
     fn the_same_record_again_writes_nothing() {
         let row = view(DossierState::Accepted, Some("p1"), Some("p1"));
         let sendable = NewVersion::Sendable { payload_hash: "p2" };
-        assert_eq!(on_new_version(Some(&row), "r1", sendable), IngestAction::Unchanged);
+        assert_eq!(
+            on_new_version(Some(&row), "r1", sendable),
+            IngestAction::Unchanged
+        );
     }
 
     #[test]
     fn a_changed_record_with_the_accepted_payload_is_not_sent_again() {
         let row = view(DossierState::Accepted, Some("p1"), Some("p1"));
         let sendable = NewVersion::Sendable { payload_hash: "p1" };
-        assert_eq!(on_new_version(Some(&row), "r2", sendable), IngestAction::Set(DossierState::Accepted));
+        assert_eq!(
+            on_new_version(Some(&row), "r2", sendable),
+            IngestAction::Set(DossierState::Accepted)
+        );
     }
 
     #[test]
     fn a_changed_payload_is_sent_again() {
         let row = view(DossierState::Accepted, Some("p1"), Some("p1"));
         let sendable = NewVersion::Sendable { payload_hash: "p2" };
-        assert_eq!(on_new_version(Some(&row), "r2", sendable), IngestAction::Set(DossierState::Pending));
+        assert_eq!(
+            on_new_version(Some(&row), "r2", sendable),
+            IngestAction::Set(DossierState::Pending)
+        );
     }
 
     #[test]
     fn a_refused_payload_stays_refused_until_it_changes() {
         let row = view(DossierState::Refused, Some("p1"), None);
         let same = NewVersion::Sendable { payload_hash: "p1" };
-        assert_eq!(on_new_version(Some(&row), "r2", same), IngestAction::KeepState);
+        assert_eq!(
+            on_new_version(Some(&row), "r2", same),
+            IngestAction::KeepState
+        );
         let changed = NewVersion::Sendable { payload_hash: "p2" };
-        assert_eq!(on_new_version(Some(&row), "r2", changed), IngestAction::Set(DossierState::Pending));
+        assert_eq!(
+            on_new_version(Some(&row), "r2", changed),
+            IngestAction::Set(DossierState::Pending)
+        );
     }
 
     #[test]
@@ -202,7 +237,10 @@ mod tests {
         assert_eq!(verdict(0, None), PortalVerdict::Stored);
         assert_eq!(verdict(3, None), PortalVerdict::AlreadyExists);
         assert_eq!(verdict(4, None), PortalVerdict::DoesNotExist);
-        assert!(matches!(verdict(5, Some("x")), PortalVerdict::Refused { code: 5, .. }));
+        assert!(matches!(
+            verdict(5, Some("x")),
+            PortalVerdict::Refused { code: 5, .. }
+        ));
         assert!(matches!(verdict(99, None), PortalVerdict::Transient { .. }));
     }
 

@@ -49,7 +49,11 @@ impl IngestSink {
     }
 
     /// Turns records into ledger rows (pure but for reading the ledger's view of them) and writes them.
-    pub async fn write(&mut self, records: Vec<FeedRecord>, cursor: Option<Timestamp>) -> Result<(), FeedError> {
+    pub async fn write(
+        &mut self,
+        records: Vec<FeedRecord>,
+        cursor: Option<Timestamp>,
+    ) -> Result<(), FeedError> {
         let now = Timestamp::now();
         // The last occurrence of an id in a page wins (duplicates on consecutive pages carry the same row).
         let mut by_id: HashMap<String, FeedRecord> = HashMap::with_capacity(records.len());
@@ -115,42 +119,57 @@ impl IngestSink {
         normalized: &Normalized,
         view: Option<&crate::sync::decide::LedgerView>,
     ) -> IngestRow {
-        let (new_version, payload, payload_hash, reason_code, reason_detail, progress) = match &normalized.outcome {
-            Outcome::Dossier(dossier) => (
-                NewVersion::Sendable {
-                    payload_hash: &dossier.hash,
-                },
-                Some(String::from_utf8_lossy(&dossier.payload).into_owned()),
-                Some(dossier.hash.clone()),
-                None,
-                None,
-                dossier
-                    .progress
-                    .iter()
-                    .map(|entry| {
-                        (
-                            entry.key.clone(),
-                            String::from_utf8_lossy(&entry.payload).into_owned(),
-                            entry.hash.clone(),
-                        )
-                    })
-                    .collect(),
-            ),
-            Outcome::Rejected(findings) => (
-                NewVersion::Held,
-                None,
-                None,
-                Some(findings.first().map_or("malformed_record", |finding| finding.code).to_string()),
-                Some(summarize(findings)),
-                Vec::new(),
-            ),
-            Outcome::Skipped(reason) => (NewVersion::Skipped, None, None, Some(reason.code().to_string()), None, Vec::new()),
-        };
+        let (new_version, payload, payload_hash, reason_code, reason_detail, progress) =
+            match &normalized.outcome {
+                Outcome::Dossier(dossier) => (
+                    NewVersion::Sendable {
+                        payload_hash: &dossier.hash,
+                    },
+                    Some(String::from_utf8_lossy(&dossier.payload).into_owned()),
+                    Some(dossier.hash.clone()),
+                    None,
+                    None,
+                    dossier
+                        .progress
+                        .iter()
+                        .map(|entry| {
+                            (
+                                entry.key.clone(),
+                                String::from_utf8_lossy(&entry.payload).into_owned(),
+                                entry.hash.clone(),
+                            )
+                        })
+                        .collect(),
+                ),
+                Outcome::Rejected(findings) => (
+                    NewVersion::Held,
+                    None,
+                    None,
+                    Some(
+                        findings
+                            .first()
+                            .map_or("malformed_record", |finding| finding.code)
+                            .to_string(),
+                    ),
+                    Some(summarize(findings)),
+                    Vec::new(),
+                ),
+                Outcome::Skipped(reason) => (
+                    NewVersion::Skipped,
+                    None,
+                    None,
+                    Some(reason.code().to_string()),
+                    None,
+                    Vec::new(),
+                ),
+            };
         let action = on_new_version(view, &raw_hash, new_version);
         match action {
             IngestAction::Set(crate::sync::decide::DossierState::Pending) => self.stats.queued += 1,
             IngestAction::Set(crate::sync::decide::DossierState::Held) => self.stats.held += 1,
-            IngestAction::Set(crate::sync::decide::DossierState::Skipped) => self.stats.skipped += 1,
+            IngestAction::Set(crate::sync::decide::DossierState::Skipped) => {
+                self.stats.skipped += 1
+            }
             _ => {}
         }
         IngestRow {
@@ -176,7 +195,11 @@ impl IngestSink {
 
 #[async_trait::async_trait]
 impl FeedSink for IngestSink {
-    async fn commit(&mut self, records: Vec<FeedRecord>, cursor: Timestamp) -> Result<(), FeedError> {
+    async fn commit(
+        &mut self,
+        records: Vec<FeedRecord>,
+        cursor: Timestamp,
+    ) -> Result<(), FeedError> {
         self.write(records, Some(cursor)).await
     }
 }

@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use super::decide::{PortalVerdict, retry_delay, verdict};
 use crate::portal::client::{ItemAnswer, PortalClient, PortalError};
 use crate::store::{
-    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, Millis, ProgressResult, Store,
-    StoreError,
+    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, Millis,
+    ProgressResult, Store, StoreError,
 };
 
 /// Running totals, shared by the workers and read by progress lines (and metrics, later).
@@ -57,7 +57,12 @@ impl Pusher {
         let now = now_millis();
         let claimed = self
             .store
-            .claim_dossiers(&self.owner, self.batch_size, now, now + self.lease.as_millis() as Millis)
+            .claim_dossiers(
+                &self.owner,
+                self.batch_size,
+                now,
+                now + self.lease.as_millis() as Millis,
+            )
             .await?;
         let mut stats = PushStats {
             claimed: claimed.len(),
@@ -85,7 +90,11 @@ impl Pusher {
                         }
                     }
                 }
-                Err(error) => results.extend(group.into_iter().map(|dossier| self.retry(dossier, &error.to_string()))),
+                Err(error) => results.extend(
+                    group
+                        .into_iter()
+                        .map(|dossier| self.retry(dossier, &error.to_string())),
+                ),
             }
         }
         // The fallbacks, once: code 3 on a create means the portal has it; code 4 on an update means it
@@ -98,15 +107,24 @@ impl Pusher {
                 Ok(answers) => {
                     for (dossier, answer) in group.into_iter().zip(answers) {
                         let verdict = match verdict(answer.code, answer.message.as_deref()) {
-                            PortalVerdict::AlreadyExists | PortalVerdict::DoesNotExist => PortalVerdict::Transient {
-                                message: format!("portal code {} after the create/update fallback", answer.code),
-                            },
+                            PortalVerdict::AlreadyExists | PortalVerdict::DoesNotExist => {
+                                PortalVerdict::Transient {
+                                    message: format!(
+                                        "portal code {} after the create/update fallback",
+                                        answer.code
+                                    ),
+                                }
+                            }
                             other => other,
                         };
                         results.push(self.result(dossier, verdict));
                     }
                 }
-                Err(error) => results.extend(group.into_iter().map(|dossier| self.retry(dossier, &error.to_string()))),
+                Err(error) => results.extend(
+                    group
+                        .into_iter()
+                        .map(|dossier| self.retry(dossier, &error.to_string())),
+                ),
             }
         }
         for result in &results {
@@ -116,10 +134,18 @@ impl Pusher {
                 DeliveryOutcome::Retry { .. } => stats.retried += 1,
             }
         }
-        self.store.record_deliveries(&self.owner, &results, now_millis()).await?;
-        self.counters.accepted.fetch_add(stats.accepted as u64, Ordering::Relaxed);
-        self.counters.refused.fetch_add(stats.refused as u64, Ordering::Relaxed);
-        self.counters.retried.fetch_add(stats.retried as u64, Ordering::Relaxed);
+        self.store
+            .record_deliveries(&self.owner, &results, now_millis())
+            .await?;
+        self.counters
+            .accepted
+            .fetch_add(stats.accepted as u64, Ordering::Relaxed);
+        self.counters
+            .refused
+            .fetch_add(stats.refused as u64, Ordering::Relaxed);
+        self.counters
+            .retried
+            .fetch_add(stats.retried as u64, Ordering::Relaxed);
         tracing::debug!(
             claimed = stats.claimed,
             accepted = stats.accepted,
@@ -130,17 +156,33 @@ impl Pusher {
         Ok(stats)
     }
 
-    async fn send(&self, updating: bool, group: &[&ClaimedDossier]) -> Result<Vec<ItemAnswer>, PortalError> {
-        let payloads: Vec<&str> = group.iter().map(|dossier| dossier.payload.as_str()).collect();
+    async fn send(
+        &self,
+        updating: bool,
+        group: &[&ClaimedDossier],
+    ) -> Result<Vec<ItemAnswer>, PortalError> {
+        let payloads: Vec<&str> = group
+            .iter()
+            .map(|dossier| dossier.payload.as_str())
+            .collect();
         let started = Instant::now();
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        self.counters.sent.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+        self.counters
+            .sent
+            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
         let answer = self.portal.sync_dossiers(updating, &payloads).await;
-        self.log_call("DongBoHoSoMC", payloads.len(), started, &answer).await;
+        self.log_call("DongBoHoSoMC", payloads.len(), started, &answer)
+            .await;
         answer
     }
 
-    async fn log_call(&self, service: &str, items: usize, started: Instant, answer: &Result<Vec<ItemAnswer>, PortalError>) {
+    async fn log_call(
+        &self,
+        service: &str,
+        items: usize,
+        started: Instant,
+        answer: &Result<Vec<ItemAnswer>, PortalError>,
+    ) {
         let (outcome, detail) = match answer {
             Ok(answers) if answers.iter().all(|answer| answer.code == 0) => ("ok", None),
             Ok(answers) => {
@@ -195,8 +237,14 @@ impl Pusher {
     }
 
     fn next_attempt(&self, attempts: u32, seed_text: &str) -> Millis {
-        let seed = u64::from_le_bytes(blake3::hash(seed_text.as_bytes()).as_bytes()[..8].try_into().unwrap_or([0; 8]));
-        now_millis() + retry_delay(attempts, self.redeliver_base, self.redeliver_cap, seed).as_millis() as Millis
+        let seed = u64::from_le_bytes(
+            blake3::hash(seed_text.as_bytes()).as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        );
+        now_millis()
+            + retry_delay(attempts, self.redeliver_base, self.redeliver_cap, seed).as_millis()
+                as Millis
     }
 
     /// Claims up to one batch of due progress entries (of dossiers the portal has) and sends them.
@@ -204,7 +252,12 @@ impl Pusher {
         let now = now_millis();
         let claimed: Vec<ClaimedProgress> = self
             .store
-            .claim_progress(&self.owner, self.batch_size, now, now + self.lease.as_millis() as Millis)
+            .claim_progress(
+                &self.owner,
+                self.batch_size,
+                now,
+                now + self.lease.as_millis() as Millis,
+            )
             .await?;
         if claimed.is_empty() {
             return Ok(0);
@@ -213,7 +266,8 @@ impl Pusher {
         let started = Instant::now();
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let answer = self.portal.sync_progress(&payloads).await;
-        self.log_call("CapNhatTienDoHoSoMC", payloads.len(), started, &answer).await;
+        self.log_call("CapNhatTienDoHoSoMC", payloads.len(), started, &answer)
+            .await;
         let results: Vec<ProgressResult> = match answer {
             Ok(answers) => claimed
                 .iter()
@@ -221,10 +275,13 @@ impl Pusher {
                 .map(|(entry, answer)| {
                     let outcome = match verdict(answer.code, answer.message.as_deref()) {
                         PortalVerdict::Stored => DeliveryOutcome::Accepted,
-                        PortalVerdict::Refused { code, message } => DeliveryOutcome::Refused { code, message },
+                        PortalVerdict::Refused { code, message } => {
+                            DeliveryOutcome::Refused { code, message }
+                        }
                         other => DeliveryOutcome::Retry {
                             error: format!("{other:?}"),
-                            next_attempt_at: self.next_attempt(entry.attempts + 1, &entry.entry_key),
+                            next_attempt_at: self
+                                .next_attempt(entry.attempts + 1, &entry.entry_key),
                         },
                     };
                     progress_result(entry, outcome)
@@ -237,7 +294,8 @@ impl Pusher {
                         entry,
                         DeliveryOutcome::Retry {
                             error: error.to_string(),
-                            next_attempt_at: self.next_attempt(entry.attempts + 1, &entry.entry_key),
+                            next_attempt_at: self
+                                .next_attempt(entry.attempts + 1, &entry.entry_key),
                         },
                     )
                 })
@@ -247,8 +305,12 @@ impl Pusher {
             .iter()
             .filter(|result| matches!(result.outcome, DeliveryOutcome::Accepted))
             .count();
-        self.counters.progress_sent.fetch_add(sent as u64, Ordering::Relaxed);
-        self.store.record_progress(&self.owner, &results, now_millis()).await?;
+        self.counters
+            .progress_sent
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        self.store
+            .record_progress(&self.owner, &results, now_millis())
+            .await?;
         Ok(claimed.len())
     }
 }

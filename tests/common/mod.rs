@@ -13,7 +13,12 @@ use tthc_sync::sim::FaultLevel;
 use tthc_sync::sim::portal::{PortalFaults, PortalSimConfig};
 use tthc_sync::sim::source::{SourceFaults, SourceSimConfig};
 
-pub fn source_config(dossiers: usize, units: usize, seed: u64, level: FaultLevel) -> SourceSimConfig {
+pub fn source_config(
+    dossiers: usize,
+    units: usize,
+    seed: u64,
+    level: FaultLevel,
+) -> SourceSimConfig {
     let mut config = SourceSimConfig::for_level(level);
     config.generator.seed = seed;
     config.generator.dossiers = dossiers;
@@ -45,7 +50,9 @@ pub async fn start(
 
 /// Waits for the backlog to drain (the source stops changing first), failing the test after `timeout`.
 pub async fn synced(demo: &Demo, timeout: Duration) {
-    demo.wait_until_synced(timeout, |_| {}).await.expect("the backlog drains");
+    demo.wait_until_synced(timeout, |_| {})
+        .await
+        .expect("the backlog drains");
 }
 
 /// One ledger row, as the tests look at it.
