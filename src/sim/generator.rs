@@ -1220,6 +1220,8 @@ pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
         } else if rng.random_bool(config.quirk_share.clamp(0.0, 1.0)) {
             quirks = apply_quirks(&mut rng, &mut record);
         }
+        // A bad record may have lost its acceptedDate: the counts then file it under its submittedDate.
+        let reception_day = self::reception_day(&record).unwrap_or(reception_day);
         dossiers.push(GeneratedDossier {
             id,
             record,

@@ -618,7 +618,7 @@ async fn token(State(app): State<AppState>, Form(form): Form<HashMap<String, Str
 }
 
 /// Counts the request, checks the bearer token, then decides a transport fault. An error or 401 answers
-/// at once; a timeout is slept here (without the lock) before the request goes on.
+/// at once; a timeout is slept here (without the lock) and then answered 504.
 async fn admit(app: &AppState, headers: &HeaderMap, endpoint: Endpoint) -> Result<Option<TransportFault>, Answer> {
     let fault = {
         let mut state = app.sim.lock();
@@ -657,7 +657,11 @@ async fn admit(app: &AppState, headers: &HeaderMap, endpoint: Endpoint) -> Resul
         Some(TransportFault::Timeout) => {
             let delay = app.sim.faults().timeout_delay;
             tokio::select! {
-                _ = tokio::time::sleep(delay) => Ok(None),
+                // The client has given up long ago; like a gateway, answer 504 without doing the work, so
+                // that an abandoned request has no side effect (moving pages) after its client moved on.
+                _ = tokio::time::sleep(delay) => {
+                    Err(Answer::from(error_body(StatusCode::GATEWAY_TIMEOUT, "timeout", "the source did not answer in time")))
+                }
                 _ = app.shutdown.cancelled() => {
                     Err(Answer::from(error_body(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the simulator is stopping")))
                 }
