@@ -52,7 +52,7 @@ fn small_generator(level: FaultLevel) -> GeneratorConfig {
 fn realistic_config() -> SourceSimConfig {
     let mut config = SourceSimConfig::for_level(FaultLevel::Realistic);
     config.generator = small_generator(FaultLevel::Realistic);
-    config.faults.timeout_delay = Duration::from_millis(400);
+    config.faults.timeout_delay = Duration::from_millis(2500);
     config
 }
 
@@ -73,7 +73,7 @@ struct PageAnswer {
 
 impl Client {
     fn new(base: &str) -> Client {
-        let http = reqwest::Client::builder().timeout(Duration::from_millis(250)).build().expect("client");
+        let http = reqwest::Client::builder().timeout(Duration::from_millis(2000)).build().expect("client");
         Client { http, base: base.to_owned(), token: None, requests: 0 }
     }
 

@@ -481,7 +481,9 @@ impl SimState {
             let stamp = if is_late {
                 let most = self.faults.late_max.as_millis().max(5000) as i64;
                 self.stats.late_visible_rows += 1;
-                now - SignedDuration::from_millis(self.rng.random_range(5000..=most))
+                let late = now - SignedDuration::from_millis(self.rng.random_range(5000..=most));
+                // A row's own updatedDate never goes backwards: a late commit lands after its last change.
+                late.max(timestamp_of(self.rows[index].updated_ms + 1))
             } else {
                 now
             };
