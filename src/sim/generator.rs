@@ -88,9 +88,19 @@ impl GeneratorConfig {
     pub fn for_level(level: FaultLevel) -> Self {
         let base = GeneratorConfig::default();
         match level {
-            FaultLevel::None => GeneratorConfig { hidden_share: 0.0, tie_block: 0, quirk_share: 0.0, ..base },
+            FaultLevel::None => GeneratorConfig {
+                hidden_share: 0.0,
+                tie_block: 0,
+                quirk_share: 0.0,
+                ..base
+            },
             FaultLevel::Realistic => base,
-            FaultLevel::Harsh => GeneratorConfig { hidden_share: 0.05, tie_block: 2500, quirk_share: 0.35, ..base },
+            FaultLevel::Harsh => GeneratorConfig {
+                hidden_share: 0.05,
+                tie_block: 2500,
+                quirk_share: 0.35,
+                ..base
+            },
         }
     }
 }
@@ -137,7 +147,9 @@ impl Dataset {
     pub fn expected_counts(&self) -> BTreeMap<(String, civil::Date), i64> {
         let mut counts = BTreeMap::new();
         for dossier in self.dossiers.iter().filter(|d| !d.deleted && !d.cancelled) {
-            *counts.entry((dossier.agency_id.clone(), dossier.reception_day)).or_insert(0) += 1;
+            *counts
+                .entry((dossier.agency_id.clone(), dossier.reception_day))
+                .or_insert(0) += 1;
         }
         counts
     }
@@ -176,18 +188,23 @@ pub fn parse_source_date_text(text: &str) -> Option<Timestamp> {
     let bytes = text.as_bytes();
     let number = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = text.get(range)?;
-        if part.bytes().all(|b| b.is_ascii_digit()) { part.parse().ok() } else { None }
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
     };
     if bytes.len() < 19 {
         return None;
     }
-    let (year, month, day, rest_start) = if bytes[2] == b'/' && bytes[5] == b'/' && bytes[10] == b' ' {
-        (number(6..10)?, number(3..5)?, number(0..2)?, 11)
-    } else if bytes[4] == b'-' && bytes[7] == b'-' && (bytes[10] == b'T' || bytes[10] == b' ') {
-        (number(0..4)?, number(5..7)?, number(8..10)?, 11)
-    } else {
-        return None;
-    };
+    let (year, month, day, rest_start) =
+        if bytes[2] == b'/' && bytes[5] == b'/' && bytes[10] == b' ' {
+            (number(6..10)?, number(3..5)?, number(0..2)?, 11)
+        } else if bytes[4] == b'-' && bytes[7] == b'-' && (bytes[10] == b'T' || bytes[10] == b' ') {
+            (number(0..4)?, number(5..7)?, number(8..10)?, 11)
+        } else {
+            return None;
+        };
     let time = text.get(rest_start..rest_start + 8)?.as_bytes();
     if time[2] != b':' || time[5] != b':' {
         return None;
@@ -224,7 +241,12 @@ pub fn parse_source_date_text(text: &str) -> Option<Timestamp> {
             sign * (hours * 3600 + minutes * 60)
         }
     };
-    let date = civil::Date::new(i16::try_from(year).ok()?, i8::try_from(month).ok()?, i8::try_from(day).ok()?).ok()?;
+    let date = civil::Date::new(
+        i16::try_from(year).ok()?,
+        i8::try_from(month).ok()?,
+        i8::try_from(day).ok()?,
+    )
+    .ok()?;
     let time = civil::Time::new(
         i8::try_from(hour).ok()?,
         i8::try_from(minute).ok()?,
@@ -233,7 +255,9 @@ pub fn parse_source_date_text(text: &str) -> Option<Timestamp> {
     )
     .ok()?;
     let offset = Offset::from_seconds(offset_seconds).ok()?;
-    offset.to_timestamp(civil::DateTime::from_parts(date, time)).ok()
+    offset
+        .to_timestamp(civil::DateTime::from_parts(date, time))
+        .ok()
 }
 
 /// The reception day of a record as the counts see it: the Vietnam day of `acceptedDate`, or of
@@ -246,7 +270,9 @@ pub fn reception_day(record: &Value) -> Option<civil::Date> {
 
 fn vietnam_day_at(date: civil::Date, hour: i8, minute: i8, second: i8) -> Timestamp {
     let time = civil::Time::new(hour, minute, second, 0).unwrap_or(civil::Time::midnight());
-    VIETNAM.to_timestamp(civil::DateTime::from_parts(date, time)).unwrap_or(Timestamp::UNIX_EPOCH)
+    VIETNAM
+        .to_timestamp(civil::DateTime::from_parts(date, time))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 fn seconds(count: i64) -> SignedDuration {
@@ -259,20 +285,80 @@ fn seconds(count: i64) -> SignedDuration {
 /// The TCVN3 (ABC) code of each Vietnamese letter outside ASCII; the byte read as Latin-1 is the mangled
 /// character. Only the upper case letters the standard has (Ă Â Ê Ô Ơ Ư Đ) are included.
 const TCVN3: &[(char, u8)] = &[
-    ('Ă', 0xA1), ('Â', 0xA2), ('Ê', 0xA3), ('Ô', 0xA4), ('Ơ', 0xA5), ('Ư', 0xA6), ('Đ', 0xA7),
-    ('ă', 0xA8), ('â', 0xA9), ('ê', 0xAA), ('ô', 0xAB), ('ơ', 0xAC), ('ư', 0xAD), ('đ', 0xAE),
-    ('à', 0xB5), ('ả', 0xB6), ('ã', 0xB7), ('á', 0xB8), ('ạ', 0xB9),
-    ('ằ', 0xBB), ('ẳ', 0xBC), ('ẵ', 0xBD), ('ắ', 0xBE), ('ặ', 0xC6),
-    ('ầ', 0xC7), ('ẩ', 0xC8), ('ẫ', 0xC9), ('ấ', 0xCA), ('ậ', 0xCB),
-    ('è', 0xCC), ('ẻ', 0xCE), ('ẽ', 0xCF), ('é', 0xD0), ('ẹ', 0xD1),
-    ('ề', 0xD2), ('ể', 0xD3), ('ễ', 0xD4), ('ế', 0xD5), ('ệ', 0xD6),
-    ('ì', 0xD7), ('ỉ', 0xD8), ('ĩ', 0xDC), ('í', 0xDD), ('ị', 0xDE),
-    ('ò', 0xDF), ('ỏ', 0xE1), ('õ', 0xE2), ('ó', 0xE3), ('ọ', 0xE4),
-    ('ồ', 0xE5), ('ổ', 0xE6), ('ỗ', 0xE7), ('ố', 0xE8), ('ộ', 0xE9),
-    ('ờ', 0xEA), ('ở', 0xEB), ('ỡ', 0xEC), ('ớ', 0xED), ('ợ', 0xEE),
-    ('ù', 0xEF), ('ủ', 0xF1), ('ũ', 0xF2), ('ú', 0xF3), ('ụ', 0xF4),
-    ('ừ', 0xF5), ('ử', 0xF6), ('ữ', 0xF7), ('ứ', 0xF8), ('ự', 0xF9),
-    ('ỳ', 0xFA), ('ỷ', 0xFB), ('ỹ', 0xFC), ('ý', 0xFD), ('ỵ', 0xFE),
+    ('Ă', 0xA1),
+    ('Â', 0xA2),
+    ('Ê', 0xA3),
+    ('Ô', 0xA4),
+    ('Ơ', 0xA5),
+    ('Ư', 0xA6),
+    ('Đ', 0xA7),
+    ('ă', 0xA8),
+    ('â', 0xA9),
+    ('ê', 0xAA),
+    ('ô', 0xAB),
+    ('ơ', 0xAC),
+    ('ư', 0xAD),
+    ('đ', 0xAE),
+    ('à', 0xB5),
+    ('ả', 0xB6),
+    ('ã', 0xB7),
+    ('á', 0xB8),
+    ('ạ', 0xB9),
+    ('ằ', 0xBB),
+    ('ẳ', 0xBC),
+    ('ẵ', 0xBD),
+    ('ắ', 0xBE),
+    ('ặ', 0xC6),
+    ('ầ', 0xC7),
+    ('ẩ', 0xC8),
+    ('ẫ', 0xC9),
+    ('ấ', 0xCA),
+    ('ậ', 0xCB),
+    ('è', 0xCC),
+    ('ẻ', 0xCE),
+    ('ẽ', 0xCF),
+    ('é', 0xD0),
+    ('ẹ', 0xD1),
+    ('ề', 0xD2),
+    ('ể', 0xD3),
+    ('ễ', 0xD4),
+    ('ế', 0xD5),
+    ('ệ', 0xD6),
+    ('ì', 0xD7),
+    ('ỉ', 0xD8),
+    ('ĩ', 0xDC),
+    ('í', 0xDD),
+    ('ị', 0xDE),
+    ('ò', 0xDF),
+    ('ỏ', 0xE1),
+    ('õ', 0xE2),
+    ('ó', 0xE3),
+    ('ọ', 0xE4),
+    ('ồ', 0xE5),
+    ('ổ', 0xE6),
+    ('ỗ', 0xE7),
+    ('ố', 0xE8),
+    ('ộ', 0xE9),
+    ('ờ', 0xEA),
+    ('ở', 0xEB),
+    ('ỡ', 0xEC),
+    ('ớ', 0xED),
+    ('ợ', 0xEE),
+    ('ù', 0xEF),
+    ('ủ', 0xF1),
+    ('ũ', 0xF2),
+    ('ú', 0xF3),
+    ('ụ', 0xF4),
+    ('ừ', 0xF5),
+    ('ử', 0xF6),
+    ('ữ', 0xF7),
+    ('ứ', 0xF8),
+    ('ự', 0xF9),
+    ('ỳ', 0xFA),
+    ('ỷ', 0xFB),
+    ('ỹ', 0xFC),
+    ('ý', 0xFD),
+    ('ỵ', 0xFE),
 ];
 
 /// Encodes NFC text in TCVN3 (ABC) and reads the bytes back as Latin-1, as a migrated record shows it
@@ -283,7 +369,10 @@ pub fn tcvn3_as_latin1(text: &str) -> Option<String> {
             if c.is_ascii() {
                 Some(c)
             } else {
-                TCVN3.iter().find(|(letter, _)| *letter == c).map(|(_, byte)| char::from(*byte))
+                TCVN3
+                    .iter()
+                    .find(|(letter, _)| *letter == c)
+                    .map(|(_, byte)| char::from(*byte))
             }
         })
         .collect()
@@ -304,28 +393,66 @@ fn messy_text(text: &str, kind: &'static str) -> String {
 // Catalogs
 
 const FAMILY_NAMES: &[&str] = &[
-    "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô",
-    "Dương", "Lý",
+    "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ",
+    "Hồ", "Ngô", "Dương", "Lý",
 ];
-const MALE_MIDDLE: &[&str] = &["Văn", "Đức", "Minh", "Quang", "Hữu", "Công", "Xuân", "Thanh", "Ngọc", "Văn"];
-const FEMALE_MIDDLE: &[&str] = &["Thị", "Ngọc", "Thu", "Thanh", "Kim", "Phương", "Hồng", "Mỹ", "Thị"];
+const MALE_MIDDLE: &[&str] = &[
+    "Văn", "Đức", "Minh", "Quang", "Hữu", "Công", "Xuân", "Thanh", "Ngọc", "Văn",
+];
+const FEMALE_MIDDLE: &[&str] = &[
+    "Thị", "Ngọc", "Thu", "Thanh", "Kim", "Phương", "Hồng", "Mỹ", "Thị",
+];
 const MALE_GIVEN: &[&str] = &[
-    "An", "Bình", "Cường", "Dũng", "Hùng", "Hải", "Huy", "Khánh", "Long", "Nam", "Phong", "Quân", "Sơn",
-    "Thắng", "Tuấn", "Trung", "Việt", "Đạt", "Hiếu", "Tùng",
+    "An", "Bình", "Cường", "Dũng", "Hùng", "Hải", "Huy", "Khánh", "Long", "Nam", "Phong", "Quân",
+    "Sơn", "Thắng", "Tuấn", "Trung", "Việt", "Đạt", "Hiếu", "Tùng",
 ];
 const FEMALE_GIVEN: &[&str] = &[
-    "Hoa", "Lan", "Hương", "Mai", "Linh", "Trang", "Thảo", "Yến", "Hà", "Ngọc", "Nhung", "Phương", "Quyên",
-    "Vân", "Hằng", "Oanh", "Ánh", "Uyên",
+    "Hoa", "Lan", "Hương", "Mai", "Linh", "Trang", "Thảo", "Yến", "Hà", "Ngọc", "Nhung", "Phương",
+    "Quyên", "Vân", "Hằng", "Oanh", "Ánh", "Uyên",
 ];
 const COMMUNES: &[&str] = &[
-    "Minh Xuân", "Yên Sơn", "Tân Phú", "Hòa Bình", "Phúc Thịnh", "Thái Long", "Kim Phú", "Mỹ Bằng", "Đội Cấn",
-    "Lưỡng Vượng", "An Tường", "Nông Tiến", "Tràng Đà", "Hưng Thành", "Thắng Quân", "Chiêm Hóa", "Hàm Yên",
-    "Na Hang", "Lâm Bình", "Sơn Dương", "Tân Trào", "Hồng Thái", "Bình Xa", "Thái Bình", "Trung Sơn",
-    "Kiến Thiết", "Đạo Viện", "Lang Quán", "Phú Lâm", "Xuân Vân",
+    "Minh Xuân",
+    "Yên Sơn",
+    "Tân Phú",
+    "Hòa Bình",
+    "Phúc Thịnh",
+    "Thái Long",
+    "Kim Phú",
+    "Mỹ Bằng",
+    "Đội Cấn",
+    "Lưỡng Vượng",
+    "An Tường",
+    "Nông Tiến",
+    "Tràng Đà",
+    "Hưng Thành",
+    "Thắng Quân",
+    "Chiêm Hóa",
+    "Hàm Yên",
+    "Na Hang",
+    "Lâm Bình",
+    "Sơn Dương",
+    "Tân Trào",
+    "Hồng Thái",
+    "Bình Xa",
+    "Thái Bình",
+    "Trung Sơn",
+    "Kiến Thiết",
+    "Đạo Viện",
+    "Lang Quán",
+    "Phú Lâm",
+    "Xuân Vân",
 ];
 const DEPARTMENTS: &[&str] = &[
-    "Sở Tư pháp", "Sở Xây dựng", "Sở Nông nghiệp và Môi trường", "Sở Tài chính", "Sở Công Thương", "Sở Y tế",
-    "Sở Nội vụ", "Sở Khoa học và Công nghệ", "Sở Giáo dục và Đào tạo", "Sở Văn hóa, Thể thao và Du lịch",
+    "Sở Tư pháp",
+    "Sở Xây dựng",
+    "Sở Nông nghiệp và Môi trường",
+    "Sở Tài chính",
+    "Sở Công Thương",
+    "Sở Y tế",
+    "Sở Nội vụ",
+    "Sở Khoa học và Công nghệ",
+    "Sở Giáo dục và Đào tạo",
+    "Sở Văn hóa, Thể thao và Du lịch",
 ];
 
 struct ProcedureSpec {
@@ -368,8 +495,22 @@ const PROCEDURES: &[ProcedureSpec] = &[
     procedure("1.001193", "Đăng ký khai sinh", HO_TICH, NO_FEE, 1, false),
     procedure("1.000894", "Đăng ký kết hôn", HO_TICH, NO_FEE, 3, false),
     procedure("1.001022", "Đăng ký khai tử", HO_TICH, NO_FEE, 1, false),
-    procedure("2.000908", "Cấp bản sao trích lục hộ tịch", HO_TICH, (8000, "Phí cấp bản sao trích lục"), 1, false),
-    procedure("1.001009", "Xác nhận tình trạng hôn nhân", HO_TICH, NO_FEE, 3, false),
+    procedure(
+        "2.000908",
+        "Cấp bản sao trích lục hộ tịch",
+        HO_TICH,
+        (8000, "Phí cấp bản sao trích lục"),
+        1,
+        false,
+    ),
+    procedure(
+        "1.001009",
+        "Xác nhận tình trạng hôn nhân",
+        HO_TICH,
+        NO_FEE,
+        3,
+        false,
+    ),
     procedure(
         "2.000815",
         "Chứng thực bản sao từ bản chính giấy tờ, văn bản",
@@ -378,9 +519,30 @@ const PROCEDURES: &[ProcedureSpec] = &[
         1,
         false,
     ),
-    procedure("1.004227", "Cấp giấy phép xây dựng nhà ở riêng lẻ", XAY_DUNG, (75000, "Lệ phí cấp giấy phép xây dựng"), 15, false),
-    procedure("1.009994", "Cấp giấy phép sửa chữa, cải tạo công trình", XAY_DUNG, (75000, "Lệ phí cấp giấy phép xây dựng"), 15, true),
-    procedure("2.000720", "Đăng ký thành lập hộ kinh doanh", HO_KINH_DOANH, (100000, "Lệ phí đăng ký hộ kinh doanh"), 3, false),
+    procedure(
+        "1.004227",
+        "Cấp giấy phép xây dựng nhà ở riêng lẻ",
+        XAY_DUNG,
+        (75000, "Lệ phí cấp giấy phép xây dựng"),
+        15,
+        false,
+    ),
+    procedure(
+        "1.009994",
+        "Cấp giấy phép sửa chữa, cải tạo công trình",
+        XAY_DUNG,
+        (75000, "Lệ phí cấp giấy phép xây dựng"),
+        15,
+        true,
+    ),
+    procedure(
+        "2.000720",
+        "Đăng ký thành lập hộ kinh doanh",
+        HO_KINH_DOANH,
+        (100000, "Lệ phí đăng ký hộ kinh doanh"),
+        3,
+        false,
+    ),
     procedure(
         "1.001612",
         "Đăng ký thay đổi nội dung đăng ký hộ kinh doanh",
@@ -433,8 +595,16 @@ const PROCEDURES: &[ProcedureSpec] = &[
 
 /// Procedures the province defined itself: no national code, so a dossier under them is `unmapped_procedure`.
 const LOCAL_PROCEDURES: &[(&str, &str, (&str, &str))] = &[
-    ("H60-NB.XD01", "Xác nhận hiện trạng nhà ở phục vụ hỗ trợ sau thiên tai", XAY_DUNG),
-    ("H60-NB.TP07", "Xác nhận đơn đề nghị cung cấp thông tin nội bộ", HO_TICH),
+    (
+        "H60-NB.XD01",
+        "Xác nhận hiện trạng nhà ở phục vụ hỗ trợ sau thiên tai",
+        XAY_DUNG,
+    ),
+    (
+        "H60-NB.TP07",
+        "Xác nhận đơn đề nghị cung cấp thông tin nội bộ",
+        HO_TICH,
+    ),
 ];
 
 struct Agency {
@@ -458,20 +628,45 @@ fn build_agencies(config: &GeneratorConfig) -> Vec<Agency> {
             let commune = |offset: usize| {
                 let round = (index + offset) / COMMUNES.len();
                 let base = COMMUNES[(index + offset) % COMMUNES.len()];
-                if round == 0 { base.to_owned() } else { format!("{base} {}", round + 1) }
+                if round == 0 {
+                    base.to_owned()
+                } else {
+                    format!("{base} {}", round + 1)
+                }
             };
             let (name, code, provincial, place) = if index >= units - null_codes {
                 let place = commune(7);
-                (format!("Trung tâm Phục vụ hành chính công xã {place}"), None, false, place)
+                (
+                    format!("Trung tâm Phục vụ hành chính công xã {place}"),
+                    None,
+                    false,
+                    place,
+                )
             } else if index < departments {
-                (DEPARTMENTS[index].to_owned(), Some(code), true, "tỉnh Tuyên Quang".to_owned())
+                (
+                    DEPARTMENTS[index].to_owned(),
+                    Some(code),
+                    true,
+                    "tỉnh Tuyên Quang".to_owned(),
+                )
             } else {
                 let place = commune(0);
                 let kind = if index % 4 == 0 { "phường" } else { "xã" };
-                (format!("UBND {kind} {place}"), Some(code), false, format!("{kind} {place}"))
+                (
+                    format!("UBND {kind} {place}"),
+                    Some(code),
+                    false,
+                    format!("{kind} {place}"),
+                )
             };
             Agency {
-                item: AgencyItem { id: format!("ag-{number:03}"), code, name, parent_id: None, deleted: false },
+                item: AgencyItem {
+                    id: format!("ag-{number:03}"),
+                    code,
+                    name,
+                    parent_id: None,
+                    deleted: false,
+                },
                 provincial,
                 place,
             }
@@ -488,7 +683,10 @@ fn build_procedures() -> Vec<ProcedureItem> {
             code: format!("{}.000.00.00.H60", spec.national),
             national_code: Some(spec.national.to_owned()),
             name: spec.name.to_owned(),
-            sector: Sector { code: Some(spec.sector_code.to_owned()), name: Some(spec.sector_name.to_owned()) },
+            sector: Sector {
+                code: Some(spec.sector_code.to_owned()),
+                name: Some(spec.sector_name.to_owned()),
+            },
             has_fee: spec.fee > 0,
         })
         .collect();
@@ -498,7 +696,10 @@ fn build_procedures() -> Vec<ProcedureItem> {
             code: (*code).to_owned(),
             national_code: None,
             name: (*name).to_owned(),
-            sector: Sector { code: Some(sector.0.to_owned()), name: Some(sector.1.to_owned()) },
+            sector: Sector {
+                code: Some(sector.0.to_owned()),
+                name: Some(sector.1.to_owned()),
+            },
             has_fee: false,
         });
     }
@@ -533,14 +734,38 @@ fn step_text(status: i64) -> (&'static str, &'static str, &'static str) {
         1 => ("Tiếp nhận hồ sơ", "Cán bộ một cửa", "Bộ phận Một cửa"),
         2 => ("Thẩm định hồ sơ", "Chuyên viên", "Phòng Kinh tế"),
         3 => ("Yêu cầu bổ sung hồ sơ", "Chuyên viên", "Phòng Kinh tế"),
-        4 => ("Thông báo thực hiện nghĩa vụ tài chính", "Chuyên viên", "Phòng Tài chính - Kế hoạch"),
+        4 => (
+            "Thông báo thực hiện nghĩa vụ tài chính",
+            "Chuyên viên",
+            "Phòng Tài chính - Kế hoạch",
+        ),
         5 => ("Trình lãnh đạo phê duyệt", "Trưởng phòng", "Phòng Kinh tế"),
         6 => ("Phê duyệt, ký số kết quả", "Phó Chủ tịch", "Lãnh đạo UBND"),
-        7 => ("Trả kết quả cho công dân", "Cán bộ một cửa", "Bộ phận Một cửa"),
-        8 => ("Từ chối tiếp nhận: hồ sơ không đủ thành phần", "Cán bộ một cửa", "Bộ phận Một cửa"),
-        9 => ("Công dân rút hồ sơ theo đề nghị", "Cán bộ một cửa", "Bộ phận Một cửa"),
-        10 => ("Dừng xử lý hồ sơ do không đủ điều kiện", "Chuyên viên", "Phòng Kinh tế"),
-        11 => ("Hủy hồ sơ do nhập sai thông tin", "Cán bộ một cửa", "Bộ phận Một cửa"),
+        7 => (
+            "Trả kết quả cho công dân",
+            "Cán bộ một cửa",
+            "Bộ phận Một cửa",
+        ),
+        8 => (
+            "Từ chối tiếp nhận: hồ sơ không đủ thành phần",
+            "Cán bộ một cửa",
+            "Bộ phận Một cửa",
+        ),
+        9 => (
+            "Công dân rút hồ sơ theo đề nghị",
+            "Cán bộ một cửa",
+            "Bộ phận Một cửa",
+        ),
+        10 => (
+            "Dừng xử lý hồ sơ do không đủ điều kiện",
+            "Chuyên viên",
+            "Phòng Kinh tế",
+        ),
+        11 => (
+            "Hủy hồ sơ do nhập sai thông tin",
+            "Cán bộ một cửa",
+            "Bộ phận Một cửa",
+        ),
         _ => ("Cập nhật thông tin hồ sơ", "Chuyên viên", "Phòng Kinh tế"),
     }
 }
@@ -563,8 +788,19 @@ fn status_path(status: i64) -> &'static [i64] {
 }
 
 fn pick_status(rng: &mut SimRng) -> i64 {
-    const WEIGHTS: [(i64, u32); 11] =
-        [(0, 3), (1, 7), (2, 18), (3, 5), (4, 3), (5, 6), (6, 9), (7, 40), (8, 3), (9, 3), (10, 3)];
+    const WEIGHTS: [(i64, u32); 11] = [
+        (0, 3),
+        (1, 7),
+        (2, 18),
+        (3, 5),
+        (4, 3),
+        (5, 6),
+        (6, 9),
+        (7, 40),
+        (8, 3),
+        (9, 3),
+        (10, 3),
+    ];
     let total: u32 = WEIGHTS.iter().map(|(_, w)| w).sum();
     let mut roll = rng.random_range(0..total);
     for (status, weight) in WEIGHTS {
@@ -587,10 +823,17 @@ struct Person {
 fn person(rng: &mut SimRng) -> Person {
     let female = rng.random_bool(0.5);
     let family = FAMILY_NAMES.choose(rng).copied().unwrap_or("Nguyễn");
-    let (middle, given) = if female { (FEMALE_MIDDLE, FEMALE_GIVEN) } else { (MALE_MIDDLE, MALE_GIVEN) };
+    let (middle, given) = if female {
+        (FEMALE_MIDDLE, FEMALE_GIVEN)
+    } else {
+        (MALE_MIDDLE, MALE_GIVEN)
+    };
     let middle = middle.choose(rng).copied().unwrap_or("Văn");
     let given = given.choose(rng).copied().unwrap_or("An");
-    Person { fullname: format!("{family} {middle} {given}"), female }
+    Person {
+        fullname: format!("{family} {middle} {given}"),
+        female,
+    }
 }
 
 /// ASCII of a Vietnamese name for e-mail addresses: `Nguyễn Thị Hoa` → `hoant`.
@@ -602,7 +845,9 @@ fn ascii_handle(fullname: &str) -> String {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     let words: Vec<&str> = plain.split_whitespace().collect();
-    let Some((given, rest)) = words.split_last() else { return "congdan".to_owned() };
+    let Some((given, rest)) = words.split_last() else {
+        return "congdan".to_owned();
+    };
     let initials: String = rest.iter().filter_map(|w| w.chars().next()).collect();
     format!("{given}{initials}")
 }
@@ -611,32 +856,50 @@ fn phone(rng: &mut SimRng) -> String {
     let roll = rng.random_range(0..100);
     if roll < 12 {
         // A mobile number with a prefix retired in 2018 (0162–0169, 0120–0129, 0186, 0188, 0199).
-        let prefix = ["0162", "0163", "0164", "0165", "0166", "0167", "0168", "0169", "0120", "0121", "0122",
-            "0123", "0124", "0125", "0126", "0127", "0128", "0129", "0186", "0188", "0199"]
-            .choose(rng)
-            .copied()
-            .unwrap_or("0168");
+        let prefix = [
+            "0162", "0163", "0164", "0165", "0166", "0167", "0168", "0169", "0120", "0121", "0122",
+            "0123", "0124", "0125", "0126", "0127", "0128", "0129", "0186", "0188", "0199",
+        ]
+        .choose(rng)
+        .copied()
+        .unwrap_or("0168");
         format!("{prefix}{:07}", rng.random_range(0..10_000_000))
     } else if roll < 22 {
-        format!("+84 {}{:08}", ["9", "8", "3", "7"].choose(rng).copied().unwrap_or("9"), rng.random_range(0..100_000_000))
+        format!(
+            "+84 {}{:08}",
+            ["9", "8", "3", "7"].choose(rng).copied().unwrap_or("9"),
+            rng.random_range(0..100_000_000)
+        )
     } else if roll < 25 {
-        format!("0{}{:07}", rng.random_range(203..=299), rng.random_range(0..10_000_000))
+        format!(
+            "0{}{:07}",
+            rng.random_range(203..=299),
+            rng.random_range(0..10_000_000)
+        )
     } else {
-        let prefix = ["090", "091", "093", "094", "096", "097", "098", "086", "032", "033", "035", "038", "070",
-            "077", "081", "083", "085", "056", "058", "088", "039"]
-            .choose(rng)
-            .copied()
-            .unwrap_or("091");
+        let prefix = [
+            "090", "091", "093", "094", "096", "097", "098", "086", "032", "033", "035", "038",
+            "070", "077", "081", "083", "085", "056", "058", "088", "039",
+        ]
+        .choose(rng)
+        .copied()
+        .unwrap_or("091");
         format!("{prefix}{:07}", rng.random_range(0..10_000_000))
     }
 }
 
 fn identity_number(rng: &mut SimRng, female: bool) -> String {
     // Province of birth (3 digits), century and sex (0/1 for 1900s, 2/3 for 2000s), year (2), serial (6).
-    let province = [1, 2, 8, 10, 15, 19, 22, 25, 26, 30, 31, 33, 34, 36, 38, 40, 79][rng.random_range(0..17)];
+    let province = [
+        1, 2, 8, 10, 15, 19, 22, 25, 26, 30, 31, 33, 34, 36, 38, 40, 79,
+    ][rng.random_range(0..17)];
     let year = rng.random_range(1950..2006);
     let century = if year >= 2000 { 2 } else { 0 } + u32::from(female);
-    format!("{province:03}{century}{:02}{:06}", year % 100, rng.random_range(0..1_000_000))
+    format!(
+        "{province:03}{century}{:02}{:06}",
+        year % 100,
+        rng.random_range(0..1_000_000)
+    )
 }
 
 struct Times {
@@ -652,14 +915,32 @@ struct Times {
 }
 
 /// Picks consistent dates for a dossier in `status`: submitted ≤ accepted ≤ every later step ≤ `cap`.
-fn plan_times(rng: &mut SimRng, status: i64, online: bool, days: i64, config_days: u32, cap: Timestamp) -> Times {
+fn plan_times(
+    rng: &mut SimRng,
+    status: i64,
+    online: bool,
+    days: i64,
+    config_days: u32,
+    cap: Timestamp,
+) -> Times {
     let today = VIETNAM.to_datetime(cap).date();
     // Dossiers still in progress are recent; finished ones spread over the whole window.
-    let window = if (0..=5).contains(&status) { i64::from(config_days).min(30) } else { i64::from(config_days) };
+    let window = if (0..=5).contains(&status) {
+        i64::from(config_days).min(30)
+    } else {
+        i64::from(config_days)
+    };
     let window = window.max(1);
-    let day = today.checked_sub(jiff::Span::new().days(rng.random_range(0..window))).unwrap_or(today);
+    let day = today
+        .checked_sub(jiff::Span::new().days(rng.random_range(0..window)))
+        .unwrap_or(today);
     let clamp = |t: Timestamp, floor: Timestamp| t.min(cap).max(floor);
-    let submitted = vietnam_day_at(day, rng.random_range(6..22), rng.random_range(0..60), rng.random_range(0..60));
+    let submitted = vietnam_day_at(
+        day,
+        rng.random_range(6..22),
+        rng.random_range(0..60),
+        rng.random_range(0..60),
+    );
     let submitted = clamp(submitted, Timestamp::UNIX_EPOCH);
     let mut times = Times {
         submitted,
@@ -687,7 +968,9 @@ fn plan_times(rng: &mut SimRng, status: i64, online: bool, days: i64, config_day
         return times;
     }
     times.accepted = Some(reception);
-    let due_day = VIETNAM.to_datetime(reception + seconds(days.max(1) * 86_400)).date();
+    let due_day = VIETNAM
+        .to_datetime(reception + seconds(days.max(1) * 86_400))
+        .date();
     times.appointment = Some(vietnam_day_at(due_day, 17, 0, 0));
     let path = status_path(status);
     let mut previous = submitted;
@@ -696,7 +979,10 @@ fn plan_times(rng: &mut SimRng, status: i64, online: bool, days: i64, config_day
         let finished = if position == 0 {
             reception
         } else {
-            clamp(previous + seconds(rng.random_range(1800..gap_limit)), previous)
+            clamp(
+                previous + seconds(rng.random_range(1800..gap_limit)),
+                previous,
+            )
         };
         times.steps.push((step, previous, finished));
         match step {
@@ -768,15 +1054,37 @@ fn build_record(
     let applicant_person = person(rng);
     let (fullname, tax_code) = match kind {
         "enterprise" => {
-            let owner = applicant_person.fullname.split_whitespace().last().unwrap_or("An").to_owned();
+            let owner = applicant_person
+                .fullname
+                .split_whitespace()
+                .last()
+                .unwrap_or("An")
+                .to_owned();
             let tax = if rng.random_bool(0.8) {
                 format!("{:010}", rng.random_range(100_000_000u64..6_000_000_000))
             } else {
-                format!("{:010}-{:03}", rng.random_range(100_000_000u64..6_000_000_000), rng.random_range(1..20))
+                format!(
+                    "{:010}-{:03}",
+                    rng.random_range(100_000_000u64..6_000_000_000),
+                    rng.random_range(1..20)
+                )
             };
-            (format!("Công ty TNHH {owner} {}", plan.agency.place.split_whitespace().last().unwrap_or("Xuân")), Some(tax))
+            (
+                format!(
+                    "Công ty TNHH {owner} {}",
+                    plan.agency
+                        .place
+                        .split_whitespace()
+                        .last()
+                        .unwrap_or("Xuân")
+                ),
+                Some(tax),
+            )
         }
-        "organization" => (format!("Hợp tác xã nông nghiệp {}", plan.agency.place), None),
+        "organization" => (
+            format!("Hợp tác xã nông nghiệp {}", plan.agency.place),
+            None,
+        ),
         "agency" => (format!("Trường Tiểu học {}", plan.agency.place), None),
         _ => (applicant_person.fullname.clone(), None),
     };
@@ -786,8 +1094,15 @@ fn build_record(
         format!("{:09}", rng.random_range(10_000_000..400_000_000))
     };
     let email = if rng.random_bool(0.55) {
-        let domain = ["gmail.com", "yahoo.com", "example.vn", "outlook.com"].choose(rng).copied().unwrap_or("gmail.com");
-        Value::String(format!("{}{}@{domain}", ascii_handle(&applicant_person.fullname), rng.random_range(1..99)))
+        let domain = ["gmail.com", "yahoo.com", "example.vn", "outlook.com"]
+            .choose(rng)
+            .copied()
+            .unwrap_or("gmail.com");
+        Value::String(format!(
+            "{}{}@{domain}",
+            ascii_handle(&applicant_person.fullname),
+            rng.random_range(1..99)
+        ))
     } else {
         Value::Null
     };
@@ -796,9 +1111,16 @@ fn build_record(
 
     let reception = times.accepted.unwrap_or(times.submitted);
     let reception_day = VIETNAM.to_datetime(reception).date();
-    let sequence = sequences.entry((plan.agency.item.id.clone(), reception_day)).or_insert(0);
+    let sequence = sequences
+        .entry((plan.agency.item.id.clone(), reception_day))
+        .or_insert(0);
     *sequence += 1;
-    let code_prefix = plan.agency.item.code.clone().unwrap_or_else(|| format!("H60.TTPV{:02}", plan.index % 100));
+    let code_prefix = plan
+        .agency
+        .item
+        .code
+        .clone()
+        .unwrap_or_else(|| format!("H60.TTPV{:02}", plan.index % 100));
     let code = format!(
         "{code_prefix}-{:02}{:02}{:02}-{:04}",
         reception_day.year() % 100,
@@ -820,10 +1142,14 @@ fn build_record(
         if let (Some(previous), Some(&(_, started, _))) = (appointment, times.steps.get(1)) {
             let requested = (started + seconds(3600)).min(cap);
             let new_appointment = previous + seconds(5 * 86_400);
-            let content = ["Bổ sung bản vẽ thiết kế", "Bổ sung bản sao giấy tờ tùy thân", "Bổ sung giấy xác nhận của UBND xã"]
-                .choose(rng)
-                .copied()
-                .unwrap_or("Bổ sung hồ sơ");
+            let content = [
+                "Bổ sung bản vẽ thiết kế",
+                "Bổ sung bản sao giấy tờ tùy thân",
+                "Bổ sung giấy xác nhận của UBND xã",
+            ]
+            .choose(rng)
+            .copied()
+            .unwrap_or("Bổ sung hồ sơ");
             supplements.push(json!({
                 "id": format!("s-{}-1", plan.index),
                 "requestedBy": person(rng).fullname,
@@ -841,12 +1167,16 @@ fn build_record(
     let mut deleted_date = None;
     if plan.cancelled {
         status = 11;
-        let cancelled_at = (last_event + seconds(rng.random_range(600..86_400))).min(cap).max(last_event);
+        let cancelled_at = (last_event + seconds(rng.random_range(600..86_400)))
+            .min(cap)
+            .max(last_event);
         history.push(history_entry(rng, 11, last_event, cancelled_at));
         last_event = cancelled_at;
     }
     if plan.deleted {
-        let deleted_at = (last_event + seconds(rng.random_range(3600..5 * 86_400))).min(cap).max(last_event);
+        let deleted_at = (last_event + seconds(rng.random_range(3600..5 * 86_400)))
+            .min(cap)
+            .max(last_event);
         deleted_date = Some(deleted_at);
         last_event = deleted_at;
     }
@@ -858,12 +1188,24 @@ fn build_record(
                 Value::Null
             } else if online {
                 Value::String(
-                    ["DVCQG", "DVCQG", "PAYMENT_PLATFORM", "BANK_TRANSFER"].choose(rng).copied().unwrap_or("DVCQG").to_owned(),
+                    ["DVCQG", "DVCQG", "PAYMENT_PLATFORM", "BANK_TRANSFER"]
+                        .choose(rng)
+                        .copied()
+                        .unwrap_or("DVCQG")
+                        .to_owned(),
                 )
             } else {
-                Value::String(["CASH", "CASH", "CASH", "PAYMENT_PLATFORM", "DVCQG"].choose(rng).copied().unwrap_or("CASH").to_owned())
+                Value::String(
+                    ["CASH", "CASH", "CASH", "PAYMENT_PLATFORM", "DVCQG"]
+                        .choose(rng)
+                        .copied()
+                        .unwrap_or("CASH")
+                        .to_owned(),
+                )
             };
-            let mut fees = vec![json!({"code": "LP01", "name": spec.fee_name, "amount": spec.fee, "paid": paid, "paymentChannel": channel})];
+            let mut fees = vec![
+                json!({"code": "LP01", "name": spec.fee_name, "amount": spec.fee, "paid": paid, "paymentChannel": channel}),
+            ];
             if spec.fee >= 100_000 && rng.random_bool(0.3) {
                 fees.push(json!({"code": "PHI02", "name": "Phí thẩm định hồ sơ", "amount": spec.fee / 2, "paid": paid, "paymentChannel": channel}));
             }
@@ -872,8 +1214,14 @@ fn build_record(
         _ => Vec::new(),
     };
 
-    let input_names = ["Đơn đề nghị.pdf", "Bản sao căn cước công dân.pdf", "Tờ khai.pdf", "Bản vẽ thiết kế.pdf",
-        "Giấy chứng nhận quyền sử dụng đất.pdf", "Giấy ủy quyền.pdf"];
+    let input_names = [
+        "Đơn đề nghị.pdf",
+        "Bản sao căn cước công dân.pdf",
+        "Tờ khai.pdf",
+        "Bản vẽ thiết kế.pdf",
+        "Giấy chứng nhận quyền sử dụng đất.pdf",
+        "Giấy ủy quyền.pdf",
+    ];
     let mut attachments = Vec::new();
     let mut reuses = false;
     for position in 0..rng.random_range(1..=3usize) {
@@ -905,7 +1253,10 @@ fn build_record(
     }
 
     let summary = if rng.random_bool(0.4) {
-        format!("Đề nghị {} tại thôn {hamlet}", lowercase_first(&plan.procedure.name))
+        format!(
+            "Đề nghị {} tại thôn {hamlet}",
+            lowercase_first(&plan.procedure.name)
+        )
     } else {
         format!("Đề nghị {}", lowercase_first(&plan.procedure.name))
     };
@@ -921,7 +1272,8 @@ fn build_record(
     };
     let updated = updated.min(cap + seconds(30)).max(last_event);
 
-    let apply_method_name = ["Trực tiếp", "Trực tuyến", "Qua bưu chính công ích"][apply_method as usize];
+    let apply_method_name =
+        ["Trực tiếp", "Trực tuyến", "Qua bưu chính công ích"][apply_method as usize];
     let record = json!({
         "id": "",
         "code": code,
@@ -975,20 +1327,37 @@ fn lowercase_first(text: &str) -> String {
 // ---------------------------------------------------------------------------------------------------
 // Quirks and bad records
 
-const DATE_FIELDS: [&str; 6] =
-    ["submittedDate", "acceptedDate", "appointmentDate", "completedDate", "returnedDate", "rejectedDate"];
+const DATE_FIELDS: [&str; 6] = [
+    "submittedDate",
+    "acceptedDate",
+    "appointmentDate",
+    "completedDate",
+    "returnedDate",
+    "rejectedDate",
+];
 
 /// Rewrites a canonical date in another shape of quirk 5.
 fn reshape_date(value: &Value, shape: u32) -> Value {
-    let Some(timestamp) = parse_source_date(value) else { return value.clone() };
+    let Some(timestamp) = parse_source_date(value) else {
+        return value.clone();
+    };
     let local = VIETNAM.to_datetime(timestamp);
     let utc = Offset::UTC.to_datetime(timestamp);
-    let (y, mo, d, h, mi, s) = (local.year(), local.month(), local.day(), local.hour(), local.minute(), local.second());
+    let (y, mo, d, h, mi, s) = (
+        local.year(),
+        local.month(),
+        local.day(),
+        local.hour(),
+        local.minute(),
+        local.second(),
+    );
     match shape {
         0 => json!(format!("{d:02}/{mo:02}/{y:04} {h:02}:{mi:02}:{s:02}")),
         1 => json!(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")),
         2 => json!(timestamp.as_millisecond()),
-        3 => json!(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000+07:00")),
+        3 => json!(format!(
+            "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000+07:00"
+        )),
         _ => json!(format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000Z",
             utc.year(),
@@ -1004,7 +1373,9 @@ fn reshape_date(value: &Value, shape: u32) -> Value {
 /// Puts one or two harmless quirks (5, 6, 7) on a valid record.
 fn apply_quirks(rng: &mut SimRng, record: &mut Value) -> Vec<&'static str> {
     let mut applied = Vec::new();
-    let has_fees = record["fees"].as_array().is_some_and(|fees| !fees.is_empty());
+    let has_fees = record["fees"]
+        .as_array()
+        .is_some_and(|fees| !fees.is_empty());
     let count = if rng.random_bool(0.25) { 2 } else { 1 };
     let mut kinds = vec!["date_shapes", "text", "text"];
     if has_fees {
@@ -1037,10 +1408,16 @@ fn apply_quirks(rng: &mut SimRng, record: &mut Value) -> Vec<&'static str> {
                 applied.push("fee_strings");
             }
             _ => {
-                let fullname = record["applicant"]["fullname"].as_str().unwrap_or_default().to_owned();
+                let fullname = record["applicant"]["fullname"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 let summary = record["summary"].as_str().unwrap_or_default().to_owned();
                 let tcvn3 = (tcvn3_as_latin1(&fullname), tcvn3_as_latin1(&summary));
-                let choice = ["nfd", "spaces", "tabs", "zero_width", "tcvn3", "tcvn3"].choose(rng).copied().unwrap_or("nfd");
+                let choice = ["nfd", "spaces", "tabs", "zero_width", "tcvn3", "tcvn3"]
+                    .choose(rng)
+                    .copied()
+                    .unwrap_or("nfd");
                 match (choice, tcvn3) {
                     ("tcvn3", (Some(name), Some(text))) => {
                         record["applicant"]["fullname"] = json!(name);
@@ -1080,7 +1457,12 @@ fn thousands_with_dots(amount: i64) -> String {
 }
 
 /// Breaks a valid record so that normalization rejects it with `code`.
-fn make_bad(rng: &mut SimRng, record: &mut Value, code: &'static str, local_procedure: &ProcedureItem) {
+fn make_bad(
+    rng: &mut SimRng,
+    record: &mut Value,
+    code: &'static str,
+    local_procedure: &ProcedureItem,
+) {
     let variant = rng.random_range(0..3);
     match code {
         "invalid_dossier_code" => {
@@ -1101,10 +1483,14 @@ fn make_bad(rng: &mut SimRng, record: &mut Value, code: &'static str, local_proc
             _ => record["acceptedDate"] = Value::Null,
         },
         "invalid_date" => {
-            record["appointmentDate"] = json!(["2024-13-45T08:00:00.000+0700", "00/00/0000 00:00:00", "N/A"][variant]);
+            record["appointmentDate"] =
+                json!(["2024-13-45T08:00:00.000+0700", "00/00/0000 00:00:00", "N/A"][variant]);
         }
         "inconsistent_dates" => {
-            let accepted = record.get("acceptedDate").and_then(parse_source_date).unwrap_or(Timestamp::UNIX_EPOCH);
+            let accepted = record
+                .get("acceptedDate")
+                .and_then(parse_source_date)
+                .unwrap_or(Timestamp::UNIX_EPOCH);
             record["appointmentDate"] = json!(format_source_date(accepted - seconds(30 * 86_400)));
         }
         "invalid_channel" => {
@@ -1154,8 +1540,11 @@ pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
     let procedures = build_procedures();
     let coded: Vec<&Agency> = agencies.iter().filter(|a| a.item.code.is_some()).collect();
     let uncoded: Vec<&Agency> = agencies.iter().filter(|a| a.item.code.is_none()).collect();
-    let codes: Vec<&'static str> =
-        BAD_CODES.iter().copied().filter(|code| *code != "unmapped_unit" || !uncoded.is_empty()).collect();
+    let codes: Vec<&'static str> = BAD_CODES
+        .iter()
+        .copied()
+        .filter(|code| *code != "unmapped_unit" || !uncoded.is_empty())
+        .collect();
 
     let count = config.dossiers;
     let bad_count = ((count as f64) * config.bad_share).ceil() as usize;
@@ -1209,9 +1598,15 @@ pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
             cancelled: cancelled[index],
             deleted: deleted[index],
         };
-        let (mut record, reception_day, updated) = build_record(&mut rng, &plan, config, cap, &mut sequences);
+        let (mut record, reception_day, updated) =
+            build_record(&mut rng, &plan, config, cap, &mut sequences);
         let id_seconds = parse_source_date(&record["submittedDate"]).map_or(0, |t| t.as_second());
-        let id = format!("{:08x}{:010x}{:06x}", id_seconds, rng.random_range(0..(1u64 << 40)), index);
+        let id = format!(
+            "{:08x}{:010x}{:06x}",
+            id_seconds,
+            rng.random_range(0..(1u64 << 40)),
+            index
+        );
         record["id"] = json!(id);
         let mut quirks = Vec::new();
         if let Some(code) = code {
@@ -1244,7 +1639,9 @@ pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
         if instant > now - seconds(3600) {
             instant = vietnam_day_at(today.yesterday().unwrap_or(today), 2, 0, 0);
         }
-        let mut candidates: Vec<usize> = (0..count).filter(|&i| dossiers[i].updated < instant).collect();
+        let mut candidates: Vec<usize> = (0..count)
+            .filter(|&i| dossiers[i].updated < instant)
+            .collect();
         candidates.shuffle(&mut rng);
         for &index in candidates.iter().take(config.tie_block) {
             dossiers[index].updated = instant;
@@ -1254,7 +1651,12 @@ pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
     }
 
     dossiers.sort_by(|a, b| a.id.cmp(&b.id));
-    Dataset { agencies: agencies.into_iter().map(|a| a.item).collect(), procedures, dossiers, tie_instant }
+    Dataset {
+        agencies: agencies.into_iter().map(|a| a.item).collect(),
+        procedures,
+        dossiers,
+        tie_instant,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1265,8 +1667,13 @@ pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
 /// status, deleted or with an unknown status only gets a new history entry. `updatedDate` becomes `now`.
 /// A record of the wrong shape is changed only where its shape allows, never with a panic.
 pub fn evolve(record: &mut Value, rng: &mut SimRng, now: Timestamp) {
-    let Some(object) = record.as_object_mut() else { return };
-    let status = object.get("dossierStatus").and_then(|s| s.get("id")).and_then(Value::as_i64);
+    let Some(object) = record.as_object_mut() else {
+        return;
+    };
+    let status = object
+        .get("dossierStatus")
+        .and_then(|s| s.get("id"))
+        .and_then(Value::as_i64);
     let deleted = object.get("deletedDate").is_some_and(|d| !d.is_null());
     let next = if deleted {
         None
@@ -1299,18 +1706,36 @@ pub fn evolve(record: &mut Value, rng: &mut SimRng, now: Timestamp) {
         .min(now);
     let entry_status = next.or(status).unwrap_or(2);
     if let Some(next) = next {
-        object.insert("dossierStatus".into(), json!({"id": next, "name": status_name(next)}));
+        object.insert(
+            "dossierStatus".into(),
+            json!({"id": next, "name": status_name(next)}),
+        );
         match next {
             1 => {
                 object.insert("acceptedDate".into(), stamp.clone());
                 let due_day = VIETNAM.to_datetime(now + seconds(10 * 86_400)).date();
-                object.insert("appointmentDate".into(), json!(format_source_date(vietnam_day_at(due_day, 17, 0, 0))));
+                object.insert(
+                    "appointmentDate".into(),
+                    json!(format_source_date(vietnam_day_at(due_day, 17, 0, 0))),
+                );
             }
             3 => {
-                let previous = object.get("appointmentDate").cloned().unwrap_or(Value::Null);
-                let count = object.get("supplements").and_then(Value::as_array).map_or(0, Vec::len);
-                let id = object.get("id").and_then(Value::as_str).unwrap_or("x").to_owned();
-                if let Some(supplements) = object.get_mut("supplements").and_then(Value::as_array_mut) {
+                let previous = object
+                    .get("appointmentDate")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let count = object
+                    .get("supplements")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                let id = object
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("x")
+                    .to_owned();
+                if let Some(supplements) =
+                    object.get_mut("supplements").and_then(Value::as_array_mut)
+                {
                     supplements.push(json!({
                         "id": format!("s-{id}-{}", count + 1),
                         "requestedBy": person(rng).fullname,
@@ -1336,7 +1761,12 @@ pub fn evolve(record: &mut Value, rng: &mut SimRng, now: Timestamp) {
             _ => {}
         }
     }
-    let entry = history_entry(rng, if next.is_some() { entry_status } else { -1 }, previous_event, now);
+    let entry = history_entry(
+        rng,
+        if next.is_some() { entry_status } else { -1 },
+        previous_event,
+        now,
+    );
     let mut entry = entry;
     if next.is_none() {
         entry["statusId"] = status.map_or(Value::Null, Value::from);

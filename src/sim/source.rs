@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::FaultLevel;
 use super::generator::{
-    self, GeneratorConfig, SimRng, evolve, format_source_date, parse_source_date_text, reception_day,
+    self, GeneratorConfig, SimRng, evolve, format_source_date, parse_source_date_text,
+    reception_day,
 };
 use crate::source::wire::{AgencyItem, DossierIdItem, Page, ProcedureItem};
 
@@ -227,7 +228,10 @@ impl Row {
         self.record.get("deletedDate").is_some_and(|d| !d.is_null())
     }
     fn cancelled(&self) -> bool {
-        self.record.pointer("/dossierStatus/id").and_then(Value::as_i64) == Some(11)
+        self.record
+            .pointer("/dossierStatus/id")
+            .and_then(Value::as_i64)
+            == Some(11)
     }
 }
 
@@ -259,7 +263,9 @@ pub struct SourceSim {
 
 impl std::fmt::Debug for SourceSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourceSim").field("generated_at", &self.generated_at).finish_non_exhaustive()
+        f.debug_struct("SourceSim")
+            .field("generated_at", &self.generated_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -304,10 +310,24 @@ impl SourceSim {
         let rows: Vec<Row> = dataset
             .dossiers
             .into_iter()
-            .map(|d| Row { id: d.id, record: d.record, updated_ms: ms(d.updated), hidden: d.hidden, bad: d.bad })
+            .map(|d| Row {
+                id: d.id,
+                record: d.record,
+                updated_ms: ms(d.updated),
+                hidden: d.hidden,
+                bad: d.bad,
+            })
             .collect();
-        let by_id = rows.iter().enumerate().map(|(index, row)| (row.id.clone(), index)).collect();
-        let by_updated = rows.iter().enumerate().map(|(index, row)| (row.updated_ms, index)).collect();
+        let by_id = rows
+            .iter()
+            .enumerate()
+            .map(|(index, row)| (row.id.clone(), index))
+            .collect();
+        let by_updated = rows
+            .iter()
+            .enumerate()
+            .map(|(index, row)| (row.updated_ms, index))
+            .collect();
         let state = SimState {
             rows,
             by_id,
@@ -322,7 +342,11 @@ impl SourceSim {
             rng: SimRng::seed_from_u64(config.generator.seed ^ 0x5eed_50c3),
             stats: SourceStats::default(),
         };
-        SourceSim { config: Arc::new(config), generated_at: now, state: Arc::new(Mutex::new(state)) }
+        SourceSim {
+            config: Arc::new(config),
+            generated_at: now,
+            state: Arc::new(Mutex::new(state)),
+        }
     }
 
     /// The `now` the dataset was generated for.
@@ -333,7 +357,9 @@ impl SourceSim {
     fn lock(&self) -> MutexGuard<'_, SimState> {
         // A panic while holding the lock cannot leave the state half-changed in a way that matters to a
         // simulator, so a poisoned lock is simply taken over.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every row, in id order.
@@ -425,11 +451,20 @@ impl SourceSim {
     }
 
     /// Serves the API on `listener` until `shutdown` is cancelled; runs the live mutator meanwhile.
-    pub async fn serve(&self, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let local = shutdown.child_token();
-        let app = router(AppState { sim: self.clone(), shutdown: local.clone() });
+        let app = router(AppState {
+            sim: self.clone(),
+            shutdown: local.clone(),
+        });
         let mutator = tokio::spawn(live_mutation_loop(self.clone(), local.clone()));
-        let result = axum::serve(listener, app).with_graceful_shutdown(local.clone().cancelled_owned()).await;
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(local.clone().cancelled_owned())
+            .await;
         local.cancel();
         let _ = mutator.await;
         result
@@ -477,7 +512,10 @@ impl SimState {
         let chosen = sample(&mut self.rng, self.rows.len(), count).into_vec();
         let mut ids = Vec::with_capacity(count);
         for index in chosen {
-            let is_late = late.unwrap_or_else(|| self.rng.random_bool(self.faults.late_visibility.clamp(0.0, 1.0)));
+            let is_late = late.unwrap_or_else(|| {
+                self.rng
+                    .random_bool(self.faults.late_visibility.clamp(0.0, 1.0))
+            });
             let stamp = if is_late {
                 let most = self.faults.late_max.as_millis().max(5000) as i64;
                 self.stats.late_visible_rows += 1;
@@ -495,13 +533,19 @@ impl SimState {
 
     fn transport_fault(&mut self, endpoint: Endpoint) -> Option<TransportFault> {
         let faults = self.faults.clone();
-        let paged = matches!(endpoint, Endpoint::Search | Endpoint::Agency | Endpoint::Procedure | Endpoint::Ids);
+        let paged = matches!(
+            endpoint,
+            Endpoint::Search | Endpoint::Agency | Endpoint::Procedure | Endpoint::Ids
+        );
         let roll: f64 = self.rng.random();
         let mut threshold = faults.error_rate;
         if roll < threshold {
             self.stats.injected_errors += 1;
-            let status =
-                if self.rng.random_bool(0.5) { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if self.rng.random_bool(0.5) {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             return Some(TransportFault::Error(status));
         }
         threshold += faults.timeout_rate;
@@ -524,7 +568,8 @@ impl SimState {
 }
 
 async fn live_mutation_loop(sim: SourceSim, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(sim.config.mutation_interval.max(Duration::from_millis(10)));
+    let mut interval =
+        tokio::time::interval(sim.config.mutation_interval.max(Duration::from_millis(10)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -557,7 +602,10 @@ fn router(state: AppState) -> Router {
         .route("/pa/dossier/{id}", get(dossier_by_id))
         .route("/ba/agency", get(agencies))
         .route("/ba/procedure", get(procedures))
-        .route("/pa/dossier-statistic/count-by-agency", get(count_by_agency))
+        .route(
+            "/pa/dossier-statistic/count-by-agency",
+            get(count_by_agency),
+        )
         .route("/pa/dossier-statistic/ids", get(dossier_ids))
         .route("/_sim/stats", get(sim_stats))
         .with_state(state)
@@ -568,7 +616,10 @@ fn json_body(status: StatusCode, body: String) -> Response {
 }
 
 fn error_body(status: StatusCode, error: &str, message: &str) -> Response {
-    json_body(status, json!({"error": error, "message": message}).to_string())
+    json_body(
+        status,
+        json!({"error": error, "message": message}).to_string(),
+    )
 }
 
 /// A handler's failure, already shaped as the answer.
@@ -598,13 +649,19 @@ async fn token(State(app): State<AppState>, Form(form): Form<HashMap<String, Str
     state.stats.token_requests += 1;
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         state.stats.bad_requests += 1;
-        return json_body(StatusCode::BAD_REQUEST, json!({"error": "unsupported_grant_type"}).to_string());
+        return json_body(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "unsupported_grant_type"}).to_string(),
+        );
     }
     let id_ok = form.get("client_id") == Some(&sim.config.client_id);
     let secret_ok = form.get("client_secret") == Some(&sim.config.client_secret);
     if !(id_ok && secret_ok) {
         state.stats.unauthorized += 1;
-        return json_body(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}).to_string());
+        return json_body(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "invalid_client"}).to_string(),
+        );
     }
     let ttl = sim.token_ttl(&state);
     state.tokens_issued += 1;
@@ -615,13 +672,18 @@ async fn token(State(app): State<AppState>, Form(form): Form<HashMap<String, Str
     state.tokens.insert(access_token.clone(), now + ttl);
     json_body(
         StatusCode::OK,
-        json!({"access_token": access_token, "token_type": "Bearer", "expires_in": ttl.as_secs()}).to_string(),
+        json!({"access_token": access_token, "token_type": "Bearer", "expires_in": ttl.as_secs()})
+            .to_string(),
     )
 }
 
 /// Counts the request, checks the bearer token, then decides a transport fault. An error or 401 answers
 /// at once; a timeout is slept here (without the lock) and then answered 504.
-async fn admit(app: &AppState, headers: &HeaderMap, endpoint: Endpoint) -> Result<Option<TransportFault>, Answer> {
+async fn admit(
+    app: &AppState,
+    headers: &HeaderMap,
+    endpoint: Endpoint,
+) -> Result<Option<TransportFault>, Answer> {
     let fault = {
         let mut state = app.sim.lock();
         state.stats.requests_total += 1;
@@ -653,9 +715,11 @@ async fn admit(app: &AppState, headers: &HeaderMap, endpoint: Endpoint) -> Resul
         state.transport_fault(endpoint)
     };
     match fault {
-        Some(TransportFault::Error(status)) => {
-            Err(Answer::from(error_body(status, "server_error", "simulated failure of the source system")))
-        }
+        Some(TransportFault::Error(status)) => Err(Answer::from(error_body(
+            status,
+            "server_error",
+            "simulated failure of the source system",
+        ))),
         Some(TransportFault::Timeout) => {
             let delay = app.sim.faults().timeout_delay;
             tokio::select! {
@@ -694,14 +758,23 @@ fn finish(state: &mut SimState, mut body: Value, fault: Option<TransportFault>) 
     }
 }
 
-fn page_params(state: &mut SimState, params: &HashMap<String, String>) -> Result<(usize, usize), Answer> {
+fn page_params(
+    state: &mut SimState,
+    params: &HashMap<String, String>,
+) -> Result<(usize, usize), Answer> {
     let page = match params.get("page") {
         None => 0,
-        Some(text) => text.trim().parse::<usize>().map_err(|_| bad_request(state, "page must be a number ≥ 0"))?,
+        Some(text) => text
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| bad_request(state, "page must be a number ≥ 0"))?,
     };
     let size = match params.get("size") {
         None => 20,
-        Some(text) => text.trim().parse::<usize>().map_err(|_| bad_request(state, "size must be a number"))?,
+        Some(text) => text
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| bad_request(state, "size must be a number"))?,
     };
     if size == 0 || size > MAX_PAGE_SIZE {
         return Err(bad_request(state, "size must be between 1 and 500"));
@@ -722,24 +795,39 @@ fn spring_page<T: Serialize>(content: Vec<T>, page: usize, size: usize, total: u
     .unwrap_or(Value::Null)
 }
 
-async fn search(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+async fn search(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Search).await?;
     let mut state = app.sim.lock();
     let (page, size) = page_params(&mut state, &params)?;
     if let Some(sort) = params.get("sort")
         && sort != "updatedDate,asc"
     {
-        return Err(bad_request(&mut state, "only sort=updatedDate,asc is supported"));
+        return Err(bad_request(
+            &mut state,
+            "only sort=updatedDate,asc is supported",
+        ));
     }
     let anchor = params.get("updated-from").cloned().unwrap_or_default();
     let from_ms = if anchor.is_empty() {
         i64::MIN
     } else if anchor.contains(' ') {
-        return Err(bad_request(&mut state, "updated-from contains a space: encode '+' as %2B"));
+        return Err(bad_request(
+            &mut state,
+            "updated-from contains a space: encode '+' as %2B",
+        ));
     } else {
         match parse_source_date_text(&anchor) {
             Some(timestamp) if anchor.contains('T') => ms(timestamp),
-            _ => return Err(bad_request(&mut state, "updated-from must look like 2024-01-15T08:30:00.000+0700")),
+            _ => {
+                return Err(bad_request(
+                    &mut state,
+                    "updated-from must look like 2024-01-15T08:30:00.000+0700",
+                ));
+            }
         }
     };
     let state = &mut *state;
@@ -749,10 +837,14 @@ async fn search(State(app): State<AppState>, headers: HeaderMap, Query(params): 
     if page > 0 && state.faults.moving_pages > 0.0 {
         let share = state.faults.moving_pages;
         let total = keys.len();
-        let (moved, budget) =
-            *state.moving_budgets.entry(anchor.clone()).or_insert((0, (share * total as f64).ceil() as usize));
+        let (moved, budget) = *state
+            .moving_budgets
+            .entry(anchor.clone())
+            .or_insert((0, (share * total as f64).ceil() as usize));
         let served = (page * size).min(total);
-        let wanted = ((share * size as f64).ceil() as usize).min(budget.saturating_sub(moved)).min(served);
+        let wanted = ((share * size as f64).ceil() as usize)
+            .min(budget.saturating_sub(moved))
+            .min(served);
         if wanted > 0 {
             let now = Timestamp::now();
             let positions = sample(&mut state.rng, served, wanted).into_vec();
@@ -771,7 +863,11 @@ async fn search(State(app): State<AppState>, headers: HeaderMap, Query(params): 
     }
 
     // Quirk 2: ties in another order, now and then.
-    if state.faults.tie_reorder > 0.0 && state.rng.random_bool(state.faults.tie_reorder.clamp(0.0, 1.0)) {
+    if state.faults.tie_reorder > 0.0
+        && state
+            .rng
+            .random_bool(state.faults.tie_reorder.clamp(0.0, 1.0))
+    {
         let salt: u64 = state.rng.random();
         let rows = &state.rows;
         keys.sort_by_key(|&index| (rows[index].updated_ms, scramble(index as u64, salt)));
@@ -783,12 +879,21 @@ async fn search(State(app): State<AppState>, headers: HeaderMap, Query(params): 
     let end = (start + size).min(total);
     let mut content: Vec<Value> = Vec::with_capacity(end - start + 1);
     // Quirk 4: the previous page's last row again, as an extra first element.
-    if start > 0 && start < total && state.faults.duplicates > 0.0 && state.rng.random_bool(state.faults.duplicates.clamp(0.0, 1.0))
+    if start > 0
+        && start < total
+        && state.faults.duplicates > 0.0
+        && state
+            .rng
+            .random_bool(state.faults.duplicates.clamp(0.0, 1.0))
     {
         content.push(state.rows[keys[start - 1]].record.clone());
         state.stats.duplicated_rows += 1;
     }
-    content.extend(keys[start..end].iter().map(|&index| state.rows[index].record.clone()));
+    content.extend(
+        keys[start..end]
+            .iter()
+            .map(|&index| state.rows[index].record.clone()),
+    );
     let body = spring_page(content, page, size, total);
     Ok(finish(state, body, fault))
 }
@@ -804,38 +909,69 @@ impl SimState {
     }
 }
 
-async fn dossier_by_id(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Answer> {
+async fn dossier_by_id(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Dossier).await?;
     let mut state = app.sim.lock();
     let Some(&index) = state.by_id.get(&id) else {
-        return Ok(error_body(StatusCode::NOT_FOUND, "not_found", "no dossier with this id"));
+        return Ok(error_body(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no dossier with this id",
+        ));
     };
     let record = state.rows[index].record.clone();
     Ok(finish(&mut state, record, fault))
 }
 
-async fn agencies(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+async fn agencies(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Agency).await?;
     let mut state = app.sim.lock();
     let (page, size) = page_params(&mut state, &params)?;
     let total = state.agencies.len();
-    let content: Vec<AgencyItem> = state.agencies.iter().skip(page.saturating_mul(size)).take(size).cloned().collect();
+    let content: Vec<AgencyItem> = state
+        .agencies
+        .iter()
+        .skip(page.saturating_mul(size))
+        .take(size)
+        .cloned()
+        .collect();
     let body = spring_page(content, page, size, total);
     Ok(finish(&mut state, body, fault))
 }
 
-async fn procedures(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+async fn procedures(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Procedure).await?;
     let mut state = app.sim.lock();
     let (page, size) = page_params(&mut state, &params)?;
     let total = state.procedures.len();
-    let content: Vec<ProcedureItem> =
-        state.procedures.iter().skip(page.saturating_mul(size)).take(size).cloned().collect();
+    let content: Vec<ProcedureItem> = state
+        .procedures
+        .iter()
+        .skip(page.saturating_mul(size))
+        .take(size)
+        .cloned()
+        .collect();
     let body = spring_page(content, page, size, total);
     Ok(finish(&mut state, body, fault))
 }
 
-fn date_param(state: &mut SimState, params: &HashMap<String, String>, name: &str) -> Result<civil::Date, Answer> {
+fn date_param(
+    state: &mut SimState,
+    params: &HashMap<String, String>,
+    name: &str,
+) -> Result<civil::Date, Answer> {
     params
         .get(name)
         .and_then(|text| text.trim().parse::<civil::Date>().ok())
@@ -844,13 +980,22 @@ fn date_param(state: &mut SimState, params: &HashMap<String, String>, name: &str
 
 /// Rows the counts see, with their agency id and reception day.
 fn counted_rows(state: &SimState) -> impl Iterator<Item = (usize, &str, civil::Date)> + '_ {
-    state.rows.iter().enumerate().filter(|(_, row)| !row.deleted() && !row.cancelled()).filter_map(|(index, row)| {
-        let agency = row.record.pointer("/agency/id").and_then(Value::as_str)?;
-        Some((index, agency, reception_day(&row.record)?))
-    })
+    state
+        .rows
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| !row.deleted() && !row.cancelled())
+        .filter_map(|(index, row)| {
+            let agency = row.record.pointer("/agency/id").and_then(Value::as_str)?;
+            Some((index, agency, reception_day(&row.record)?))
+        })
 }
 
-async fn count_by_agency(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+async fn count_by_agency(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Count).await?;
     let mut state = app.sim.lock();
     let from = date_param(&mut state, &params, "received-from")?;
@@ -872,7 +1017,11 @@ async fn count_by_agency(State(app): State<AppState>, headers: HeaderMap, Query(
     Ok(finish(&mut state, Value::Array(body), fault))
 }
 
-async fn dossier_ids(State(app): State<AppState>, headers: HeaderMap, Query(params): Params) -> Result<Response, Answer> {
+async fn dossier_ids(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Ids).await?;
     let mut state = app.sim.lock();
     let (page, size) = page_params(&mut state, &params)?;
@@ -893,7 +1042,11 @@ async fn dossier_ids(State(app): State<AppState>, headers: HeaderMap, Query(para
             let row = &state.rows[index];
             DossierIdItem {
                 id: row.id.clone(),
-                code: row.record.get("code").and_then(Value::as_str).map(str::to_owned),
+                code: row
+                    .record
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 updated_date: Some(format_source_date(timestamp_of(row.updated_ms))),
             }
         })
@@ -904,5 +1057,8 @@ async fn dossier_ids(State(app): State<AppState>, headers: HeaderMap, Query(para
 
 async fn sim_stats(State(app): State<AppState>) -> Response {
     let stats = app.sim.stats();
-    json_body(StatusCode::OK, serde_json::to_string(&stats).unwrap_or_default())
+    json_body(
+        StatusCode::OK,
+        serde_json::to_string(&stats).unwrap_or_default(),
+    )
 }
