@@ -993,3 +993,35 @@ async fn canary_careful_client_collects_every_visible_row() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn careful_client_survives_harsh_faults_too() {
+    let mut config = SourceSimConfig::for_level(FaultLevel::Harsh);
+    config.generator = small_generator(FaultLevel::Harsh);
+    config.faults.timeout_delay = Duration::from_millis(2500);
+    let running = spawn_sim(config).await;
+    let mut careful = CarefulClient {
+        client: Client::new(&running.base),
+        seen: HashMap::new(),
+    };
+    let cursor = careful.sync_from(Timestamp::UNIX_EPOCH).await;
+    running.sim.mutate_now_late(10);
+    careful
+        .sync_from(cursor - SignedDuration::from_secs(300))
+        .await;
+    let stale = running
+        .sim
+        .snapshot()
+        .into_iter()
+        .filter(|row| row.visible_in_feed && careful.seen.get(&row.id) != Some(&row.updated))
+        .count();
+    assert_eq!(stale, 0);
+    let stats = running.sim.stats();
+    assert!(
+        stats.injected_errors > 0
+            && stats.duplicated_rows + stats.truncated_bodies + stats.missing_contents > 0,
+        "{stats:?}"
+    );
+    assert_eq!(stats.requests_total, running.sim.request_count());
+    running.stop().await;
+}
