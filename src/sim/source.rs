@@ -519,7 +519,9 @@ impl SimState {
             let stamp = if is_late {
                 let most = self.faults.late_max.as_millis().max(5000) as i64;
                 self.stats.late_visible_rows += 1;
-                now - SignedDuration::from_millis(self.rng.random_range(5000..=most))
+                let late = now - SignedDuration::from_millis(self.rng.random_range(5000..=most));
+                // A row's own updatedDate never goes backwards: a late commit lands after its last change.
+                late.max(timestamp_of(self.rows[index].updated_ms + 1))
             } else {
                 now
             };
@@ -676,7 +678,7 @@ async fn token(State(app): State<AppState>, Form(form): Form<HashMap<String, Str
 }
 
 /// Counts the request, checks the bearer token, then decides a transport fault. An error or 401 answers
-/// at once; a timeout is slept here (without the lock) before the request goes on.
+/// at once; a timeout is slept here (without the lock) and then answered 504.
 async fn admit(
     app: &AppState,
     headers: &HeaderMap,
@@ -721,7 +723,11 @@ async fn admit(
         Some(TransportFault::Timeout) => {
             let delay = app.sim.faults().timeout_delay;
             tokio::select! {
-                _ = tokio::time::sleep(delay) => Ok(None),
+                // The client has given up long ago; like a gateway, answer 504 without doing the work, so
+                // that an abandoned request has no side effect (moving pages) after its client moved on.
+                _ = tokio::time::sleep(delay) => {
+                    Err(Answer::from(error_body(StatusCode::GATEWAY_TIMEOUT, "timeout", "the source did not answer in time")))
+                }
                 _ = app.shutdown.cancelled() => {
                     Err(Answer::from(error_body(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the simulator is stopping")))
                 }
