@@ -667,3 +667,55 @@ async fn stats_report_stored_calls_and_faults() {
     assert_eq!(stats["calls"]["auth"], 1);
     assert_eq!(stats["faults_injected"]["outage"], 1);
 }
+
+/// The daemon's own wire types must read what the simulator answers, and the simulator must accept
+/// what they write.
+#[tokio::test]
+async fn answers_parse_with_the_client_wire_types() {
+    use tthc_sync::portal::wire::{Dossier, Envelope, ItemResult, UnitDayCount};
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    let typed = Dossier {
+        ma_ho_so: "W-100".to_owned(),
+        ma_tthc: "1.004227".to_owned(),
+        ten_tthc: "Cấp giấy phép xây dựng".to_owned(),
+        ma_linh_vuc: "G09-XD01".to_owned(),
+        ten_linh_vuc: "Xây dựng".to_owned(),
+        kenh_thuc_hien: "1".to_owned(),
+        chu_ho_so: "Lê Thu Hà".to_owned(),
+        loai_doi_tuong: "1".to_owned(),
+        ngay_tiep_nhan: "20240115090000".to_owned(),
+        ngay_hen_tra: Some("20240125170000".to_owned()),
+        trang_thai_ho_so: "10".to_owned(),
+        ngay_ket_thuc_xu_ly: Some("20240120100000".to_owned()),
+        ngay_tra: Some("20240121100000".to_owned()),
+        don_vi_xu_ly: "000.00.31.H60".to_owned(),
+        ..Default::default()
+    };
+    let body = json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": "False",
+                      "data": [serde_json::to_value(&typed).unwrap(), dossier("W-101")]});
+    let envelope: Envelope = portal.post(body).await.json().await.expect("an Envelope");
+    assert!(envelope.error_code.is_ok());
+    let items: Vec<ItemResult> =
+        serde_json::from_value(envelope.result.unwrap()).expect("ItemResults");
+    assert_eq!(items.len(), 2);
+    assert!(
+        items.iter().all(|item| item.error_code.is_ok()),
+        "{items:?}"
+    );
+    assert_eq!(items[0].ma_ho_so.as_deref(), Some("W-100"));
+
+    let counts: Envelope = portal
+        .post(json!({"session": session, "service": "ThongKeHoSoDongBo"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rows: Vec<UnitDayCount> = serde_json::from_value(counts.result.unwrap()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].so_ho_so, 2);
+
+    let stored: Dossier =
+        serde_json::from_value(portal.sim.stored()["W-100"].dossier.clone()).unwrap();
+    assert_eq!(stored, typed);
+}

@@ -190,3 +190,62 @@ impl InjectedFault {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn share_failing(faults: &PortalFaults) -> f64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let draws = 100_000;
+        let failing = (0..draws)
+            .filter(|_| {
+                faults
+                    .draw(&mut rng)
+                    .is_some_and(|fault| fault != InjectedFault::Slow)
+            })
+            .count();
+        failing as f64 / f64::from(draws)
+    }
+
+    #[test]
+    fn levels_fail_the_documented_share_of_calls() {
+        assert_eq!(
+            share_failing(&PortalFaults::for_level(FaultLevel::None)),
+            0.0
+        );
+        let realistic = share_failing(&PortalFaults::for_level(FaultLevel::Realistic));
+        assert!((0.02..0.03).contains(&realistic), "{realistic}");
+        let harsh = share_failing(&PortalFaults::for_level(FaultLevel::Harsh));
+        assert!((0.18..0.22).contains(&harsh), "{harsh}");
+    }
+
+    #[test]
+    fn outage_and_certain_rates_always_strike() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let outage = PortalFaults {
+            outage: true,
+            ..PortalFaults::none()
+        };
+        assert_eq!(outage.draw(&mut rng), Some(InjectedFault::Outage));
+        let errors = PortalFaults {
+            server_error_rate: 1.0,
+            ..PortalFaults::none()
+        };
+        for _ in 0..20 {
+            let fault = errors.draw(&mut rng);
+            assert!(
+                matches!(
+                    fault,
+                    Some(InjectedFault::ServerError(500 | 502 | 503 | 504))
+                ),
+                "{fault:?}"
+            );
+            assert!(!fault.unwrap().processed());
+        }
+        assert!(
+            InjectedFault::CutBody.processed() && InjectedFault::TimeoutAfterProcessing.processed()
+        );
+    }
+}

@@ -7,6 +7,8 @@ use rand::RngExt;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use crate::portal::wire::{UnitCatalogItem, UnitDayCount};
+
 use super::validate::{self, Rejection, text_of};
 use super::{CallRecord, DossierRecord, PortalSim, SimState, StoredDossier};
 
@@ -230,7 +232,7 @@ impl PortalSim {
         }
         let [from, to] = bounds;
         let state = self.lock();
-        let rows: Vec<Value> = state
+        let rows: Vec<UnitDayCount> = state
             .day_counts
             .iter()
             .filter(|((_, day), count)| {
@@ -238,7 +240,11 @@ impl PortalSim {
                     && from.as_ref().is_none_or(|from| day >= from)
                     && to.as_ref().is_none_or(|to| day <= to)
             })
-            .map(|((unit, day), count)| json!({"DonViXuLy": unit, "Ngay": day, "SoHoSo": count}))
+            .map(|((unit, day), count)| UnitDayCount {
+                don_vi_xu_ly: unit.clone(),
+                ngay: day.clone(),
+                so_ho_so: *count,
+            })
             .collect();
         json!({"error_code": "0", "message": "Thành công", "result": rows})
     }
@@ -297,9 +303,12 @@ impl PortalSim {
         };
         units.sort();
         units.dedup();
-        let rows: Vec<Value> = units
-            .iter()
-            .map(|unit| json!({"MADONVI": unit, "TENDONVI": format!("Đơn vị {unit}")}))
+        let rows: Vec<UnitCatalogItem> = units
+            .into_iter()
+            .map(|unit| UnitCatalogItem {
+                ten_don_vi: Some(format!("Đơn vị {unit}")),
+                ma_don_vi: unit,
+            })
             .collect();
         json!({"error_code": "0", "message": "Thành công", "result": rows})
     }
