@@ -77,18 +77,54 @@ pub fn field_kind(field: &str) -> FieldKind {
     let leaf = field.rsplit('.').next().unwrap_or(field);
     let leaf = leaf.split('[').next().unwrap_or(leaf);
     match leaf {
-        "fullname" | "actor" | "requestedBy" | "ChuHoSo" | "NguoiXuLy" | "NguoiYeuCauBoSung" => FieldKind::Name,
-        "identityNumber" | "taxCode" | "phone" | "fax" | "SoGiayToChuHoSo" | "DinhDanhCHS" | "SoDinhDanh"
-        | "MaDoiTuong" | "SoDienThoai" | "Fax" => FieldKind::Number,
+        "fullname" | "actor" | "requestedBy" | "ChuHoSo" | "NguoiXuLy" | "NguoiYeuCauBoSung" => {
+            FieldKind::Name
+        }
+        "identityNumber" | "taxCode" | "phone" | "fax" | "SoGiayToChuHoSo" | "DinhDanhCHS"
+        | "SoDinhDanh" | "MaDoiTuong" | "SoDienThoai" | "Fax" => FieldKind::Number,
         "email" | "Email" => FieldKind::Email,
-        "id" | "code" | "agency" | "procedure" | "sector" | "applyMethod" | "dossierStatus" | "returnMethod"
-        | "statusId" | "type" | "amount" | "paymentChannel" | "kind" | "componentCode" | "submittedDate"
-        | "acceptedDate" | "appointmentDate" | "completedDate" | "returnedDate" | "rejectedDate"
-        | "updatedDate" | "deletedDate" | "startedAt" | "finishedAt" | "dueAt" | "requestedAt"
-        | "previousAppointment" | "newAppointment" | "MaHoSo" | "MaTTHC" | "DonViXuLy" | "TrangThaiHoSo"
-        | "KenhThucHien" | "LoaiDoiTuong" | "fees" | "title" | "department" | "" => FieldKind::Public,
+        "id"
+        | "code"
+        | "agency"
+        | "procedure"
+        | "sector"
+        | "applyMethod"
+        | "dossierStatus"
+        | "returnMethod"
+        | "statusId"
+        | "type"
+        | "amount"
+        | "paymentChannel"
+        | "kind"
+        | "componentCode"
+        | "submittedDate"
+        | "acceptedDate"
+        | "appointmentDate"
+        | "completedDate"
+        | "returnedDate"
+        | "rejectedDate"
+        | "updatedDate"
+        | "deletedDate"
+        | "startedAt"
+        | "finishedAt"
+        | "dueAt"
+        | "requestedAt"
+        | "previousAppointment"
+        | "newAppointment"
+        | "MaHoSo"
+        | "MaTTHC"
+        | "DonViXuLy"
+        | "TrangThaiHoSo"
+        | "KenhThucHien"
+        | "LoaiDoiTuong"
+        | "fees"
+        | "title"
+        | "department"
+        | "" => FieldKind::Public,
         // Procedure and sector names are catalogue text, not personal; `name` elsewhere is a file name.
-        "name" if field.starts_with("procedure") || field.starts_with("agency") => FieldKind::Public,
+        "name" if field.starts_with("procedure") || field.starts_with("agency") => {
+            FieldKind::Public
+        }
         _ => FieldKind::FreeText,
     }
 }
@@ -106,7 +142,10 @@ pub fn mask_field(field: &str, value: &str) -> String {
 
 /// The value of a [`Finding`](crate::normalize::Finding) as it may be shown: masked by its field.
 pub fn mask_finding_value(finding: &crate::normalize::Finding) -> Option<String> {
-    finding.value.as_deref().map(|value| mask_field(&finding.field, value))
+    finding
+        .value
+        .as_deref()
+        .map(|value| mask_field(&finding.field, value))
 }
 
 #[cfg(test)]
@@ -126,9 +165,15 @@ mod tests {
 
     #[test]
     fn masks_by_field() {
-        assert_eq!(mask_field("applicant.fullname", "Nguyễn Thị Hoa"), "N. T. H.");
+        assert_eq!(
+            mask_field("applicant.fullname", "Nguyễn Thị Hoa"),
+            "N. T. H."
+        );
         assert_eq!(mask_field("applicant.phone", "0912345678"), "*******678");
-        assert_eq!(mask_field("applicant.email", "hoa@example.vn"), "h***@example.vn");
+        assert_eq!(
+            mask_field("applicant.email", "hoa@example.vn"),
+            "h***@example.vn"
+        );
         assert_eq!(mask_field("history[0].actor", "Trần Văn Bình"), "T. V. B.");
         assert_eq!(mask_field("summary", "nhà của Hoa"), "[…]");
         assert_eq!(mask_field("attachments[0].name", "CCCD Hoa.pdf"), "[…]");

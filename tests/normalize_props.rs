@@ -13,7 +13,9 @@ const BASE_FIXTURE: &str = include_str!("fixtures/normalize/01-online-processing
 const TABLES: &str = include_str!("fixtures/normalize/tables.toml");
 
 fn now() -> Timestamp {
-    "2026-11-28T00:00:00+07:00".parse().expect("a valid timestamp")
+    "2026-11-28T00:00:00+07:00"
+        .parse()
+        .expect("a valid timestamp")
 }
 
 fn base_source() -> Value {
@@ -94,7 +96,9 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|number| json!(number)),
-        any::<f64>().prop_filter("JSON has no NaN", |x| x.is_finite()).prop_map(|number| json!(number)),
+        any::<f64>()
+            .prop_filter("JSON has no NaN", |x| x.is_finite())
+            .prop_map(|number| json!(number)),
         messy_string().prop_map(Value::String),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
@@ -127,7 +131,11 @@ fn set_path(target: &mut Value, path: &[&str], value: Value) {
             *target = Value::Object(Map::new());
         }
         if let Value::Object(fields) = target {
-            set_path(fields.entry(first.to_string()).or_insert(Value::Null), rest, value);
+            set_path(
+                fields.entry(first.to_string()).or_insert(Value::Null),
+                rest,
+                value,
+            );
         }
     }
 }
@@ -153,9 +161,15 @@ fn each_string<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
 
 fn assert_clean_text(text: &str) {
     assert!(is_nfc(text), "not NFC: {text:?}");
-    assert!(!text.chars().any(char::is_control), "control character in {text:?}");
     assert!(
-        !text.chars().any(|c| matches!(c, '\u{AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')),
+        !text.chars().any(char::is_control),
+        "control character in {text:?}"
+    );
+    assert!(
+        !text.chars().any(|c| matches!(
+            c,
+            '\u{AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
+        )),
         "invisible character in {text:?}"
     );
     assert_eq!(text.trim(), text, "untrimmed {text:?}");
@@ -174,19 +188,95 @@ fn payload_strings(normalized: &Normalized) -> Vec<Value> {
 
 /// Given names, middle names and surnames within TCVN3's repertoire: no capital with a tone mark.
 const NAME_SYLLABLES: &[&str] = &[
-    "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô",
-    "Dương", "Lý", "Văn", "Thị", "Hữu", "Đức", "Minh", "Ngọc", "Thanh", "Xuân", "Quốc", "Thu", "Kim", "An",
-    "Bình", "Hoa", "Hương", "Lan", "Mai", "Tuấn", "Dũng", "Hùng", "Phương", "Trang", "Linh", "Nam", "Hải",
-    "Yến", "Quỳnh", "Khánh", "Nhung", "Thảo", "Tâm", "Đạt", "Thắng", "Long", "Sơn", "Hiếu", "Nghĩa",
-    "Trường", "Giang", "Uyên", "Ưng", "Ân", "Êm", "Ơn", "Ăn", "xây", "dựng", "nhà", "ở", "giấy", "phép",
-    "cấp", "đề", "nghị", "thôn", "xã", "phường", "huyện", "tỉnh", "hộ", "khẩu", "kết", "hôn", "khai", "sinh",
+    "Nguyễn",
+    "Trần",
+    "Lê",
+    "Phạm",
+    "Hoàng",
+    "Huỳnh",
+    "Phan",
+    "Vũ",
+    "Võ",
+    "Đặng",
+    "Bùi",
+    "Đỗ",
+    "Hồ",
+    "Ngô",
+    "Dương",
+    "Lý",
+    "Văn",
+    "Thị",
+    "Hữu",
+    "Đức",
+    "Minh",
+    "Ngọc",
+    "Thanh",
+    "Xuân",
+    "Quốc",
+    "Thu",
+    "Kim",
+    "An",
+    "Bình",
+    "Hoa",
+    "Hương",
+    "Lan",
+    "Mai",
+    "Tuấn",
+    "Dũng",
+    "Hùng",
+    "Phương",
+    "Trang",
+    "Linh",
+    "Nam",
+    "Hải",
+    "Yến",
+    "Quỳnh",
+    "Khánh",
+    "Nhung",
+    "Thảo",
+    "Tâm",
+    "Đạt",
+    "Thắng",
+    "Long",
+    "Sơn",
+    "Hiếu",
+    "Nghĩa",
+    "Trường",
+    "Giang",
+    "Uyên",
+    "Ưng",
+    "Ân",
+    "Êm",
+    "Ơn",
+    "Ăn",
+    "xây",
+    "dựng",
+    "nhà",
+    "ở",
+    "giấy",
+    "phép",
+    "cấp",
+    "đề",
+    "nghị",
+    "thôn",
+    "xã",
+    "phường",
+    "huyện",
+    "tỉnh",
+    "hộ",
+    "khẩu",
+    "kết",
+    "hôn",
+    "khai",
+    "sinh",
 ];
 
 /// Vietnamese syllables written only with Latin-1 letters (no character above U+00FF).
 const LATIN1_SYLLABLES: &[&str] = &[
-    "Lê", "Thu", "Hà", "Tâm", "Lý", "Hòa", "Tú", "Vân", "Trâm", "Châu", "Tô", "Mã", "Trà", "Giang", "Quân",
-    "Thân", "Tôn", "Võ", "Hoàn", "Tuân", "Xuân", "Chí", "Minh", "Anh", "Lâm", "Thái", "Hào", "Tài", "Toàn",
-    "Sáng", "Nhàn", "Cúc", "Mê", "Kha", "Thông", "Bá", "Lò", "Tiên", "Yên", "Vì", "Hiên", "Nhã",
+    "Lê", "Thu", "Hà", "Tâm", "Lý", "Hòa", "Tú", "Vân", "Trâm", "Châu", "Tô", "Mã", "Trà", "Giang",
+    "Quân", "Thân", "Tôn", "Võ", "Hoàn", "Tuân", "Xuân", "Chí", "Minh", "Anh", "Lâm", "Thái",
+    "Hào", "Tài", "Toàn", "Sáng", "Nhàn", "Cúc", "Mê", "Kha", "Thông", "Bá", "Lò", "Tiên", "Yên",
+    "Vì", "Hiên", "Nhã",
 ];
 
 fn tcvn3_encode(text: &str) -> String {

@@ -130,7 +130,10 @@ impl Code {
 
     /// Reads a stored code back; `None` for a code this version does not know.
     pub fn parse(code: &str) -> Option<Code> {
-        Code::ALL.iter().copied().find(|known| known.as_str() == code)
+        Code::ALL
+            .iter()
+            .copied()
+            .find(|known| known.as_str() == code)
     }
 
     /// True for codes that hold a dossier back (as opposed to warnings and skips).

@@ -24,7 +24,9 @@ impl PhoneNumber {
         }
         let national = if let Some(rest) = digits.strip_prefix("0084") {
             format!("0{rest}")
-        } else if let Some(rest) = digits.strip_prefix("84").filter(|rest| rest.len() == 9 || rest.len() == 10)
+        } else if let Some(rest) = digits
+            .strip_prefix("84")
+            .filter(|rest| rest.len() == 9 || rest.len() == 10)
         {
             format!("0{rest}")
         } else {
@@ -83,11 +85,9 @@ fn convert_retired_prefix(digits: &str) -> Option<String> {
     if digits.len() != 11 {
         return None;
     }
-    RETIRED_PREFIXES.iter().find_map(|(old, new)| {
-        digits
-            .strip_prefix(old)
-            .map(|rest| format!("{new}{rest}"))
-    })
+    RETIRED_PREFIXES
+        .iter()
+        .find_map(|(old, new)| digits.strip_prefix(old).map(|rest| format!("{new}{rest}")))
 }
 
 fn is_valid_phone(digits: &str) -> bool {
@@ -112,9 +112,9 @@ impl Email {
         let (local, domain) = trimmed.rsplit_once('@')?;
         let local_ok = !local.is_empty()
             && local.len() <= 64
-            && local
-                .chars()
-                .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '@' | ',' | ';' | '<' | '>'));
+            && local.chars().all(|c| {
+                !c.is_whitespace() && !c.is_control() && !matches!(c, '@' | ',' | ';' | '<' | '>')
+            });
         if !local_ok || domain.len() > 253 {
             return None;
         }
@@ -124,12 +124,15 @@ impl Email {
             !label.is_empty()
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
         let tld_ok = labels
             .last()
             .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()));
-        (labels.len() >= 2 && labels.iter().all(label_ok) && tld_ok).then(|| Email(format!("{local}@{domain}")))
+        (labels.len() >= 2 && labels.iter().all(label_ok) && tld_ok)
+            .then(|| Email(format!("{local}@{domain}")))
     }
 
     pub fn into_string(self) -> String {
@@ -210,7 +213,9 @@ impl TaxCode {
         let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
         let all_digits = |text: &str| text.bytes().all(|b| b.is_ascii_digit());
         let valid = match compact.split_once('-') {
-            Some((main, branch)) => main.len() == 10 && branch.len() == 3 && all_digits(main) && all_digits(branch),
+            Some((main, branch)) => {
+                main.len() == 10 && branch.len() == 3 && all_digits(main) && all_digits(branch)
+            }
             None => (compact.len() == 10 || compact.len() == 12) && all_digits(&compact),
         };
         valid.then_some(TaxCode(compact))
@@ -232,7 +237,11 @@ mod tests {
     #[test]
     fn converts_every_retired_prefix() {
         for (old, new) in RETIRED_PREFIXES {
-            assert_eq!(phone(&format!("{old}2345678")), Some(format!("{new}2345678")), "{old}");
+            assert_eq!(
+                phone(&format!("{old}2345678")),
+                Some(format!("{new}2345678")),
+                "{old}"
+            );
         }
         assert_eq!(phone("+84 162 345 6789"), Some("0323456789".into()));
         assert_eq!(phone("84 1663456789"), Some("0363456789".into()));
@@ -249,7 +258,15 @@ mod tests {
 
     #[test]
     fn drops_what_cannot_be_repaired() {
-        for bad in ["0912 345", "0112345678", "091234567a", "", "0161234567", "01712345678", "09123456789"] {
+        for bad in [
+            "0912 345",
+            "0112345678",
+            "091234567a",
+            "",
+            "0161234567",
+            "01712345678",
+            "09123456789",
+        ] {
             assert_eq!(phone(bad), None, "{bad}");
         }
     }
@@ -257,26 +274,48 @@ mod tests {
     #[test]
     fn restores_leading_zero_of_numeric_phones() {
         let number = LenientString::Number(912345678.into());
-        assert_eq!(PhoneNumber::parse_lenient(&number).map(PhoneNumber::into_string), Some("0912345678".into()));
+        assert_eq!(
+            PhoneNumber::parse_lenient(&number).map(PhoneNumber::into_string),
+            Some("0912345678".into())
+        );
     }
 
     #[test]
     fn emails() {
         let email = |raw: &str| Email::parse(raw).map(Email::into_string);
-        assert_eq!(email("  Hoa.Nguyen@Example.VN "), Some("Hoa.Nguyen@example.vn".into()));
-        for bad in ["hoa@", "@example.vn", "hoa@example", "hoa example@x.vn", "hoa@ex_ample.vn", "hoa@example.v"] {
+        assert_eq!(
+            email("  Hoa.Nguyen@Example.VN "),
+            Some("Hoa.Nguyen@example.vn".into())
+        );
+        for bad in [
+            "hoa@",
+            "@example.vn",
+            "hoa@example",
+            "hoa example@x.vn",
+            "hoa@ex_ample.vn",
+            "hoa@example.v",
+        ] {
             assert_eq!(email(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn identity_numbers() {
-        assert_eq!(IdentityNumber::parse("008185001234").map(|id| id.kind()), Some(IdentityKind::CitizenCard));
-        assert_eq!(IdentityNumber::parse("123456789").map(|id| id.kind()), Some(IdentityKind::OldIdentityCard));
+        assert_eq!(
+            IdentityNumber::parse("008185001234").map(|id| id.kind()),
+            Some(IdentityKind::CitizenCard)
+        );
+        assert_eq!(
+            IdentityNumber::parse("123456789").map(|id| id.kind()),
+            Some(IdentityKind::OldIdentityCard)
+        );
         assert_eq!(IdentityNumber::parse("12345"), None);
         assert_eq!(IdentityNumber::parse("00818500123A"), None);
         let numeric = LenientString::Number(8185001234u64.into());
-        assert_eq!(IdentityNumber::parse_lenient(&numeric).map(|id| id.digits().to_owned()), Some("008185001234".into()));
+        assert_eq!(
+            IdentityNumber::parse_lenient(&numeric).map(|id| id.digits().to_owned()),
+            Some("008185001234".into())
+        );
     }
 
     #[test]

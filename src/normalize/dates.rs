@@ -249,19 +249,32 @@ mod tests {
     #[test]
     fn crosses_the_day_boundary_in_vietnam_time() {
         let time = SourceTime::parse(&RawDate::Text("2024-01-14T18:00:00Z".into()));
-        assert_eq!(time.map(|time| time.vietnam_day()), Date::new(2024, 1, 15).ok());
+        assert_eq!(
+            time.map(|time| time.vietnam_day()),
+            Date::new(2024, 1, 15).ok()
+        );
     }
 
     #[test]
     fn truncates_fractions_before_the_epoch_too() {
-        assert_eq!(portal(RawDate::Millis(-1)), Some("19700101065959".to_owned()));
+        assert_eq!(
+            portal(RawDate::Millis(-1)),
+            Some("19700101065959".to_owned())
+        );
     }
 
     #[test]
     fn rejects_what_is_not_a_date() {
         for bad in [
-            "", "hôm qua", "2024-13-01T00:00:00Z", "2024-02-30 00:00:00", "32/01/2024 08:00:00",
-            "2024-01-15T08:30:00+", "2024-01-15T08:30:00.+0700", "2024-01-15T08:30:00+0700x", "24-01-15",
+            "",
+            "hôm qua",
+            "2024-13-01T00:00:00Z",
+            "2024-02-30 00:00:00",
+            "32/01/2024 08:00:00",
+            "2024-01-15T08:30:00+",
+            "2024-01-15T08:30:00.+0700",
+            "2024-01-15T08:30:00+0700x",
+            "24-01-15",
         ] {
             assert_eq!(text(bad), None, "{bad}");
         }

@@ -15,7 +15,8 @@ use super::tables::MappingTables;
 use super::text::{LIMIT_APPLICANT_NAME, LIMIT_PROCEDURE_NAME, LIMIT_SUMMARY};
 use super::units::{self, UnitContext, UnitProblem};
 use super::{
-    Finding, Normalized, Outcome, PortalDossier, SkipReason, lenient_int_text, lists, procedures, progress,
+    Finding, Normalized, Outcome, PortalDossier, SkipReason, lenient_int_text, lists, procedures,
+    progress,
 };
 
 /// An event date more than this far after `now` is `inconsistent_dates` (mapping.md, Dates).
@@ -37,7 +38,10 @@ impl SourceDates {
         SourceDates {
             submitted: collector.date(Field::Top("submittedDate"), source.submitted_date.as_ref()),
             accepted: collector.date(Field::Top("acceptedDate"), source.accepted_date.as_ref()),
-            appointment: collector.date(Field::Top("appointmentDate"), source.appointment_date.as_ref()),
+            appointment: collector.date(
+                Field::Top("appointmentDate"),
+                source.appointment_date.as_ref(),
+            ),
             completed: collector.date(Field::Top("completedDate"), source.completed_date.as_ref()),
             returned: collector.date(Field::Top("returnedDate"), source.returned_date.as_ref()),
             rejected: collector.date(Field::Top("rejectedDate"), source.rejected_date.as_ref()),
@@ -58,13 +62,24 @@ pub fn normalize(source: &SourceDossier, tables: &MappingTables, now: Timestamp)
     let agency = source.agency.as_ref();
     let source_agency_id = agency.and_then(|agency| agency.id.clone());
     let dates = SourceDates::parse(source, &mut collector);
-    let reception_day = dates.accepted.or(dates.submitted).map(|time| time.vietnam_day());
+    let reception_day = dates
+        .accepted
+        .or(dates.submitted)
+        .map(|time| time.vietnam_day());
 
     let procedure = source.procedure.as_ref();
-    let local_procedure = procedure.and_then(|p| p.code.as_deref()).map(str::trim).filter(|code| !code.is_empty());
+    let local_procedure = procedure
+        .and_then(|p| p.code.as_deref())
+        .map(str::trim)
+        .filter(|code| !code.is_empty());
     let procedure_code = match local_procedure {
         None => {
-            collector.reject(codes::MISSING_FIELD, Field::Top("procedure.code"), "no procedure code", None);
+            collector.reject(
+                codes::MISSING_FIELD,
+                Field::Top("procedure.code"),
+                "no procedure code",
+                None,
+            );
             None
         }
         Some(local) => {
@@ -81,11 +96,17 @@ pub fn normalize(source: &SourceDossier, tables: &MappingTables, now: Timestamp)
         }
     };
     let sector = procedure.and_then(|p| p.sector.as_ref());
-    let sector_code = collector.required_text(Field::Top("procedure.sector.code"), sector.and_then(|s| s.code.as_deref()), None);
+    let sector_code = collector.required_text(
+        Field::Top("procedure.sector.code"),
+        sector.and_then(|s| s.code.as_deref()),
+        None,
+    );
 
     let unit_context = UnitContext {
         agency_id: source_agency_id.as_deref(),
-        agency_code: agency.and_then(|agency| agency.code.as_deref()).map(str::trim),
+        agency_code: agency
+            .and_then(|agency| agency.code.as_deref())
+            .map(str::trim),
         procedure: procedure_code.as_deref(),
         sector: sector_code.as_deref(),
         reception_day,
@@ -94,14 +115,24 @@ pub fn normalize(source: &SourceDossier, tables: &MappingTables, now: Timestamp)
         Ok(code) => Some(code.into_string()),
         Err(UnitProblem::Unmapped { detail }) => {
             let shown = agency.and_then(|agency| agency.code.clone().or_else(|| agency.id.clone()));
-            collector.reject(codes::UNMAPPED_UNIT, Field::Top("agency"), detail, shown.as_deref());
+            collector.reject(
+                codes::UNMAPPED_UNIT,
+                Field::Top("agency"),
+                detail,
+                shown.as_deref(),
+            );
             None
         }
         Err(UnitProblem::Ambiguous { retired, claimants }) => {
             let detail = format!(
                 "retired unit with several successors: {claimants} claim this dossier, exactly one must"
             );
-            collector.reject(codes::AMBIGUOUS_SUCCESSION, Field::Top("agency"), detail, Some(retired.as_str()));
+            collector.reject(
+                codes::AMBIGUOUS_SUCCESSION,
+                Field::Top("agency"),
+                detail,
+                Some(retired.as_str()),
+            );
             Some(retired.into_string())
         }
     };
@@ -129,10 +160,18 @@ pub fn normalize(source: &SourceDossier, tables: &MappingTables, now: Timestamp)
         normalized.outcome = Outcome::Skipped(SkipReason::DeletedAtSource);
         return normalized;
     }
-    let raw_status = source.dossier_status.as_ref().and_then(|status| status.id.as_ref());
+    let raw_status = source
+        .dossier_status
+        .as_ref()
+        .and_then(|status| status.id.as_ref());
     let status = match raw_status {
         None => {
-            collector.reject(codes::MISSING_FIELD, Field::Top("dossierStatus.id"), "no status", None);
+            collector.reject(
+                codes::MISSING_FIELD,
+                Field::Top("dossierStatus.id"),
+                "no status",
+                None,
+            );
             None
         }
         Some(raw) => match raw.as_i64().and_then(|id| tables.status_for(id)) {
@@ -154,7 +193,16 @@ pub fn normalize(source: &SourceDossier, tables: &MappingTables, now: Timestamp)
         },
     };
 
-    let built = build(source, tables, now, &dates, status, sector_code, &normalized, &mut collector);
+    let built = build(
+        source,
+        tables,
+        now,
+        &dates,
+        status,
+        sector_code,
+        &normalized,
+        &mut collector,
+    );
     normalized.warnings = collector.warnings;
     normalized.outcome = match built {
         Some(dossier) if collector.rejections.is_empty() => seal(dossier),
@@ -179,9 +227,16 @@ fn build(
     let code = dossier_code(known.dossier_code.as_deref(), collector);
     let procedure = source.procedure.as_ref();
     let sector = procedure.and_then(|p| p.sector.as_ref());
-    let procedure_name =
-        collector.required_text(Field::Top("procedure.name"), procedure.and_then(|p| p.name.as_deref()), Some(LIMIT_PROCEDURE_NAME));
-    let sector_name = collector.required_text(Field::Top("procedure.sector.name"), sector.and_then(|s| s.name.as_deref()), None);
+    let procedure_name = collector.required_text(
+        Field::Top("procedure.name"),
+        procedure.and_then(|p| p.name.as_deref()),
+        Some(LIMIT_PROCEDURE_NAME),
+    );
+    let sector_name = collector.required_text(
+        Field::Top("procedure.sector.name"),
+        sector.and_then(|s| s.name.as_deref()),
+        None,
+    );
     let channel = channel(source, collector);
 
     let applicant = source.applicant.as_ref();
@@ -191,25 +246,34 @@ fn build(
         Some(LIMIT_APPLICANT_NAME),
     );
     let applicant_type = applicant_type(applicant, collector);
-    let contacts = applicant.map(|applicant| contacts(applicant, applicant_type, collector)).unwrap_or_default();
+    let contacts = applicant
+        .map(|applicant| contacts(applicant, applicant_type, collector))
+        .unwrap_or_default();
 
-    let summary = collector.text(Field::Top("summary"), source.summary.as_deref(), Some(LIMIT_SUMMARY));
+    let summary = collector.text(
+        Field::Top("summary"),
+        source.summary.as_deref(),
+        Some(LIMIT_SUMMARY),
+    );
     let note = collector.text(Field::Top("note"), source.note.as_deref(), None);
     let portal_dates = status_dates(dates, status, collector);
     check_date_order(dates, &portal_dates, now, collector);
 
-    let return_method = source.return_method.as_ref().and_then(|method| method.id.as_ref()).and_then(|id| {
-        match id.as_i64() {
+    let return_method = source
+        .return_method
+        .as_ref()
+        .and_then(|method| method.id.as_ref())
+        .and_then(|id| match id.as_i64() {
             Some(0) => Some("0".to_owned()),
             Some(1) => Some("1".to_owned()),
             _ => None,
-        }
-    });
+        });
     let fees = source.fees.as_deref().unwrap_or_default();
     let fee_lines = lists::fee_lines(fees, collector);
     let (submitted_files, result_documents) =
         lists::attachments(source.attachments.as_deref().unwrap_or_default(), collector);
-    let supplements = lists::supplements(source.supplements.as_deref().unwrap_or_default(), collector);
+    let supplements =
+        lists::supplements(source.supplements.as_deref().unwrap_or_default(), collector);
     let progress = progress::entries(
         code.as_deref().unwrap_or_default(),
         source.history.as_deref().unwrap_or_default(),
@@ -264,7 +328,9 @@ fn build(
 fn dossier_code(code: Option<&str>, collector: &mut Collector) -> Option<String> {
     let valid = code.filter(|code| {
         (1..=50).contains(&code.len())
-            && code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
     });
     if valid.is_none() {
         collector.reject(
@@ -279,7 +345,10 @@ fn dossier_code(code: Option<&str>, collector: &mut Collector) -> Option<String>
 
 /// `KenhThucHien` from `applyMethod.id`: 0 in person → "1", 1 online → "2", 2 public post → "3".
 fn channel(source: &SourceDossier, collector: &mut Collector) -> Option<&'static str> {
-    let raw = source.apply_method.as_ref().and_then(|method| method.id.as_ref());
+    let raw = source
+        .apply_method
+        .as_ref()
+        .and_then(|method| method.id.as_ref());
     let channel = match raw.and_then(|id| id.as_i64()) {
         Some(0) => Some("1"),
         Some(1) => Some("2"),
@@ -288,13 +357,21 @@ fn channel(source: &SourceDossier, collector: &mut Collector) -> Option<&'static
     };
     if channel.is_none() {
         let shown = raw.map(lenient_int_text);
-        collector.reject(codes::INVALID_CHANNEL, Field::Top("applyMethod.id"), "not 0, 1 or 2", shown.as_deref());
+        collector.reject(
+            codes::INVALID_CHANNEL,
+            Field::Top("applyMethod.id"),
+            "not 0, 1 or 2",
+            shown.as_deref(),
+        );
     }
     channel
 }
 
 /// `LoaiDoiTuong` from `applicant.type`.
-fn applicant_type(applicant: Option<&Applicant>, collector: &mut Collector) -> Option<&'static str> {
+fn applicant_type(
+    applicant: Option<&Applicant>,
+    collector: &mut Collector,
+) -> Option<&'static str> {
     let raw = applicant.and_then(|a| a.kind.as_deref()).map(str::trim);
     let kind = match raw {
         Some("citizen") => Some("1"),
@@ -323,7 +400,11 @@ struct Contacts {
 }
 
 /// Identity number, tax code, phone and e-mail: each kept when valid, else dropped with a warning.
-fn contacts(applicant: &Applicant, applicant_type: Option<&str>, collector: &mut Collector) -> Contacts {
+fn contacts(
+    applicant: &Applicant,
+    applicant_type: Option<&str>,
+    collector: &mut Collector,
+) -> Contacts {
     let mut contacts = Contacts::default();
     if let Some(raw) = &applicant.identity_number {
         contacts.identity = IdentityNumber::parse_lenient(raw);
@@ -364,7 +445,12 @@ fn contacts(applicant: &Applicant, applicant_type: Option<&str>, collector: &mut
     if let Some(raw) = &applicant.email {
         contacts.email = Email::parse(raw).map(Email::into_string);
         if contacts.email.is_none() && !raw.trim().is_empty() {
-            collector.warn(codes::EMAIL_DROPPED, Field::Top("applicant.email"), "not of the shape local@domain.tld", Some(raw));
+            collector.warn(
+                codes::EMAIL_DROPPED,
+                Field::Top("applicant.email"),
+                "not of the shape local@domain.tld",
+                Some(raw),
+            );
         }
     }
     contacts
@@ -372,7 +458,11 @@ fn contacts(applicant: &Applicant, applicant_type: Option<&str>, collector: &mut
 
 /// The status-dependent date rules: which dates a status requires and where `NgayTiepNhan` and
 /// `NgayTuChoi` come from.
-fn status_dates(dates: &SourceDates, status: Option<PortalStatus>, collector: &mut Collector) -> PortalDates {
+fn status_dates(
+    dates: &SourceDates,
+    status: Option<PortalStatus>,
+    collector: &mut Collector,
+) -> PortalDates {
     let mut portal = PortalDates {
         reception: dates.accepted,
         refusal: dates.rejected,
@@ -384,45 +474,110 @@ fn status_dates(dates: &SourceDates, status: Option<PortalStatus>, collector: &m
         if status.reception_may_be_missing() {
             portal.reception = dates.submitted;
             if portal.reception.is_none() {
-                collector.reject(codes::MISSING_FIELD, Field::Top("submittedDate"), "neither acceptedDate nor submittedDate", None);
+                collector.reject(
+                    codes::MISSING_FIELD,
+                    Field::Top("submittedDate"),
+                    "neither acceptedDate nor submittedDate",
+                    None,
+                );
             }
         } else {
-            collector.reject(codes::MISSING_FIELD, Field::Top("acceptedDate"), "required for this status", None);
+            collector.reject(
+                codes::MISSING_FIELD,
+                Field::Top("acceptedDate"),
+                "required for this status",
+                None,
+            );
         }
     }
     if dates.appointment.is_none() && !status.appointment_optional() {
-        collector.reject(codes::MISSING_FIELD, Field::Top("appointmentDate"), "required for this status", None);
+        collector.reject(
+            codes::MISSING_FIELD,
+            Field::Top("appointmentDate"),
+            "required for this status",
+            None,
+        );
     }
-    if (status == PortalStatus::PROCESSED || status == PortalStatus::RETURNED) && dates.completed.is_none() {
-        collector.reject(codes::MISSING_FIELD, Field::Top("completedDate"), "required for a processed or returned dossier", None);
+    if (status == PortalStatus::PROCESSED || status == PortalStatus::RETURNED)
+        && dates.completed.is_none()
+    {
+        collector.reject(
+            codes::MISSING_FIELD,
+            Field::Top("completedDate"),
+            "required for a processed or returned dossier",
+            None,
+        );
     }
     if status == PortalStatus::RETURNED && dates.returned.is_none() {
-        collector.reject(codes::MISSING_FIELD, Field::Top("returnedDate"), "required for a returned dossier", None);
+        collector.reject(
+            codes::MISSING_FIELD,
+            Field::Top("returnedDate"),
+            "required for a returned dossier",
+            None,
+        );
     }
     if status == PortalStatus::NOT_ACCEPTED && portal.refusal.is_none() {
         match dates.updated {
             Some(updated) => {
                 portal.refusal = Some(updated);
-                collector.warn(codes::DATE_FALLBACK, Field::Top("rejectedDate"), "absent; updatedDate used", None);
+                collector.warn(
+                    codes::DATE_FALLBACK,
+                    Field::Top("rejectedDate"),
+                    "absent; updatedDate used",
+                    None,
+                );
             }
-            None => collector.reject(codes::MISSING_FIELD, Field::Top("rejectedDate"), "required for a refused dossier", None),
+            None => collector.reject(
+                codes::MISSING_FIELD,
+                Field::Top("rejectedDate"),
+                "required for a refused dossier",
+                None,
+            ),
         }
     }
     portal
 }
 
 /// Order checks and the future-date check (mapping.md, Dates).
-fn check_date_order(dates: &SourceDates, portal: &PortalDates, now: Timestamp, collector: &mut Collector) {
-    let mut out_of_order = |later: Option<SourceTime>, earlier: Option<SourceTime>, field: &'static str, detail: &str| {
+fn check_date_order(
+    dates: &SourceDates,
+    portal: &PortalDates,
+    now: Timestamp,
+    collector: &mut Collector,
+) {
+    let mut out_of_order = |later: Option<SourceTime>,
+                            earlier: Option<SourceTime>,
+                            field: &'static str,
+                            detail: &str| {
         if let (Some(later), Some(earlier)) = (later, earlier)
             && later.second() < earlier.second()
         {
-            collector.reject(codes::INCONSISTENT_DATES, Field::Top(field), detail, Some(&later.portal_string()));
+            collector.reject(
+                codes::INCONSISTENT_DATES,
+                Field::Top(field),
+                detail,
+                Some(&later.portal_string()),
+            );
         }
     };
-    out_of_order(dates.appointment, portal.reception, "appointmentDate", "before the acceptance date");
-    out_of_order(dates.completed, portal.reception, "completedDate", "before the acceptance date");
-    out_of_order(dates.returned, dates.completed, "returnedDate", "before the completion date");
+    out_of_order(
+        dates.appointment,
+        portal.reception,
+        "appointmentDate",
+        "before the acceptance date",
+    );
+    out_of_order(
+        dates.completed,
+        portal.reception,
+        "completedDate",
+        "before the acceptance date",
+    );
+    out_of_order(
+        dates.returned,
+        dates.completed,
+        "returnedDate",
+        "before the completion date",
+    );
 
     let limit = now.as_second().saturating_add(FUTURE_TOLERANCE_SECONDS);
     let events = [
@@ -449,7 +604,10 @@ fn check_date_order(dates: &SourceDates, portal: &PortalDates, now: Timestamp, c
 /// Serializes the dossier and its progress: the payload bytes and their hashes.
 fn seal((dossier, progress): (Dossier, Vec<crate::portal::wire::ProgressEntry>)) -> Outcome {
     let sealed = serde_json::to_vec(&dossier).and_then(|payload| {
-        let progress = progress.into_iter().map(progress::seal).collect::<Result<Vec<_>, _>>()?;
+        let progress = progress
+            .into_iter()
+            .map(progress::seal)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((payload, progress))
     });
     match sealed {

@@ -56,21 +56,45 @@ fn finding(code: &'static str, field: Field, detail: String, value: Option<&str>
 
 impl Collector {
     /// Records a rejection; `detail` must not hold personal data (values go in `value`, masked here).
-    pub fn reject(&mut self, code: &'static str, field: Field, detail: impl Into<String>, value: Option<&str>) {
-        self.rejections.push(finding(code, field, detail.into(), value));
+    pub fn reject(
+        &mut self,
+        code: &'static str,
+        field: Field,
+        detail: impl Into<String>,
+        value: Option<&str>,
+    ) {
+        self.rejections
+            .push(finding(code, field, detail.into(), value));
     }
 
     /// Records a warning; same rules as [`Collector::reject`].
-    pub fn warn(&mut self, code: &'static str, field: Field, detail: impl Into<String>, value: Option<&str>) {
-        self.warnings.push(finding(code, field, detail.into(), value));
+    pub fn warn(
+        &mut self,
+        code: &'static str,
+        field: Field,
+        detail: impl Into<String>,
+        value: Option<&str>,
+    ) {
+        self.warnings
+            .push(finding(code, field, detail.into(), value));
     }
 
     /// Applies the text rule to an optional value; empty after cleaning counts as absent.
-    pub fn text(&mut self, field: Field, raw: Option<&str>, limit: Option<usize>) -> Option<String> {
+    pub fn text(
+        &mut self,
+        field: Field,
+        raw: Option<&str>,
+        limit: Option<usize>,
+    ) -> Option<String> {
         let raw = raw?;
         let cleaned = text::clean(raw, limit);
         if cleaned.converted {
-            self.warn(codes::TCVN3_CONVERTED, field, "decoded from TCVN3 (ABC) read as Latin-1", None);
+            self.warn(
+                codes::TCVN3_CONVERTED,
+                field,
+                "decoded from TCVN3 (ABC) read as Latin-1",
+                None,
+            );
         }
         if cleaned.truncated {
             let detail = format!("longer than {} characters, cut", limit.unwrap_or_default());
@@ -88,10 +112,20 @@ impl Collector {
     }
 
     /// Like [`Collector::text`], with `missing_field` when the value is absent or empty.
-    pub fn required_text(&mut self, field: Field, raw: Option<&str>, limit: Option<usize>) -> Option<String> {
+    pub fn required_text(
+        &mut self,
+        field: Field,
+        raw: Option<&str>,
+        limit: Option<usize>,
+    ) -> Option<String> {
         let value = self.text(field, raw, limit);
         if value.is_none() {
-            self.reject(codes::MISSING_FIELD, field, "required and absent or empty", None);
+            self.reject(
+                codes::MISSING_FIELD,
+                field,
+                "required and absent or empty",
+                None,
+            );
         }
         value
     }
@@ -111,7 +145,12 @@ impl Collector {
                 RawDate::Millis(millis) => millis.to_string(),
                 RawDate::Float(millis) => millis.to_string(),
             };
-            self.reject(codes::INVALID_DATE, field, "not a date in any shape the source uses", Some(&shown));
+            self.reject(
+                codes::INVALID_DATE,
+                field,
+                "not a date in any shape the source uses",
+                Some(&shown),
+            );
         }
         parsed
     }

@@ -41,8 +41,12 @@ fn parse_amount_text(text: &str) -> Option<i64> {
     let digits_only = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
     let groups: Vec<&str> = text.split('.').collect();
     let grouped = groups.len() > 1
-        && groups.first().is_some_and(|first| digits_only(first) && first.len() <= 3)
-        && groups[1..].iter().all(|group| group.len() == 3 && digits_only(group));
+        && groups
+            .first()
+            .is_some_and(|first| digits_only(first) && first.len() <= 3)
+        && groups[1..]
+            .iter()
+            .all(|group| group.len() == 3 && digits_only(group));
     let whole = if grouped {
         groups.concat()
     } else if digits_only(text) {
@@ -72,12 +76,25 @@ pub fn fee_lines(fees: &[Fee], collector: &mut Collector) -> Option<Vec<FeeLine>
             } else {
                 "fee without an amount"
             };
-            collector.reject(codes::INVALID_FEE, Field::Item("fees", index, "amount"), detail, shown.as_deref());
+            collector.reject(
+                codes::INVALID_FEE,
+                Field::Item("fees", index, "amount"),
+                detail,
+                shown.as_deref(),
+            );
             continue;
         };
         lines.push(FeeLine {
-            ten_phi_le_phi: collector.text(Field::Item("fees", index, "name"), fee.name.as_deref(), None),
-            ma_phi_le_phi: collector.text(Field::Item("fees", index, "code"), fee.code.as_deref(), None),
+            ten_phi_le_phi: collector.text(
+                Field::Item("fees", index, "name"),
+                fee.name.as_deref(),
+                None,
+            ),
+            ma_phi_le_phi: collector.text(
+                Field::Item("fees", index, "code"),
+                fee.code.as_deref(),
+                None,
+            ),
             hinh_thuc_thu: None,
             gia: amount.value(),
             loai_phi_le_phi: None,
@@ -92,7 +109,10 @@ pub fn paid_online(fees: &[Fee]) -> Option<String> {
     let paid_by = |channel: &str| {
         fees.iter().any(|fee| {
             fee.paid == Some(true)
-                && fee.payment_channel.as_deref().is_some_and(|paid| paid.trim().eq_ignore_ascii_case(channel))
+                && fee
+                    .payment_channel
+                    .as_deref()
+                    .is_some_and(|paid| paid.trim().eq_ignore_ascii_case(channel))
         })
     };
     if paid_by("DVCQG") {
@@ -121,18 +141,38 @@ pub fn attachments(
             Some(kind) if kind.eq_ignore_ascii_case("input") => submitted.push(SubmittedFile {
                 tep_dinh_kem_id: collector.text(field("id"), attachment.id.as_deref(), None),
                 ten_tep_dinh_kem: collector.text(field("name"), attachment.name.as_deref(), None),
-                ma_thanh_phan_ho_so: collector.text(field("componentCode"), attachment.component_code.as_deref(), None),
-                duong_dan_tai_tep_tin: collector.text(field("url"), attachment.url.as_deref(), None),
+                ma_thanh_phan_ho_so: collector.text(
+                    field("componentCode"),
+                    attachment.component_code.as_deref(),
+                    None,
+                ),
+                duong_dan_tai_tep_tin: collector.text(
+                    field("url"),
+                    attachment.url.as_deref(),
+                    None,
+                ),
                 duoc_so_hoa: flag(attachment.digitized),
                 duoc_tai_su_dung: flag(attachment.reused),
                 duoc_lay_tu_kho_dmqg: flag(attachment.from_national_repository),
             }),
             Some(kind) if kind.eq_ignore_ascii_case("result") => results.push(ResultDocument {
                 ten_giay_to: collector.text(field("name"), attachment.name.as_deref(), None),
-                ma_thanh_phan_ho_so: collector.text(field("componentCode"), attachment.component_code.as_deref(), None),
+                ma_thanh_phan_ho_so: collector.text(
+                    field("componentCode"),
+                    attachment.component_code.as_deref(),
+                    None,
+                ),
                 giay_to_id: collector.text(field("id"), attachment.id.as_deref(), None),
-                duong_dan_tep_tin_ket_qua: collector.text(field("url"), attachment.url.as_deref(), None),
-                ma_giay_to_ket_qua: collector.text(field("resultCode"), attachment.result_code.as_deref(), None),
+                duong_dan_tep_tin_ket_qua: collector.text(
+                    field("url"),
+                    attachment.url.as_deref(),
+                    None,
+                ),
+                ma_giay_to_ket_qua: collector.text(
+                    field("resultCode"),
+                    attachment.result_code.as_deref(),
+                    None,
+                ),
             }),
             other => {
                 let kind = other.unwrap_or("").to_owned();
@@ -152,7 +192,10 @@ pub fn attachments(
 }
 
 /// Supplement requests; their dates follow the date rule.
-pub fn supplements(supplements: &[Supplement], collector: &mut Collector) -> Option<Vec<SupplementRequest>> {
+pub fn supplements(
+    supplements: &[Supplement],
+    collector: &mut Collector,
+) -> Option<Vec<SupplementRequest>> {
     let requests: Vec<SupplementRequest> = supplements
         .iter()
         .enumerate()
@@ -160,13 +203,24 @@ pub fn supplements(supplements: &[Supplement], collector: &mut Collector) -> Opt
             let field = |name| Field::Item("supplements", index, name);
             SupplementRequest {
                 ho_so_bo_sung_id: collector.text(field("id"), supplement.id.as_deref(), None),
-                nguoi_yeu_cau_bo_sung: collector.text(field("requestedBy"), supplement.requested_by.as_deref(), None),
-                noi_dung_bo_sung: collector.text(field("content"), supplement.content.as_deref(), None),
+                nguoi_yeu_cau_bo_sung: collector.text(
+                    field("requestedBy"),
+                    supplement.requested_by.as_deref(),
+                    None,
+                ),
+                noi_dung_bo_sung: collector.text(
+                    field("content"),
+                    supplement.content.as_deref(),
+                    None,
+                ),
                 ngay_bo_sung: collector
                     .date(field("requestedAt"), supplement.requested_at.as_ref())
                     .map(|time| time.portal_string()),
                 ngay_hen_tra_truoc: collector
-                    .date(field("previousAppointment"), supplement.previous_appointment.as_ref())
+                    .date(
+                        field("previousAppointment"),
+                        supplement.previous_appointment.as_ref(),
+                    )
                     .map(|time| time.portal_string()),
                 ngay_hen_tra_moi: collector
                     .date(field("newAppointment"), supplement.new_appointment.as_ref())
@@ -192,7 +246,12 @@ mod tests {
     #[test]
     fn reads_every_amount_shape() {
         assert_eq!(amount(RawAmount::Number(75000.into())), Some(75000));
-        assert_eq!(amount(RawAmount::Number(serde_json::Number::from_f64(75000.0).expect("finite"))), Some(75000));
+        assert_eq!(
+            amount(RawAmount::Number(
+                serde_json::Number::from_f64(75000.0).expect("finite")
+            )),
+            Some(75000)
+        );
         assert_eq!(text("75.000"), Some(75000));
         assert_eq!(text("1.250.000"), Some(1_250_000));
         assert_eq!(text(" 75000 "), Some(75000));
@@ -204,8 +263,20 @@ mod tests {
     #[test]
     fn refuses_bad_amounts() {
         assert_eq!(amount(RawAmount::Number((-5).into())), None);
-        assert_eq!(amount(RawAmount::Number(serde_json::Number::from_f64(75000.5).expect("finite"))), None);
-        for bad in ["-75.000", "abc", "", "7.5", "1.2345", "99999999999999999999"] {
+        assert_eq!(
+            amount(RawAmount::Number(
+                serde_json::Number::from_f64(75000.5).expect("finite")
+            )),
+            None
+        );
+        for bad in [
+            "-75.000",
+            "abc",
+            "",
+            "7.5",
+            "1.2345",
+            "99999999999999999999",
+        ] {
             assert_eq!(text(bad), None, "{bad}");
         }
     }
@@ -217,8 +288,14 @@ mod tests {
             payment_channel: Some(channel.to_owned()),
             ..Fee::default()
         };
-        assert_eq!(paid_online(&[fee(true, "PAYMENT_PLATFORM"), fee(true, "DVCQG")]), Some("1".into()));
-        assert_eq!(paid_online(&[fee(true, "PAYMENT_PLATFORM")]), Some("2".into()));
+        assert_eq!(
+            paid_online(&[fee(true, "PAYMENT_PLATFORM"), fee(true, "DVCQG")]),
+            Some("1".into())
+        );
+        assert_eq!(
+            paid_online(&[fee(true, "PAYMENT_PLATFORM")]),
+            Some("2".into())
+        );
         assert_eq!(paid_online(&[fee(false, "DVCQG"), fee(true, "CASH")]), None);
     }
 }

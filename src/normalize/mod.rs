@@ -148,9 +148,17 @@ fn malformed(raw: &[u8], error: &serde_json::Error) -> Normalized {
     let (field, detail) = match (&value, object) {
         (None, _) => (
             String::new(),
-            format!("not valid JSON ({:?} at line {}, column {})", error.classify(), error.line(), error.column()),
+            format!(
+                "not valid JSON ({:?} at line {}, column {})",
+                error.classify(),
+                error.line(),
+                error.column()
+            ),
         ),
-        (Some(other), None) => (String::new(), format!("the record is {}, not an object", json_kind(other))),
+        (Some(other), None) => (
+            String::new(),
+            format!("the record is {}, not an object", json_kind(other)),
+        ),
         (Some(_), Some(object)) => match locate_malformed(object) {
             Some((field, kind)) => {
                 let detail = format!("`{field}` does not have the expected shape (found {kind})");
@@ -162,7 +170,11 @@ fn malformed(raw: &[u8], error: &serde_json::Error) -> Normalized {
     Normalized {
         source_id: text_of(object.and_then(|o| o.get("id"))),
         dossier_code: text_of(object.and_then(|o| o.get("code"))),
-        source_agency_id: text_of(object.and_then(|o| o.get("agency")).and_then(|a| a.get("id"))),
+        source_agency_id: text_of(
+            object
+                .and_then(|o| o.get("agency"))
+                .and_then(|a| a.get("id")),
+        ),
         unit: None,
         procedure_code: None,
         reception_day: None,
@@ -212,7 +224,8 @@ fn locate_malformed(object: &serde_json::Map<String, Value>) -> Option<(String, 
             Value::Object(inner) => inner.iter().find_map(|(name, item)| {
                 let mut alone = serde_json::Map::new();
                 alone.insert(name.clone(), item.clone());
-                (!fits(key, Value::Object(alone))).then(|| (format!("{key}.{name}"), json_kind(item)))
+                (!fits(key, Value::Object(alone)))
+                    .then(|| (format!("{key}.{name}"), json_kind(item)))
             }),
             Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
                 if fits(key, Value::Array(vec![item.clone()])) {

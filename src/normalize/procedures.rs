@@ -49,7 +49,9 @@ mod tests {
 
     #[test]
     fn takes_the_leading_base_code() {
-        let code = |local: &str| NationalProcedureCode::from_local_prefix(local).map(NationalProcedureCode::into_string);
+        let code = |local: &str| {
+            NationalProcedureCode::from_local_prefix(local).map(NationalProcedureCode::into_string)
+        };
         assert_eq!(code("1.004227.000.00.00.H60"), Some("1.004227".into()));
         assert_eq!(code("2.002492"), Some("2.002492".into()));
         assert_eq!(code("1.0042270.000"), None);
@@ -61,10 +63,20 @@ mod tests {
     #[test]
     fn the_table_overrides_the_prefix() {
         let mut tables = MappingTables::default();
-        tables.procedures.insert("TS_lop1.000.00.00.H22".into(), "2.002492".into());
-        tables.procedures.insert("1.004227.000.00.00.H60".into(), "1.999999".into());
-        assert_eq!(resolve("TS_lop1.000.00.00.H22", &tables).map(NationalProcedureCode::into_string), Some("2.002492".into()));
-        assert_eq!(resolve("1.004227.000.00.00.H60", &tables).map(NationalProcedureCode::into_string), Some("1.999999".into()));
+        tables
+            .procedures
+            .insert("TS_lop1.000.00.00.H22".into(), "2.002492".into());
+        tables
+            .procedures
+            .insert("1.004227.000.00.00.H60".into(), "1.999999".into());
+        assert_eq!(
+            resolve("TS_lop1.000.00.00.H22", &tables).map(NationalProcedureCode::into_string),
+            Some("2.002492".into())
+        );
+        assert_eq!(
+            resolve("1.004227.000.00.00.H60", &tables).map(NationalProcedureCode::into_string),
+            Some("1.999999".into())
+        );
         assert_eq!(resolve("ABC-XYZ", &tables), None);
     }
 }

@@ -4,12 +4,12 @@
 use crate::portal::wire::ProgressEntry;
 use crate::source::wire::HistoryEntry;
 
+use super::PortalProgress;
 use super::codes;
 use super::findings::{Collector, Field};
 use super::status::StatusMapping;
 use super::tables::MappingTables;
 use super::text::{LIMIT_ACTOR, LIMIT_PROGRESS_CONTENT};
-use super::PortalProgress;
 
 /// Separates the parts of the identifying triple before hashing; it cannot occur in cleaned text.
 const KEY_SEPARATOR: &str = "\u{1f}";
@@ -28,7 +28,11 @@ pub fn entries(
         let started = collector.date(field("startedAt"), step.started_at.as_ref());
         let finished = collector.date(field("finishedAt"), step.finished_at.as_ref());
         let due = collector.date(field("dueAt"), step.due_at.as_ref());
-        let content = collector.text(field("content"), step.content.as_deref(), Some(LIMIT_PROGRESS_CONTENT));
+        let content = collector.text(
+            field("content"),
+            step.content.as_deref(),
+            Some(LIMIT_PROGRESS_CONTENT),
+        );
         let status = step.status_id.as_ref().and_then(|raw| {
             let mapped = raw.as_i64().and_then(|id| tables.status_for(id));
             match mapped {
@@ -37,17 +41,32 @@ pub fn entries(
                 Some(StatusMapping::Skip) => None,
                 None => {
                     let shown = super::lenient_int_text(raw);
-                    collector.reject(codes::UNMAPPED_STATUS, field("statusId"), "status not in the status table", Some(&shown));
+                    collector.reject(
+                        codes::UNMAPPED_STATUS,
+                        field("statusId"),
+                        "status not in the status table",
+                        Some(&shown),
+                    );
                     None
                 }
             }
         });
         let Some(time) = finished.or(started) else {
-            collector.warn(codes::PROGRESS_DROPPED, field("finishedAt"), "step without finishedAt or startedAt", None);
+            collector.warn(
+                codes::PROGRESS_DROPPED,
+                field("finishedAt"),
+                "step without finishedAt or startedAt",
+                None,
+            );
             continue;
         };
         let Some(content) = content else {
-            collector.warn(codes::PROGRESS_DROPPED, field("content"), "step without content", None);
+            collector.warn(
+                codes::PROGRESS_DROPPED,
+                field("content"),
+                "step without content",
+                None,
+            );
             continue;
         };
         entries.push(ProgressEntry {

@@ -100,9 +100,26 @@ mod tests {
 
     #[test]
     fn default_table_matches_the_mapping() {
-        let expected = [(0, "1"), (1, "2"), (2, "4"), (5, "4"), (3, "5"), (4, "6"), (6, "9"), (7, "10"), (8, "3"), (9, "7"), (10, "8"), (11, "skip")];
+        let expected = [
+            (0, "1"),
+            (1, "2"),
+            (2, "4"),
+            (5, "4"),
+            (3, "5"),
+            (4, "6"),
+            (6, "9"),
+            (7, "10"),
+            (8, "3"),
+            (9, "7"),
+            (10, "8"),
+            (11, "skip"),
+        ];
         for (source, portal) in expected {
-            assert_eq!(default_mapping(source).map(StatusMapping::as_str), Some(portal), "{source}");
+            assert_eq!(
+                default_mapping(source).map(StatusMapping::as_str),
+                Some(portal),
+                "{source}"
+            );
         }
         assert_eq!(default_mapping(42), None);
         assert_eq!(default_mapping(-1), None);
@@ -111,7 +128,10 @@ mod tests {
     #[test]
     fn parses_table_values() {
         assert_eq!(StatusMapping::parse("skip"), Some(StatusMapping::Skip));
-        assert_eq!(StatusMapping::parse("10"), Some(StatusMapping::Portal(PortalStatus::RETURNED)));
+        assert_eq!(
+            StatusMapping::parse("10"),
+            Some(StatusMapping::Portal(PortalStatus::RETURNED))
+        );
         assert_eq!(StatusMapping::parse("11"), None);
         assert_eq!(StatusMapping::parse("0"), None);
     }

@@ -28,22 +28,24 @@ const TONE_NANG: usize = 5;
 
 /// Initial consonants, longest first so that `ngh` is tried before `ng` and `n`.
 const ONSETS: [&str; 27] = [
-    "ngh", "ng", "nh", "ch", "gh", "gi", "kh", "ph", "qu", "th", "tr", "b", "c", "d", "đ", "g", "h", "k",
-    "l", "m", "n", "p", "r", "s", "t", "v", "x",
+    "ngh", "ng", "nh", "ch", "gh", "gi", "kh", "ph", "qu", "th", "tr", "b", "c", "d", "đ", "g",
+    "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "x",
 ];
 
 /// Every rhyme of standard orthography, without tone marks.
 const RHYMES: &[&str] = &[
-    "a", "ac", "ach", "ai", "am", "an", "ang", "anh", "ao", "ap", "at", "au", "ay", "ăc", "ăm", "ăn", "ăng",
-    "ăp", "ăt", "âc", "âm", "ân", "âng", "âp", "ât", "âu", "ây", "e", "ec", "em", "en", "eng", "eo", "ep",
-    "et", "ê", "êch", "êm", "ên", "ênh", "êp", "êt", "êu", "i", "ia", "ich", "iêc", "iêm", "iên", "iêng",
-    "iêp", "iêt", "iêu", "im", "in", "inh", "ip", "it", "iu", "o", "oa", "oac", "oach", "oai", "oam", "oan",
-    "oang", "oanh", "oao", "oap", "oat", "oay", "oăc", "oăm", "oăn", "oăng", "oăt", "oc", "oe", "oen", "oeo",
-    "oet", "oi", "om", "on", "ong", "ooc", "oong", "op", "ot", "ô", "ôc", "ôi", "ôm", "ôn", "ông", "ôp",
-    "ôt", "ơ", "ơi", "ơm", "ơn", "ơp", "ơt", "u", "ua", "uân", "uâng", "uât", "uây", "uc", "uê", "uêch",
-    "uênh", "uơ", "ui", "um", "un", "ung", "uôc", "uôi", "uôm", "uôn", "uông", "uôt", "up", "ut", "uy",
-    "uya", "uych", "uyên", "uyêt", "uynh", "uyt", "uyu", "ư", "ưa", "ưc", "ưi", "ưm", "ưn", "ưng", "ưt",
-    "ưu", "ươc", "ươi", "ươm", "ươn", "ương", "ươp", "ươt", "ươu", "y", "yêm", "yên", "yêng", "yêt", "yêu",
+    "a", "ac", "ach", "ai", "am", "an", "ang", "anh", "ao", "ap", "at", "au", "ay", "ăc", "ăm",
+    "ăn", "ăng", "ăp", "ăt", "âc", "âm", "ân", "âng", "âp", "ât", "âu", "ây", "e", "ec", "em",
+    "en", "eng", "eo", "ep", "et", "ê", "êch", "êm", "ên", "ênh", "êp", "êt", "êu", "i", "ia",
+    "ich", "iêc", "iêm", "iên", "iêng", "iêp", "iêt", "iêu", "im", "in", "inh", "ip", "it", "iu",
+    "o", "oa", "oac", "oach", "oai", "oam", "oan", "oang", "oanh", "oao", "oap", "oat", "oay",
+    "oăc", "oăm", "oăn", "oăng", "oăt", "oc", "oe", "oen", "oeo", "oet", "oi", "om", "on", "ong",
+    "ooc", "oong", "op", "ot", "ô", "ôc", "ôi", "ôm", "ôn", "ông", "ôp", "ôt", "ơ", "ơi", "ơm",
+    "ơn", "ơp", "ơt", "u", "ua", "uân", "uâng", "uât", "uây", "uc", "uê", "uêch", "uênh", "uơ",
+    "ui", "um", "un", "ung", "uôc", "uôi", "uôm", "uôn", "uông", "uôt", "up", "ut", "uy", "uya",
+    "uych", "uyên", "uyêt", "uynh", "uyt", "uyu", "ư", "ưa", "ưc", "ưi", "ưm", "ưn", "ưng", "ưt",
+    "ưu", "ươc", "ươi", "ươm", "ươn", "ương", "ươp", "ươt", "ươu", "y", "yêm", "yên", "yêng",
+    "yêt", "yêu",
 ];
 
 /// The longest syllable (`nghiêng`) has seven letters; anything longer is not one.
@@ -111,7 +113,9 @@ fn rhyme_fits(onset: &str, rhyme: &str, tone: usize) -> bool {
     if !RHYMES.contains(&rhyme) {
         return false;
     }
-    let ends_in_stop = ["c", "ch", "p", "t"].iter().any(|stop| rhyme.ends_with(stop));
+    let ends_in_stop = ["c", "ch", "p", "t"]
+        .iter()
+        .any(|stop| rhyme.ends_with(stop));
     if ends_in_stop && tone != 0 && tone != TONE_SAC && tone != TONE_NANG {
         return false;
     }
@@ -137,9 +141,38 @@ mod tests {
     #[test]
     fn accepts_common_syllables() {
         for word in [
-            "Nguyễn", "Thị", "Hoa", "Văn", "An", "Lê", "Thu", "Hà", "nghiêng", "giếng", "gìn", "quốc", "khuya",
-            "tuyết", "Đơn", "đề", "nghị", "xây", "dựng", "cấp", "giấy", "phép", "ở", "Lờ", "Bình", "Trần", "kỳ",
-            "được", "người", "xã", "ký", "ĐƯỜNG",
+            "Nguyễn",
+            "Thị",
+            "Hoa",
+            "Văn",
+            "An",
+            "Lê",
+            "Thu",
+            "Hà",
+            "nghiêng",
+            "giếng",
+            "gìn",
+            "quốc",
+            "khuya",
+            "tuyết",
+            "Đơn",
+            "đề",
+            "nghị",
+            "xây",
+            "dựng",
+            "cấp",
+            "giấy",
+            "phép",
+            "ở",
+            "Lờ",
+            "Bình",
+            "Trần",
+            "kỳ",
+            "được",
+            "người",
+            "xã",
+            "ký",
+            "ĐƯỜNG",
         ] {
             assert!(is_syllable(word), "{word}");
         }
@@ -148,8 +181,25 @@ mod tests {
     #[test]
     fn rejects_non_syllables() {
         for word in [
-            "NguyÔn", "V¨n", "cÊp", "giÊy", "phÐp", "x©y", "UBND", "ce", "ngi", "ghu", "cap", "càp", "hello",
-            "world", "abc", "", "quu", "anhh", "nghiênggg",
+            "NguyÔn",
+            "V¨n",
+            "cÊp",
+            "giÊy",
+            "phÐp",
+            "x©y",
+            "UBND",
+            "ce",
+            "ngi",
+            "ghu",
+            "cap",
+            "càp",
+            "hello",
+            "world",
+            "abc",
+            "",
+            "quu",
+            "anhh",
+            "nghiênggg",
         ] {
             assert!(!is_syllable(word), "{word}");
         }

@@ -81,7 +81,11 @@ pub enum TablesError {
 }
 
 fn join_problems(problems: &[TableProblem]) -> String {
-    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One problem `check` finds, naming the key where the operator has to look.
@@ -102,7 +106,12 @@ pub enum TableProblem {
     /// Successions that lead back to where they started.
     SuccessionCycle { codes: Vec<String> },
     /// Two successors of one retired unit that can claim the same dossier.
-    OverlappingSelectors { key: String, first: String, second: String, shared: String },
+    OverlappingSelectors {
+        key: String,
+        first: String,
+        second: String,
+        shared: String,
+    },
 }
 
 impl TableProblem {
@@ -116,7 +125,9 @@ impl TableProblem {
             | TableProblem::DuplicateKey { key }
             | TableProblem::NoSuccessor { key }
             | TableProblem::OverlappingSelectors { key, .. } => key.clone(),
-            TableProblem::SuccessionCycle { codes } => format!("successions (cycle {})", codes.join(" → ")),
+            TableProblem::SuccessionCycle { codes } => {
+                format!("successions (cycle {})", codes.join(" → "))
+            }
         }
     }
 }
@@ -125,22 +136,37 @@ impl fmt::Display for TableProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TableProblem::BadUnitCode { key, value } => {
-                write!(f, "{key}: unit code {value:?} is not of the shape ddd.dd.dd.Ldd")
+                write!(
+                    f,
+                    "{key}: unit code {value:?} is not of the shape ddd.dd.dd.Ldd"
+                )
             }
             TableProblem::BadProcedureCode { key, value } => {
-                write!(f, "{key}: procedure code {value:?} is not of the shape d.dddddd")
+                write!(
+                    f,
+                    "{key}: procedure code {value:?} is not of the shape d.dddddd"
+                )
             }
             TableProblem::BadStatus { key, value } => write!(
                 f,
                 "{key}: {value:?} is not a status mapping (integer key, value \"1\" to \"10\" or \"skip\")"
             ),
-            TableProblem::BadDate { key, value } => write!(f, "{key}: {value:?} is not a date yyyy-mm-dd"),
+            TableProblem::BadDate { key, value } => {
+                write!(f, "{key}: {value:?} is not a date yyyy-mm-dd")
+            }
             TableProblem::DuplicateKey { key } => write!(f, "{key}: given more than once"),
-            TableProblem::NoSuccessor { key } => write!(f, "{key}: a succession needs at least one successor"),
+            TableProblem::NoSuccessor { key } => {
+                write!(f, "{key}: a succession needs at least one successor")
+            }
             TableProblem::SuccessionCycle { codes } => {
                 write!(f, "successions form a cycle: {}", codes.join(" → "))
             }
-            TableProblem::OverlappingSelectors { key, first, second, shared } => write!(
+            TableProblem::OverlappingSelectors {
+                key,
+                first,
+                second,
+                shared,
+            } => write!(
                 f,
                 "{key}: successors {first} and {second} can both claim a dossier ({shared}); every dossier must have exactly one successor"
             ),
@@ -238,7 +264,10 @@ impl MappingTables {
                             problems.push(TableProblem::DuplicateKey { key: shown });
                         }
                     }
-                    _ => problems.push(TableProblem::BadStatus { key: shown, value: value.to_string() }),
+                    _ => problems.push(TableProblem::BadStatus {
+                        key: shown,
+                        value: value.to_string(),
+                    }),
                 }
             }
             table
@@ -257,7 +286,10 @@ impl MappingTables {
                 continue;
             };
             let successors = match succession.to {
-                SuccessorsFile::One(code) => vec![Successor { code, selector: None }],
+                SuccessorsFile::One(code) => vec![Successor {
+                    code,
+                    selector: None,
+                }],
                 SuccessorsFile::Several(list) => list
                     .into_iter()
                     .map(|successor| {
@@ -297,7 +329,10 @@ impl MappingTables {
         units.sort();
         for (agency, code) in units {
             if UnitCode::parse(code).is_none() {
-                problems.push(TableProblem::BadUnitCode { key: format!("units.{agency:?}"), value: code.clone() });
+                problems.push(TableProblem::BadUnitCode {
+                    key: format!("units.{agency:?}"),
+                    value: code.clone(),
+                });
             }
         }
         let mut procedures: Vec<_> = self.procedures.iter().collect();
@@ -314,10 +349,15 @@ impl MappingTables {
         for (index, succession) in self.successions.iter().enumerate() {
             let key = format!("successions[{index}]");
             if UnitCode::parse(&succession.from).is_none() {
-                problems.push(TableProblem::BadUnitCode { key: format!("{key}.from"), value: succession.from.clone() });
+                problems.push(TableProblem::BadUnitCode {
+                    key: format!("{key}.from"),
+                    value: succession.from.clone(),
+                });
             }
             if seen_from.insert(succession.from.as_str(), index).is_some() {
-                problems.push(TableProblem::DuplicateKey { key: format!("{key}.from = {:?}", succession.from) });
+                problems.push(TableProblem::DuplicateKey {
+                    key: format!("{key}.from = {:?}", succession.from),
+                });
             }
             if succession.successors.is_empty() {
                 problems.push(TableProblem::NoSuccessor { key: key.clone() });
@@ -329,7 +369,11 @@ impl MappingTables {
                         value: successor.code.clone(),
                     });
                 }
-                for procedure in successor.selector.iter().flat_map(|selector| &selector.procedures) {
+                for procedure in successor
+                    .selector
+                    .iter()
+                    .flat_map(|selector| &selector.procedures)
+                {
                     if NationalProcedureCode::parse(procedure).is_none() {
                         problems.push(TableProblem::BadProcedureCode {
                             key: format!("{key}.to[{position}].procedures"),
@@ -350,7 +394,8 @@ impl MappingTables {
         let mut reported: Vec<Vec<String>> = Vec::new();
         for start in &self.successions {
             // Depth-first over successors; a path longer than the table cannot be simple.
-            let mut stack: Vec<(Vec<String>, &str)> = vec![(vec![start.from.clone()], start.from.as_str())];
+            let mut stack: Vec<(Vec<String>, &str)> =
+                vec![(vec![start.from.clone()], start.from.as_str())];
             while let Some((path, code)) = stack.pop() {
                 let Some(succession) = self.succession_from(code) else {
                     continue;
@@ -365,7 +410,9 @@ impl MappingTables {
                             reported.push(members);
                             problems.push(TableProblem::SuccessionCycle { codes: cycle });
                         }
-                    } else if !path.contains(&successor.code) && path.len() <= self.successions.len() {
+                    } else if !path.contains(&successor.code)
+                        && path.len() <= self.successions.len()
+                    {
                         let mut next = path.clone();
                         next.push(successor.code.clone());
                         stack.push((next, successor.code.as_str()));
@@ -378,7 +425,9 @@ impl MappingTables {
 
     /// The succession of a retired code, if it is one.
     pub fn succession_from(&self, code: &str) -> Option<&Succession> {
-        self.successions.iter().find(|succession| succession.from == code)
+        self.successions
+            .iter()
+            .find(|succession| succession.from == code)
     }
 
     /// The status rule: the configured table, else the default of mapping.md; `None` is `unmapped_status`.
@@ -430,7 +479,11 @@ impl MappingTables {
         for succession in successions {
             field(&succession.from);
             field(&succession.effective.to_string());
-            field(if succession.old_code_still_known_to_portal { "known" } else { "unknown" });
+            field(if succession.old_code_still_known_to_portal {
+                "known"
+            } else {
+                "unknown"
+            });
             for successor in &succession.successors {
                 field("to");
                 field(&successor.code);
@@ -461,7 +514,9 @@ fn overlaps(key: &str, succession: &Succession) -> Vec<TableProblem> {
     for (first_index, first) in succession.successors.iter().enumerate() {
         for second in &succession.successors[first_index + 1..] {
             let shared = match (&first.selector, &second.selector) {
-                (None, _) | (_, None) => Some("a successor without a selector claims every dossier".to_owned()),
+                (None, _) | (_, None) => {
+                    Some("a successor without a selector claims every dossier".to_owned())
+                }
                 (Some(a), Some(b)) => [
                     ("procedure", &a.procedures, &b.procedures),
                     ("sector", &a.sectors, &b.sectors),
@@ -469,7 +524,9 @@ fn overlaps(key: &str, succession: &Succession) -> Vec<TableProblem> {
                 ]
                 .into_iter()
                 .find_map(|(kind, left, right)| {
-                    left.iter().find(|value| right.contains(value)).map(|value| format!("{kind} {value}"))
+                    left.iter()
+                        .find(|value| right.contains(value))
+                        .map(|value| format!("{kind} {value}"))
                 }),
             };
             if let Some(shared) = shared {
@@ -494,24 +551,39 @@ mod tests {
     #[test]
     fn the_example_file_is_valid() {
         let tables = MappingTables::from_toml_str(EXAMPLE).expect("example tables are valid");
-        assert_eq!(tables.units.get("ag-031").map(String::as_str), Some("000.00.31.H60"));
+        assert_eq!(
+            tables.units.get("ag-031").map(String::as_str),
+            Some("000.00.31.H60")
+        );
         assert!(tables.succession_from("000.00.12.H22").is_some());
-        assert_eq!(tables.succession_from("000.00.20.H22").map(|s| s.successors.len()), Some(3));
+        assert_eq!(
+            tables
+                .succession_from("000.00.20.H22")
+                .map(|s| s.successors.len()),
+            Some(3)
+        );
     }
 
     #[test]
     fn duplicate_keys_fail_at_parse_naming_the_key() {
-        let error = MappingTables::from_toml_str("[units]\n\"ag-1\" = \"000.00.31.H60\"\n\"ag-1\" = \"000.00.32.H60\"\n")
-            .expect_err("duplicate key");
+        let error = MappingTables::from_toml_str(
+            "[units]\n\"ag-1\" = \"000.00.31.H60\"\n\"ag-1\" = \"000.00.32.H60\"\n",
+        )
+        .expect_err("duplicate key");
         assert!(error.to_string().contains("ag-1"), "{error}");
     }
 
     #[test]
     fn shape_problems_name_the_key() {
-        let error = MappingTables::from_toml_str("[units]\n\"ag-1\" = \"31.H60\"\n[procedures]\n\"X\" = \"1.23\"\n")
-            .expect_err("bad shapes");
+        let error = MappingTables::from_toml_str(
+            "[units]\n\"ag-1\" = \"31.H60\"\n[procedures]\n\"X\" = \"1.23\"\n",
+        )
+        .expect_err("bad shapes");
         let text = error.to_string();
-        assert!(text.contains("units.\"ag-1\"") && text.contains("procedures.\"X\""), "{text}");
+        assert!(
+            text.contains("units.\"ag-1\"") && text.contains("procedures.\"X\""),
+            "{text}"
+        );
     }
 
     #[test]
@@ -542,26 +614,50 @@ sectors = ["G09-XD01", "G03-GD10"]
 "#;
         let tables = MappingTables::from_toml_str_unchecked(text).expect("parses");
         let problems = tables.check();
-        assert_eq!(problems.iter().filter(|p| matches!(p, TableProblem::SuccessionCycle { .. })).count(), 1, "{problems:?}");
-        assert!(problems.iter().any(|p| matches!(p, TableProblem::OverlappingSelectors { .. })), "{problems:?}");
+        assert_eq!(
+            problems
+                .iter()
+                .filter(|p| matches!(p, TableProblem::SuccessionCycle { .. }))
+                .count(),
+            1,
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| matches!(p, TableProblem::OverlappingSelectors { .. })),
+            "{problems:?}"
+        );
         assert!(MappingTables::from_toml_str(text).is_err());
     }
 
     #[test]
     fn statuses_replace_the_default() {
-        let tables = MappingTables::from_toml_str("[statuses]\n\"0\" = \"1\"\n\"99\" = \"skip\"\n").expect("valid");
+        let tables = MappingTables::from_toml_str("[statuses]\n\"0\" = \"1\"\n\"99\" = \"skip\"\n")
+            .expect("valid");
         assert_eq!(tables.status_for(99), Some(StatusMapping::Skip));
         assert_eq!(tables.status_for(2), None);
-        assert!(MappingTables::from_toml_str("[statuses]\n\"0\" = \"1\"\n\"00\" = \"2\"\n").is_err());
+        assert!(
+            MappingTables::from_toml_str("[statuses]\n\"0\" = \"1\"\n\"00\" = \"2\"\n").is_err()
+        );
         assert!(MappingTables::from_toml_str("[statuses]\n\"x\" = \"1\"\n").is_err());
         assert!(MappingTables::from_toml_str("[statuses]\n\"1\" = \"12\"\n").is_err());
     }
 
     #[test]
     fn fingerprint_follows_content_not_order() {
-        let a = MappingTables::from_toml_str("[units]\n\"a\" = \"000.00.31.H60\"\n\"b\" = \"000.00.32.H60\"\n").expect("valid");
-        let b = MappingTables::from_toml_str("[units]\n\"b\" = \"000.00.32.H60\"\n\"a\" = \"000.00.31.H60\"\n").expect("valid");
-        let c = MappingTables::from_toml_str("[units]\n\"a\" = \"000.00.31.H60\"\n\"b\" = \"000.00.33.H60\"\n").expect("valid");
+        let a = MappingTables::from_toml_str(
+            "[units]\n\"a\" = \"000.00.31.H60\"\n\"b\" = \"000.00.32.H60\"\n",
+        )
+        .expect("valid");
+        let b = MappingTables::from_toml_str(
+            "[units]\n\"b\" = \"000.00.32.H60\"\n\"a\" = \"000.00.31.H60\"\n",
+        )
+        .expect("valid");
+        let c = MappingTables::from_toml_str(
+            "[units]\n\"a\" = \"000.00.31.H60\"\n\"b\" = \"000.00.33.H60\"\n",
+        )
+        .expect("valid");
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
         assert_ne!(a.fingerprint(), MappingTables::default().fingerprint());

@@ -68,7 +68,10 @@ fn is_invalid_char(character: char) -> bool {
 /// Zero-width and other invisible characters that mapping.md removes (after TCVN3 decoding, so that
 /// TCVN3's `ư`, U+00AD, is decoded before the soft hyphen would be removed).
 fn is_invisible(character: char) -> bool {
-    matches!(character, '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    matches!(
+        character,
+        '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
+    )
 }
 
 /// Steps 3 and 4: control characters out (tab, newline and carriage return become a space), invisible
@@ -208,11 +211,16 @@ pub fn count_syllables(text: &str) -> usize {
     text.split_whitespace()
         .filter(|word| {
             let letters: Cow<'_, str> = if word.chars().any(|c| c.is_control() || is_invisible(c)) {
-                Cow::Owned(word.chars().filter(|c| !c.is_control() && !is_invisible(*c)).collect())
+                Cow::Owned(
+                    word.chars()
+                        .filter(|c| !c.is_control() && !is_invisible(*c))
+                        .collect(),
+                )
             } else {
                 Cow::Borrowed(word)
             };
-            let core = letters.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_ascii_digit());
+            let core =
+                letters.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_ascii_digit());
             !core.is_empty() && is_syllable(core)
         })
         .count()
@@ -231,14 +239,22 @@ mod tests {
         let name = clean("NguyÔn V¨n An", Some(LIMIT_APPLICANT_NAME));
         assert_eq!(name.text, "Nguyễn Văn An");
         assert!(name.converted);
-        assert_eq!(clean("Xin cÊp giÊy phÐp x©y dùng", None).text, "Xin cấp giấy phép xây dựng");
+        assert_eq!(
+            clean("Xin cÊp giÊy phÐp x©y dùng", None).text,
+            "Xin cấp giấy phép xây dựng"
+        );
         // TCVN3's ư is U+00AD, which the invisible-character step would otherwise remove.
         assert_eq!(clean("Tr\u{AD}êng", None).text, "Trường");
     }
 
     #[test]
     fn round_trips_encoded_text() {
-        for original in ["Trần Văn Bình", "Phòng Kinh tế", "Đơn đề nghị cấp giấy phép xây dựng", "Ưu tiên"] {
+        for original in [
+            "Trần Văn Bình",
+            "Phòng Kinh tế",
+            "Đơn đề nghị cấp giấy phép xây dựng",
+            "Ưu tiên",
+        ] {
             let encoded = encode(original);
             assert_ne!(encoded, original);
             assert_eq!(clean(&encoded, None).text, original, "{encoded}");
@@ -247,7 +263,14 @@ mod tests {
 
     #[test]
     fn leaves_clean_latin1_vietnamese_alone() {
-        for text in ["Lê Thu Hà", "Hà Nội", "Ô Quy Hồ", "Trần Thị Lý", "café crème", "Côte d'Ivoire"] {
+        for text in [
+            "Lê Thu Hà",
+            "Hà Nội",
+            "Ô Quy Hồ",
+            "Trần Thị Lý",
+            "café crème",
+            "Côte d'Ivoire",
+        ] {
             let cleaned = clean(text, None);
             assert_eq!(cleaned.text, text);
             assert!(!cleaned.converted, "{text}");
@@ -256,9 +279,15 @@ mod tests {
 
     #[test]
     fn strips_controls_invisibles_and_folds_space() {
-        let cleaned = clean("  Nguye\u{302}\u{303}n  Thi\u{323}\u{200B} Hoa\t", Some(200));
+        let cleaned = clean(
+            "  Nguye\u{302}\u{303}n  Thi\u{323}\u{200B} Hoa\t",
+            Some(200),
+        );
         assert_eq!(cleaned.text, "Nguyễn Thị Hoa");
-        assert_eq!(clean("Xin cấp phép\u{7} xây dựng   nhà ở", None).text, "Xin cấp phép xây dựng nhà ở");
+        assert_eq!(
+            clean("Xin cấp phép\u{7} xây dựng   nhà ở", None).text,
+            "Xin cấp phép xây dựng nhà ở"
+        );
         assert_eq!(clean("a\r\nb\u{FEFF}c", None).text, "a bc");
         assert_eq!(clean("e\u{200B}\u{301}", None).text, "é");
     }

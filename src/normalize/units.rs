@@ -72,14 +72,26 @@ pub fn resolve(context: &UnitContext<'_>, tables: &MappingTables) -> Result<Unit
         let Some(succession) = tables.succession_from(code.as_str()) else {
             break;
         };
-        let received_before = context.reception_day.is_some_and(|day| day < succession.effective);
+        let received_before = context
+            .reception_day
+            .is_some_and(|day| day < succession.effective);
         if received_before && succession.old_code_still_known_to_portal {
             break;
         }
-        let mut claimants = succession.successors.iter().filter(|successor| claims(successor, context));
+        let mut claimants = succession
+            .successors
+            .iter()
+            .filter(|successor| claims(successor, context));
         let (Some(successor), None) = (claimants.next(), claimants.next()) else {
-            let claimants = succession.successors.iter().filter(|successor| claims(successor, context)).count();
-            return Err(UnitProblem::Ambiguous { retired: code, claimants });
+            let claimants = succession
+                .successors
+                .iter()
+                .filter(|successor| claims(successor, context))
+                .count();
+            return Err(UnitProblem::Ambiguous {
+                retired: code,
+                claimants,
+            });
         };
         code = UnitCode::parse(successor.code.trim()).ok_or(UnitProblem::Unmapped {
             detail: "the succession table names a successor code of the wrong shape",
@@ -103,7 +115,9 @@ fn claims(successor: &Successor, context: &UnitContext<'_>) -> bool {
     let Some(selector) = &successor.selector else {
         return true;
     };
-    let listed = |list: &[String], value: Option<&str>| value.is_some_and(|value| list.iter().any(|item| item == value));
+    let listed = |list: &[String], value: Option<&str>| {
+        value.is_some_and(|value| list.iter().any(|item| item == value))
+    };
     listed(&selector.procedures, context.procedure)
         || listed(&selector.sectors, context.sector)
         || listed(&selector.agencies, context.agency_id)
@@ -158,43 +172,98 @@ procedures = ["1.004227"]
     fn unit_shape() {
         assert!(UnitCode::parse("000.00.31.H60").is_some());
         assert!(UnitCode::parse("000.18.00.G01").is_some());
-        for bad in ["000.00.31.h60", "000.00.31.H6", "000.00.31.H600", "00.000.31.H60", "", "000.00.31-H60"] {
+        for bad in [
+            "000.00.31.h60",
+            "000.00.31.H6",
+            "000.00.31.H600",
+            "00.000.31.H60",
+            "",
+            "000.00.31-H60",
+        ] {
             assert!(UnitCode::parse(bad).is_none(), "{bad}");
         }
     }
 
     #[test]
     fn table_first_then_source_code() {
-        let from_table = UnitContext { agency_id: Some("ag-031"), agency_code: Some("000.00.99.H60"), ..Default::default() };
+        let from_table = UnitContext {
+            agency_id: Some("ag-031"),
+            agency_code: Some("000.00.99.H60"),
+            ..Default::default()
+        };
         assert_eq!(unit(from_table), Ok("000.00.31.H60".into()));
-        let from_code = UnitContext { agency_id: Some("ag-x"), agency_code: Some("000.00.99.H60"), ..Default::default() };
+        let from_code = UnitContext {
+            agency_id: Some("ag-x"),
+            agency_code: Some("000.00.99.H60"),
+            ..Default::default()
+        };
         assert_eq!(unit(from_code), Ok("000.00.99.H60".into()));
-        let nothing = UnitContext { agency_id: Some("ag-x"), agency_code: None, ..Default::default() };
+        let nothing = UnitContext {
+            agency_id: Some("ag-x"),
+            agency_code: None,
+            ..Default::default()
+        };
         assert!(matches!(unit(nothing), Err(UnitProblem::Unmapped { .. })));
-        let bad_table = UnitContext { agency_id: Some("ag-bad"), agency_code: Some("000.00.99.H60"), ..Default::default() };
+        let bad_table = UnitContext {
+            agency_id: Some("ag-bad"),
+            agency_code: Some("000.00.99.H60"),
+            ..Default::default()
+        };
         assert!(matches!(unit(bad_table), Err(UnitProblem::Unmapped { .. })));
     }
 
     #[test]
     fn succession_by_reception_day() {
-        let before = UnitContext { agency_code: Some("000.00.12.H22"), reception_day: day("2025-06-30"), ..Default::default() };
+        let before = UnitContext {
+            agency_code: Some("000.00.12.H22"),
+            reception_day: day("2025-06-30"),
+            ..Default::default()
+        };
         assert_eq!(unit(before), Ok("000.00.12.H22".into()));
-        let on = UnitContext { agency_code: Some("000.00.12.H22"), reception_day: day("2025-07-01"), ..Default::default() };
+        let on = UnitContext {
+            agency_code: Some("000.00.12.H22"),
+            reception_day: day("2025-07-01"),
+            ..Default::default()
+        };
         assert_eq!(unit(on), Ok("000.00.12.H60".into()));
         // The portal no longer knows the old code: even old dossiers move.
-        let gone = UnitContext { agency_code: Some("000.00.13.H22"), reception_day: day("2024-01-01"), ..Default::default() };
+        let gone = UnitContext {
+            agency_code: Some("000.00.13.H22"),
+            reception_day: day("2024-01-01"),
+            ..Default::default()
+        };
         assert_eq!(unit(gone), Ok("000.00.13.H60".into()));
     }
 
     #[test]
     fn split_units_need_exactly_one_claimant() {
-        let base = UnitContext { agency_code: Some("000.00.20.H22"), reception_day: day("2025-08-01"), ..Default::default() };
-        let north = UnitContext { agency_id: Some("ag-20-north"), ..base };
+        let base = UnitContext {
+            agency_code: Some("000.00.20.H22"),
+            reception_day: day("2025-08-01"),
+            ..Default::default()
+        };
+        let north = UnitContext {
+            agency_id: Some("ag-20-north"),
+            ..base
+        };
         assert_eq!(unit(north), Ok("000.00.21.H60".into()));
-        let building = UnitContext { procedure: Some("1.004227"), ..base };
+        let building = UnitContext {
+            procedure: Some("1.004227"),
+            ..base
+        };
         assert_eq!(unit(building), Ok("000.00.22.H60".into()));
-        assert!(matches!(unit(base), Err(UnitProblem::Ambiguous { claimants: 0, .. })));
-        let both = UnitContext { agency_id: Some("ag-20-north"), procedure: Some("1.004227"), ..base };
-        assert!(matches!(unit(both), Err(UnitProblem::Ambiguous { claimants: 2, .. })));
+        assert!(matches!(
+            unit(base),
+            Err(UnitProblem::Ambiguous { claimants: 0, .. })
+        ));
+        let both = UnitContext {
+            agency_id: Some("ag-20-north"),
+            procedure: Some("1.004227"),
+            ..base
+        };
+        assert!(matches!(
+            unit(both),
+            Err(UnitProblem::Ambiguous { claimants: 2, .. })
+        ));
     }
 }
