@@ -178,12 +178,16 @@ impl fmt::Display for TableProblem {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TablesFile {
+    /// `[units]`: source agency id → portal unit code.
     #[serde(default)]
     units: BTreeMap<String, String>,
+    /// `[procedures]`: local procedure code → national procedure code.
     #[serde(default)]
     procedures: BTreeMap<String, String>,
+    /// `[statuses]`, optional: source status id → `"1"`..`"10"` or `"skip"`; replaces the default.
     #[serde(default)]
     statuses: Option<BTreeMap<String, toml::Value>>,
+    /// `[[successions]]`: retired unit codes.
     #[serde(default)]
     successions: Vec<SuccessionFile>,
 }
@@ -191,10 +195,13 @@ struct TablesFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SuccessionFile {
+    /// The retired unit code.
     from: String,
+    /// One successor code, or an array of tables `{code, procedures?, sectors?, agencies?}`.
     to: SuccessorsFile,
     /// A string `"2025-07-01"` or a bare TOML date `2025-07-01`.
     effective: toml::Value,
+    /// Whether dossiers received before `effective` may keep the retired code.
     old_code_still_known_to_portal: bool,
 }
 
@@ -208,11 +215,15 @@ enum SuccessorsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SuccessorFile {
+    /// The successor's unit code.
     code: String,
+    /// National procedure codes this successor takes.
     #[serde(default)]
     procedures: Vec<String>,
+    /// Sector codes this successor takes.
     #[serde(default)]
     sectors: Vec<String>,
+    /// Source agency ids this successor takes.
     #[serde(default)]
     agencies: Vec<String>,
 }

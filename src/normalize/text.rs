@@ -33,10 +33,16 @@ pub fn clean(raw: &str, limit: Option<usize>) -> CleanText {
         Some(decoded) => (Cow::Owned(decoded), true),
         None => (Cow::Borrowed(raw), false),
     };
-    let mut text = strip_and_fold(&decoded);
+    // Most values are already clean: copying them whole is much cheaper than rebuilding them character
+    // by character.
+    let mut text = if needs_stripping(&decoded) {
+        strip_and_fold(&decoded)
+    } else {
+        decoded.into_owned()
+    };
     // NFC comes after stripping as well as conceptually before it: removing an invisible character that
     // sat between a letter and a combining mark leaves a sequence that only NFC composes.
-    if is_nfc_quick(text.chars()) != IsNormalized::Yes {
+    if !surely_nfc(&text) && is_nfc_quick(text.chars()) != IsNormalized::Yes {
         text = text.nfc().collect();
     }
     let mut truncated = false;
@@ -72,6 +78,32 @@ fn is_invisible(character: char) -> bool {
         character,
         '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
     )
+}
+
+/// A cheap NFC test that covers Vietnamese: every character below U+0300 (ASCII, Latin-1, Latin
+/// Extended-A and -B with `ơ`/`ư`, spacing modifiers) and every precomposed letter of Latin Extended
+/// Additional (U+1E00–U+1EFF, the toned Vietnamese vowels) is a starter that NFC leaves as it is. Only
+/// text with other characters goes through the full quick check.
+fn surely_nfc(text: &str) -> bool {
+    text.chars()
+        .all(|character| character < '\u{300}' || ('\u{1E00}'..='\u{1EFF}').contains(&character))
+}
+
+/// True when steps 3 and 4 would change `text`: a control, invisible or non-space white-space character,
+/// a space at either end, or two spaces in a row.
+fn needs_stripping(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.first() == Some(&b' ') || bytes.last() == Some(&b' ') || text.contains("  ") {
+        return true;
+    }
+    text.chars().any(|character| match character {
+        ' ' => false,
+        '\0'..='\u{7F}' => character.is_ascii_control(),
+        // Letters of Latin-1 and the Vietnamese blocks, checked without the Unicode tables: the only
+        // special character among them is the soft hyphen.
+        '\u{A1}'..='\u{167F}' | '\u{1E00}'..='\u{1EFF}' => character == '\u{AD}',
+        _ => character.is_whitespace() || character.is_control() || is_invisible(character),
+    })
 }
 
 /// Steps 3 and 4: control characters out (tab, newline and carriage return become a space), invisible
@@ -290,6 +322,44 @@ mod tests {
         );
         assert_eq!(clean("a\r\nb\u{FEFF}c", None).text, "a bc");
         assert_eq!(clean("e\u{200B}\u{301}", None).text, "é");
+    }
+
+    #[test]
+    fn the_cheap_stripping_test_agrees_with_the_full_one() {
+        let full = |c: char| (c.is_whitespace() && c != ' ') || c.is_control() || is_invisible(c);
+        for character in (0u32..0x3100).filter_map(char::from_u32) {
+            assert_eq!(
+                needs_stripping(&format!("a{character}b")),
+                full(character),
+                "{character:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cheap_nfc_test_agrees_with_the_full_one() {
+        for text in [
+            "Nguyễn Thị Hoa",
+            "Ơn Ưng ơ ư",
+            "café",
+            "Nguye\u{302}\u{303}n",
+            "\u{2000}",
+            "\u{212B}",
+        ] {
+            if surely_nfc(text) {
+                assert_eq!(is_nfc_quick(text.chars()), IsNormalized::Yes, "{text}");
+            }
+        }
+        let all_covered = (0u32..0x300)
+            .chain(0x1E00..0x1F00)
+            .filter_map(char::from_u32);
+        for character in all_covered {
+            assert_eq!(
+                is_nfc_quick(std::iter::once(character)),
+                IsNormalized::Yes,
+                "{character:?}"
+            );
+        }
     }
 
     #[test]
