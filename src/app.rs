@@ -155,8 +155,8 @@ impl App {
     async fn poll_loop(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let started = std::time::Instant::now();
-            // A poll is cancelled only between pages: each page commits atomically with its cursor, so
-            // stopping mid-poll loses nothing.
+            // Stopping mid-poll loses nothing: each page commits atomically with its cursor, and a page
+            // whose transaction was not committed is simply read again by the next poll.
             let outcome = tokio::select! {
                 outcome = self.poll_once() => Some(outcome),
                 () = shutdown.cancelled() => None,

@@ -152,6 +152,7 @@ fn parse_text(text: &str) -> Option<Timestamp> {
         (year, month, cursor.number(2)?)
     };
     let (mut hour, mut minute, mut second) = (0, 0, 0);
+    let mut nanosecond: i32 = 0;
     if cursor.eat(b'T') || cursor.eat(b' ') {
         hour = cursor.number(2)?;
         cursor.eat(b':').then_some(())?;
@@ -159,13 +160,21 @@ fn parse_text(text: &str) -> Option<Timestamp> {
         if cursor.eat(b':') {
             second = cursor.number(2)?;
             if cursor.eat(b'.') || cursor.eat(b',') {
-                // Fractions are truncated, so their digits only need to be digits.
+                // The fraction is kept in the instant (the feed reader orders rows by it, to the
+                // millisecond) and truncated only where the portal's format shows whole seconds.
                 let start = cursor.at;
-                while cursor.peek().is_some_and(|byte| byte.is_ascii_digit()) {
+                while let Some(digit) = cursor.peek().filter(|byte| byte.is_ascii_digit()) {
+                    if cursor.at - start < 9 {
+                        nanosecond = nanosecond * 10 + i32::from(digit - b'0');
+                    }
                     cursor.at += 1;
                 }
-                if cursor.at == start {
+                let digits = cursor.at - start;
+                if digits == 0 {
                     return None;
+                }
+                for _ in digits..9 {
+                    nanosecond *= 10;
                 }
             }
         }
@@ -181,7 +190,7 @@ fn parse_text(text: &str) -> Option<Timestamp> {
         i8::try_from(hour).ok()?,
         i8::try_from(minute).ok()?,
         i8::try_from(second).ok()?,
-        0,
+        nanosecond,
     )
     .ok()?;
     offset.to_timestamp(civil).ok()

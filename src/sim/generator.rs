@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::source::wire::RawDate;
 use jiff::{SignedDuration, Timestamp, civil, tz::Offset};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{RngExt, SeedableRng};
@@ -160,104 +161,20 @@ impl Dataset {
 
 /// Formats a timestamp as the source writes it: `2024-01-15T08:30:00.000+0700`.
 pub fn format_source_date(timestamp: Timestamp) -> String {
-    let dt = VIETNAM.to_datetime(timestamp);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+0700",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.subsec_nanosecond() / 1_000_000
-    )
+    crate::source::time::format_source_time(timestamp)
 }
 
-/// Reads a date in any shape of source-api.md quirk 5 (a value without an offset is Vietnam time).
+/// Reads a date in any shape of source-api.md quirk 5 (a value without an offset is Vietnam time), with
+/// the same rule the daemon applies.
 pub fn parse_source_date(value: &Value) -> Option<Timestamp> {
-    match value {
-        Value::Number(number) => Timestamp::from_millisecond(number.as_i64()?).ok(),
-        Value::String(text) => parse_source_date_text(text),
-        _ => None,
-    }
+    let raw: RawDate = serde_json::from_value(value.clone()).ok()?;
+    crate::normalize::dates::SourceTime::parse(&raw).map(|time| time.timestamp())
 }
 
 /// Reads a textual date in any shape of source-api.md quirk 5.
 pub fn parse_source_date_text(text: &str) -> Option<Timestamp> {
-    let text = text.trim();
-    let bytes = text.as_bytes();
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = text.get(range)?;
-        if part.bytes().all(|b| b.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    if bytes.len() < 19 {
-        return None;
-    }
-    let (year, month, day, rest_start) =
-        if bytes[2] == b'/' && bytes[5] == b'/' && bytes[10] == b' ' {
-            (number(6..10)?, number(3..5)?, number(0..2)?, 11)
-        } else if bytes[4] == b'-' && bytes[7] == b'-' && (bytes[10] == b'T' || bytes[10] == b' ') {
-            (number(0..4)?, number(5..7)?, number(8..10)?, 11)
-        } else {
-            return None;
-        };
-    let time = text.get(rest_start..rest_start + 8)?.as_bytes();
-    if time[2] != b':' || time[5] != b':' {
-        return None;
-    }
-    let hour = number(rest_start..rest_start + 2)?;
-    let minute = number(rest_start + 3..rest_start + 5)?;
-    let second = number(rest_start + 6..rest_start + 8)?;
-    let mut rest = text.get(rest_start + 8..)?;
-    let mut nanos = 0i64;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        let padded = format!("{:0<9}", &fraction[..digits]);
-        nanos = padded.parse().ok()?;
-        rest = &fraction[digits..];
-    }
-    let offset_seconds = match rest {
-        "" => 7 * 3600,
-        "Z" => 0,
-        _ => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let digits: String = rest[1..].chars().filter(|c| *c != ':').collect();
-            if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let hours: i32 = digits[..2].parse().ok()?;
-            let minutes: i32 = digits[2..].parse().ok()?;
-            sign * (hours * 3600 + minutes * 60)
-        }
-    };
-    let date = civil::Date::new(
-        i16::try_from(year).ok()?,
-        i8::try_from(month).ok()?,
-        i8::try_from(day).ok()?,
-    )
-    .ok()?;
-    let time = civil::Time::new(
-        i8::try_from(hour).ok()?,
-        i8::try_from(minute).ok()?,
-        i8::try_from(second).ok()?,
-        i32::try_from(nanos).ok()?,
-    )
-    .ok()?;
-    let offset = Offset::from_seconds(offset_seconds).ok()?;
-    offset
-        .to_timestamp(civil::DateTime::from_parts(date, time))
-        .ok()
+    crate::normalize::dates::SourceTime::parse(&RawDate::Text(text.to_string()))
+        .map(|time| time.timestamp())
 }
 
 /// The reception day of a record as the counts see it: the Vietnam day of `acceptedDate`, or of

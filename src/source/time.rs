@@ -2,7 +2,6 @@
 //! migrated row may carry (source-api.md quirk 5), for the feed reader's ordering.
 
 use jiff::Timestamp;
-use jiff::civil::DateTime;
 use jiff::tz::{Offset, TimeZone};
 
 use super::wire::RawDate;
@@ -27,44 +26,10 @@ pub fn format_source_time(timestamp: Timestamp) -> String {
     )
 }
 
-/// Reads a source date in any of its shapes; a value without an offset is Vietnam time.
+/// Reads a source date in any of its shapes (the normalizer's date rule, so that the feed reader and the
+/// payload never disagree on an instant).
 pub fn parse_source_date(raw: &RawDate) -> Option<Timestamp> {
-    match raw {
-        RawDate::Millis(millis) => Timestamp::from_millisecond(*millis).ok(),
-        RawDate::Float(value) if value.is_finite() => {
-            Timestamp::from_millisecond(value.trunc() as i64).ok()
-        }
-        RawDate::Float(_) => None,
-        RawDate::Text(text) => parse_source_text(text.trim()),
-    }
-}
-
-fn parse_source_text(text: &str) -> Option<Timestamp> {
-    if text.is_empty() {
-        return None;
-    }
-    if let Ok(timestamp) = text.parse::<Timestamp>() {
-        return Some(timestamp);
-    }
-    // `+0700` without a colon.
-    for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z"] {
-        if let Ok(zoned) =
-            jiff::fmt::strtime::parse(format, text).and_then(|parsed| parsed.to_timestamp())
-        {
-            return Some(zoned);
-        }
-    }
-    for format in [
-        "%d/%m/%Y %H:%M:%S",
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S",
-    ] {
-        if let Ok(datetime) = DateTime::strptime(format, text) {
-            return vietnam().to_timestamp(datetime).ok();
-        }
-    }
-    None
+    crate::normalize::dates::SourceTime::parse(raw).map(|time| time.timestamp())
 }
 
 #[cfg(test)]
@@ -92,6 +57,12 @@ mod tests {
             Some(expected)
         );
         assert_eq!(parse_source_date(&text("hôm qua")), None);
+        // The feed orders rows to the millisecond: the fraction must survive parsing.
+        let precise: Timestamp = "2024-01-15T01:30:00.001Z".parse().unwrap();
+        assert_eq!(
+            parse_source_date(&text("2024-01-15T08:30:00.001+0700")),
+            Some(precise)
+        );
     }
 
     #[test]
