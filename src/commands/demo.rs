@@ -187,42 +187,13 @@ impl Demo {
     }
 }
 
-/// The demo's configuration: fast polls, a lookback that covers the simulator's late visibility.
+/// The demo's configuration (`config/demo.toml`): fast polls, a lookback that covers the simulator's late
+/// visibility.
 pub fn demo_settings(source: &str, portal: &str, database: &std::path::Path) -> String {
-    format!(
-        r#"
-[source]
-base_url = "{source}"
-client_id = "demo"
-client_secret = "demo-secret"
-poll_interval_seconds = 1
-lookback_seconds = 180
-
-[portal]
-base_url = "{portal}"
-dstcode = "DEMO"
-username = "demo"
-password = "demo-secret"
-madonvi = "000.00.00.H60"
-concurrency = 4
-requests_per_second = 200
-retry_min_delay_ms = 50
-retry_max_delay_seconds = 2
-redeliver_base_seconds = 1
-redeliver_cap_seconds = 5
-
-[portal.http]
-request_timeout_seconds = 5
-
-[source.http]
-request_timeout_seconds = 5
-
-[store]
-path = "{}"
-instance = "demo"
-"#,
-        database.display()
-    )
+    include_str!("../../config/demo.toml")
+        .replace("{source_url}", source)
+        .replace("{portal_url}", portal)
+        .replace("{database}", &database.display().to_string())
 }
 
 /// Compares the portal simulator's store with what it should hold; returns the differences found.
