@@ -53,7 +53,7 @@ for size in $SIZES; do
     stored=$(stat "$PORTAL_PORT" "['stored']")
     if [[ "$stored" != "$last" ]]; then last=$stored; last_change=$(date +%s.%N); stable=0; else stable=$((stable + 1)); fi
   done
-  kill -TERM "$daemon_pid"; wait "$daemon_pid" || true
+  pkill -TERM -P "$daemon_pid" || true; wait "$daemon_pid" || true
   kill "$source_pid" "$portal_pid"; wait "$source_pid" "$portal_pid" 2>/dev/null || true
 
   seconds=$(python3 -c "print(round($last_change - $start, 2))")

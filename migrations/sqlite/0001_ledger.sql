@@ -1,21 +1,20 @@
--- The ledger: one row per source dossier, its latest source record, its normalized payload and where it
--- stands with the portal. Times are Unix milliseconds (UTC); days are 'YYYY-MM-DD' in Vietnam time.
+-- The ledger: one row per source dossier and where it stands with the portal. The large texts (the source
+-- record, the payload, the findings) live in `dossier_bodies`, so that the state changes of delivery
+-- (claim, answer) rewrite a row of a few hundred bytes, not kilobytes.
+-- Times are Unix milliseconds (UTC); days are 'YYYY-MM-DD' in Vietnam time.
 CREATE TABLE dossiers (
     source_id          TEXT PRIMARY KEY NOT NULL,
     dossier_code       TEXT,
-    raw                TEXT NOT NULL,            -- the source record exactly as received
     raw_hash           TEXT NOT NULL,            -- blake3 of raw: duplicates are absorbed by it
     source_updated_at  INTEGER,                  -- updatedDate, when it parses
     source_agency_id   TEXT,
     unit               TEXT,                     -- resolved portal unit code
     procedure_code     TEXT,
     reception_day      TEXT,
-    payload            TEXT,                     -- normalized portal dossier (exact bytes sent)
     payload_hash       TEXT,
     state              TEXT NOT NULL,            -- pending | in_flight | accepted | held | refused | skipped
     reason_code        TEXT,                     -- held: first rejection code; refused: 'portal_2' / 'portal_5'; skipped: cancelled/deleted
     reason_detail      TEXT,                     -- the portal's message, or a summary of the rejections (no personal data)
-    findings           TEXT,                     -- JSON array of rejections and warnings (values masked)
     portal_has         INTEGER NOT NULL DEFAULT 0, -- the portal holds some version of this dossier
     accepted_hash      TEXT,                     -- payload hash the portal last accepted
     accepted_at        INTEGER,
@@ -28,8 +27,16 @@ CREATE TABLE dossiers (
     changed_at         INTEGER NOT NULL          -- when this row's source record last changed
 );
 CREATE INDEX dossiers_due ON dossiers (state, next_attempt_at);
+CREATE INDEX dossiers_leases ON dossiers (state, lease_expires_at);
 CREATE INDEX dossiers_unit ON dossiers (unit, reception_day);
 CREATE INDEX dossiers_code ON dossiers (dossier_code);
+
+CREATE TABLE dossier_bodies (
+    source_id          TEXT PRIMARY KEY NOT NULL,
+    raw                TEXT NOT NULL,            -- the source record exactly as received
+    payload            TEXT,                     -- normalized portal dossier (exact bytes sent)
+    findings           TEXT NOT NULL             -- JSON array of rejections and warnings (values masked)
+);
 
 -- Processing-progress entries (CapNhatTienDoHoSoMC), identified as the portal identifies them.
 CREATE TABLE progress (
@@ -38,7 +45,7 @@ CREATE TABLE progress (
     payload            TEXT NOT NULL,
     payload_hash       TEXT NOT NULL,
     sent_hash          TEXT,                     -- payload hash the portal last accepted
-    state              TEXT NOT NULL,            -- pending | in_flight | sent | refused
+    state              TEXT NOT NULL,            -- waiting (for its dossier) | pending | in_flight | sent | refused
     attempts           INTEGER NOT NULL DEFAULT 0,
     next_attempt_at    INTEGER NOT NULL,
     last_error         TEXT,
@@ -47,6 +54,7 @@ CREATE TABLE progress (
     PRIMARY KEY (source_id, entry_key)
 );
 CREATE INDEX progress_due ON progress (state, next_attempt_at);
+CREATE INDEX progress_leases ON progress (state, lease_expires_at);
 
 -- Where each reader stands: the feed cursor (an updatedDate in Unix ms), and others later.
 CREATE TABLE cursors (

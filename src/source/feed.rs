@@ -13,7 +13,7 @@
 //! Invariant: the cursor handed to the sink never passes a row that has not been handed to the sink in
 //! the same or an earlier call.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -31,14 +31,14 @@ pub struct FeedRecord {
     pub raw: Box<RawValue>,
 }
 
-/// Where read records go. `commit` must make the records durable before it moves the cursor, in one
-/// transaction.
+/// Where read records go. `commit` must make the records durable and move the cursor (when one is given)
+/// in one transaction.
 #[async_trait::async_trait]
 pub trait FeedSink: Send {
     async fn commit(
         &mut self,
         records: Vec<FeedRecord>,
-        cursor: Timestamp,
+        cursor: Option<Timestamp>,
     ) -> Result<(), FeedError>;
 }
 
@@ -93,9 +93,9 @@ pub async fn poll(
         cursor,
         ..PollStats::default()
     };
-    loop {
-        let page = client.search(anchor, 0, options.page_size).await?;
-        stats.requests += 1;
+    let mut next_page = Some(client.search(anchor, 0, options.page_size).await?);
+    stats.requests += 1;
+    while let Some(page) = next_page.take() {
         let records = read_records(page.content);
         let reached_end = records.len() < size
             || page
@@ -110,33 +110,43 @@ pub async fn poll(
 
         if reached_end {
             let cursor = advance(stats.cursor, newest.unwrap_or(anchor));
-            sink.commit(records, cursor).await?;
+            sink.commit(records, Some(cursor)).await?;
             stats.cursor = Some(cursor);
             return Ok(stats);
         }
         match newest {
             Some(newest) if newest > anchor => {
                 // Everything in [anchor, newest) is complete; rows stamped `newest` may go on past this
-                // page, so the next request starts at `newest` again (inclusive).
+                // page, so the next request starts at `newest` again (inclusive). It does not depend on
+                // this page being recorded, so it is fetched while the page is written.
                 let cursor = advance(stats.cursor, newest);
-                sink.commit(records, cursor).await?;
+                let (committed, fetched) = tokio::join!(
+                    sink.commit(records, Some(cursor)),
+                    client.search(newest, 0, options.page_size)
+                );
+                committed?;
                 stats.cursor = Some(cursor);
+                stats.requests += 1;
+                next_page = Some(fetched?);
                 anchor = newest;
             }
             _ => {
                 // A full page of rows all stamped `anchor`: a tie block larger than a page.
-                let block = read_tie_block(client, options, anchor, &mut stats).await?;
+                read_tie_block(client, options, anchor, &mut stats, sink).await?;
                 stats.tie_blocks += 1;
                 let after = anchor
                     .checked_add(SignedDuration::from_millis(1))
                     .unwrap_or(anchor);
                 let cursor = advance(stats.cursor, after);
-                sink.commit(block, cursor).await?;
+                sink.commit(Vec::new(), Some(cursor)).await?;
                 stats.cursor = Some(cursor);
                 anchor = after;
+                next_page = Some(client.search(anchor, 0, options.page_size).await?);
+                stats.requests += 1;
             }
         }
     }
+    Ok(stats)
 }
 
 /// The cursor only moves forward: a poll that re-reads the lookback window does not pull it back.
@@ -144,13 +154,16 @@ fn advance(current: Option<Timestamp>, candidate: Timestamp) -> Timestamp {
     current.map_or(candidate, |current| current.max(candidate))
 }
 
-/// Reads every row stamped exactly `timestamp`, paging inside the block.
+/// Reads every row stamped exactly `timestamp`, paging inside the block. Each page is recorded as it comes
+/// (without moving the cursor, which stays at the block until all of it was seen), so memory holds one page
+/// and the block's ids, however large the block.
 async fn read_tie_block(
     client: &SourceClient,
     options: FeedOptions,
     timestamp: Timestamp,
     stats: &mut PollStats,
-) -> Result<Vec<FeedRecord>, FeedError> {
+    sink: &mut dyn FeedSink,
+) -> Result<(), FeedError> {
     let next = timestamp
         .checked_add(SignedDuration::from_millis(1))
         .unwrap_or(timestamp);
@@ -160,10 +173,9 @@ async fn read_tie_block(
         stats.requests += 2;
         Ok(from_block - after_block)
     };
-    // Rows seen in the block, kept across passes while its size holds still: when ties come back in a
+    // Ids seen in the block, kept across passes while its size holds still: when ties come back in a
     // different order on every request, the union of several passes covers the block.
-    let mut seen: HashMap<String, FeedRecord> = HashMap::new();
-    let mut unnamed: Vec<FeedRecord> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut expected = block_size(stats).await?;
     for _pass in 0..options.max_tie_block_passes {
         let page_count = (expected.max(1) as u64).div_ceil(options.page_size as u64) + 1;
@@ -174,33 +186,33 @@ async fn read_tie_block(
             stats.requests += 1;
             let count = page.content.len();
             let mut left_block = false;
+            let mut in_block = Vec::with_capacity(count);
             for record in read_records(page.content) {
                 match record.updated {
-                    Some(updated) if updated == timestamp => match &record.id {
-                        Some(id) => {
-                            seen.insert(id.clone(), record);
+                    Some(updated) if updated == timestamp => {
+                        if let Some(id) = &record.id {
+                            seen.insert(id.clone());
                         }
-                        None => unnamed.push(record),
-                    },
+                        in_block.push(record);
+                    }
                     Some(updated) if updated > timestamp => left_block = true,
                     _ => {}
                 }
             }
+            stats.records += in_block.len() as u64;
+            sink.commit(in_block, None).await?;
             if left_block || count < options.page_size as usize {
                 break;
             }
         }
         let size_now = block_size(stats).await?;
         if size_now == expected && seen.len() as i64 >= expected {
-            stats.records += seen.len() as u64;
-            let mut block: Vec<FeedRecord> = seen.into_values().collect();
-            block.append(&mut unnamed);
-            return Ok(block);
+            return Ok(());
         }
         if size_now != expected {
-            // Rows left or joined the block while we paged: what we hold may no longer be the block.
+            // Rows left or joined the block while we paged: what we saw may no longer be the block. What
+            // was recorded stays recorded (a re-read of it costs a hash comparison).
             seen.clear();
-            unnamed.clear();
             expected = size_now;
         }
     }

@@ -239,7 +239,7 @@ pub struct HistoryEntry {
 
 /// A date as the source may write it (source-api.md quirk 5): a string in one of several shapes, or epoch
 /// milliseconds as a number.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum RawDate {
     Millis(i64),
@@ -249,7 +249,7 @@ pub enum RawDate {
 }
 
 /// A fee amount: `75000`, `75000.0` or `"75.000"` (quirk 7).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum RawAmount {
     Number(serde_json::Number),
@@ -257,7 +257,7 @@ pub enum RawAmount {
 }
 
 /// An integer that may arrive as a number or a string of digits.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum LenientInt {
     Int(i64),
@@ -280,7 +280,7 @@ impl LenientInt {
 }
 
 /// A string that a migrated row may carry as a number (phones and ID numbers typed into numeric columns).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum LenientString {
     Text(String),
@@ -347,4 +347,109 @@ pub struct TokenResponse {
     pub token_type: Option<String>,
     #[serde(default)]
     pub expires_in: Option<u64>,
+}
+
+// The four lenient scalars above are read with hand-written visitors rather than `#[serde(untagged)]`:
+// untagged enums buffer every value and try each variant in turn, which made parsing a record several times
+// slower than the rest of normalization together. Each visitor accepts exactly the shapes its enum names.
+
+/// Implements `Deserialize` for a lenient scalar from three conversions: integer, float, string.
+macro_rules! lenient_scalar {
+    ($type:ty, $expecting:literal, int: $int:expr, float: $float:expr, text: $text:expr) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $type;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        formatter.write_str($expecting)
+                    }
+                    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<$type, E> {
+                        Ok($int(value))
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<$type, E> {
+                        match i64::try_from(value) {
+                            Ok(value) => Ok($int(value)),
+                            Err(_) => Ok($float(value as f64)),
+                        }
+                    }
+                    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<$type, E> {
+                        Ok($float(value))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<$type, E> {
+                        Ok($text(value.to_owned()))
+                    }
+                    fn visit_string<E: serde::de::Error>(self, value: String) -> Result<$type, E> {
+                        Ok($text(value))
+                    }
+                }
+                deserializer.deserialize_any(Visitor)
+            }
+        }
+    };
+}
+
+lenient_scalar!(RawDate, "a date string or epoch milliseconds",
+    int: RawDate::Millis, float: RawDate::Float, text: RawDate::Text);
+lenient_scalar!(LenientInt, "an integer or a string of digits",
+    int: LenientInt::Int, float: LenientInt::Float, text: LenientInt::Text);
+lenient_scalar!(LenientString, "a string or a number",
+    int: |value: i64| LenientString::Number(value.into()),
+    float: |value: f64| serde_json::Number::from_f64(value)
+        .map_or_else(|| LenientString::Text(value.to_string()), LenientString::Number),
+    text: LenientString::Text);
+lenient_scalar!(RawAmount, "an amount as a number or a string",
+    int: |value: i64| RawAmount::Number(value.into()),
+    float: |value: f64| serde_json::Number::from_f64(value)
+        .map_or_else(|| RawAmount::Text(value.to_string()), RawAmount::Number),
+    text: RawAmount::Text);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_scalars_read_every_shape_and_refuse_the_rest() {
+        assert_eq!(
+            serde_json::from_str::<RawDate>("1705282200000").unwrap(),
+            RawDate::Millis(1705282200000)
+        );
+        assert_eq!(
+            serde_json::from_str::<RawDate>("\"15/01/2024\"").unwrap(),
+            RawDate::Text("15/01/2024".into())
+        );
+        assert_eq!(
+            serde_json::from_str::<RawDate>("1.5").unwrap(),
+            RawDate::Float(1.5)
+        );
+        assert!(serde_json::from_str::<RawDate>("{}").is_err());
+        assert!(serde_json::from_str::<RawDate>("true").is_err());
+        assert_eq!(
+            serde_json::from_str::<LenientInt>("\"7\"")
+                .unwrap()
+                .as_i64(),
+            Some(7)
+        );
+        assert_eq!(
+            serde_json::from_str::<LenientString>("912345678")
+                .unwrap()
+                .as_text(),
+            "912345678"
+        );
+        assert_eq!(
+            serde_json::from_str::<RawAmount>("75000.0").unwrap(),
+            RawAmount::Number(serde_json::Number::from_f64(75000.0).unwrap())
+        );
+        assert_eq!(
+            serde_json::from_str::<RawAmount>("\"75.000\"").unwrap(),
+            RawAmount::Text("75.000".into())
+        );
+        assert!(serde_json::from_str::<RawAmount>("[1]").is_err());
+        // A null in an optional field stays "absent", as before.
+        let fee: Fee = serde_json::from_str("{\"amount\": null}").unwrap();
+        assert_eq!(fee.amount, None);
+    }
 }

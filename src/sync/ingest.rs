@@ -55,6 +55,7 @@ impl IngestSink {
         cursor: Option<Timestamp>,
     ) -> Result<(), FeedError> {
         let now = Timestamp::now();
+        let started = std::time::Instant::now();
         // The last occurrence of an id in a page wins (duplicates on consecutive pages carry the same row).
         let mut by_id: HashMap<String, FeedRecord> = HashMap::with_capacity(records.len());
         let mut unnamed = Vec::new();
@@ -73,6 +74,7 @@ impl IngestSink {
             .await
             .map_err(|error| FeedError::Sink(error.to_string()))?;
 
+        let looked_up = started.elapsed();
         let mut rows = Vec::with_capacity(by_id.len() + unnamed.len());
         for (id, record) in by_id {
             self.stats.received += 1;
@@ -100,6 +102,7 @@ impl IngestSink {
             rows.push(self.row(id, raw, raw_hash, &normalized, None));
         }
 
+        let normalized = started.elapsed();
         let cursor_text = cursor.map(|cursor| cursor.as_millisecond().to_string());
         let cursor_pair = match (&self.cursor_name, &cursor_text) {
             (Some(name), Some(value)) => Some((*name, value.as_str())),
@@ -108,7 +111,15 @@ impl IngestSink {
         self.store
             .ingest(&rows, cursor_pair, now.as_millisecond())
             .await
-            .map_err(|error| FeedError::Sink(error.to_string()))
+            .map_err(|error| FeedError::Sink(error.to_string()))?;
+        tracing::debug!(
+            rows = rows.len(),
+            lookup_ms = looked_up.as_millis() as u64,
+            normalize_ms = (normalized - looked_up).as_millis() as u64,
+            write_ms = (started.elapsed() - normalized).as_millis() as u64,
+            "page recorded"
+        );
+        Ok(())
     }
 
     fn row(
@@ -198,9 +209,9 @@ impl FeedSink for IngestSink {
     async fn commit(
         &mut self,
         records: Vec<FeedRecord>,
-        cursor: Timestamp,
+        cursor: Option<Timestamp>,
     ) -> Result<(), FeedError> {
-        self.write(records, Some(cursor)).await
+        self.write(records, cursor).await
     }
 }
 

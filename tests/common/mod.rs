@@ -65,7 +65,9 @@ pub struct LedgerRow {
 
 /// The whole ledger, by source id.
 pub async fn ledger(demo: &Demo) -> HashMap<String, LedgerRow> {
-    sqlx::query("SELECT source_id, state, reason_code, findings FROM dossiers")
+    sqlx::query(
+        "SELECT source_id, state, reason_code, findings FROM dossiers JOIN dossier_bodies USING (source_id)",
+    )
         .fetch_all(demo.app.sqlite.pool())
         .await
         .expect("ledger readable")

@@ -1,0 +1,69 @@
+//! Normalization throughput: raw source JSON bytes → portal payload bytes and hash, on one core.
+//!
+//!     cargo bench --bench normalize            # 100,000 generated dossiers
+//!     DOSSIERS=20000 cargo bench --bench normalize
+//!
+//! Prints dossiers/s for the whole path and for its parts (parse only), so that a slow part shows itself
+//! as a ratio within one run on a shared machine.
+
+use std::time::Instant;
+
+use tthc_sync::normalize::{MappingTables, Outcome, normalize_bytes};
+use tthc_sync::sim::FaultLevel;
+use tthc_sync::sim::generator::{GeneratorConfig, generate};
+use tthc_sync::source::wire::SourceDossier;
+
+fn main() {
+    let count: usize = std::env::var("DOSSIERS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(100_000);
+    let now = jiff::Timestamp::now();
+    let config = GeneratorConfig {
+        dossiers: count,
+        units: 200,
+        ..GeneratorConfig::for_level(FaultLevel::Realistic)
+    };
+    let records: Vec<Vec<u8>> = generate(&config, now)
+        .dossiers
+        .iter()
+        .map(|dossier| serde_json::to_vec(&dossier.record).expect("generated records serialize"))
+        .collect();
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    let tables = MappingTables::default();
+
+    let started = Instant::now();
+    let mut parsed = 0usize;
+    for raw in &records {
+        if serde_json::from_slice::<SourceDossier>(raw).is_ok() {
+            parsed += 1;
+        }
+    }
+    let parse_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut payload_bytes = 0usize;
+    let mut sendable = 0usize;
+    for raw in &records {
+        let normalized = normalize_bytes(raw, &tables, now);
+        if let Outcome::Dossier(dossier) = &normalized.outcome {
+            payload_bytes += dossier.payload.len() + dossier.hash.len();
+            sendable += 1;
+        }
+    }
+    let full_seconds = started.elapsed().as_secs_f64();
+
+    println!(
+        "records={count} input_mib={:.1} parsed={parsed} sendable={sendable} payload_mib={:.1}",
+        bytes as f64 / 1_048_576.0,
+        payload_bytes as f64 / 1_048_576.0
+    );
+    println!(
+        "parse_only_dossiers_per_second={:.0}",
+        count as f64 / parse_seconds
+    );
+    println!(
+        "raw_to_payload_and_hash_dossiers_per_second={:.0}",
+        count as f64 / full_seconds
+    );
+}
