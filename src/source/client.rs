@@ -236,25 +236,25 @@ impl SourceClient {
     }
 
     pub async fn agencies(&self) -> Result<Vec<AgencyItem>, SourceError> {
-        self.all_pages("/ba/agency").await
+        self.all_pages("/ba/agency", &[]).await
     }
 
     pub async fn procedures(&self) -> Result<Vec<ProcedureItem>, SourceError> {
-        self.all_pages("/ba/procedure").await
+        self.all_pages("/ba/procedure", &[]).await
     }
 
+    /// Every page of a paged listing, 500 rows at a time.
     async fn all_pages<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
+        query: &[(&str, String)],
     ) -> Result<Vec<T>, SourceError> {
         let mut items = Vec::new();
         for page in 0.. {
-            let answer: Page<T> = self
-                .get_json(
-                    path,
-                    &[("page", page.to_string()), ("size", "500".to_string())],
-                )
-                .await?;
+            let mut paged = query.to_vec();
+            paged.push(("page", page.to_string()));
+            paged.push(("size", "500".to_string()));
+            let answer: Page<T> = self.get_json(path, &paged).await?;
             let done = answer.last || answer.content.is_empty();
             items.extend(answer.content);
             if done {
@@ -286,26 +286,14 @@ impl SourceClient {
         agency_id: &str,
         date: &str,
     ) -> Result<Vec<DossierIdItem>, SourceError> {
-        let mut items = Vec::new();
-        for page in 0.. {
-            let answer: Page<DossierIdItem> = self
-                .get_json(
-                    "/pa/dossier-statistic/ids",
-                    &[
-                        ("agency-id", agency_id.to_string()),
-                        ("date", date.to_string()),
-                        ("page", page.to_string()),
-                        ("size", "500".to_string()),
-                    ],
-                )
-                .await?;
-            let done = answer.last || answer.content.is_empty();
-            items.extend(answer.content);
-            if done {
-                break;
-            }
-        }
-        Ok(items)
+        self.all_pages(
+            "/pa/dossier-statistic/ids",
+            &[
+                ("agency-id", agency_id.to_string()),
+                ("date", date.to_string()),
+            ],
+        )
+        .await
     }
 }
 

@@ -306,22 +306,7 @@ impl Store for SqliteStore {
             .filter(|row| !row.progress.is_empty())
             .map(|row| row.source_id.as_str())
             .collect();
-        for chunk in with_progress.chunks(ROWS_PER_STATEMENT * 4) {
-            // `+state` keeps the planner on the primary key (a few ids) rather than the state index (every
-            // waiting entry of the ledger).
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "UPDATE progress SET state = 'pending' WHERE +state = 'waiting' AND source_id IN (",
-            );
-            let mut separated = query.separated(", ");
-            for id in chunk {
-                separated.push_bind(*id);
-            }
-            query.push(
-                ") AND EXISTS (SELECT 1 FROM dossiers \
-                 WHERE dossiers.source_id = progress.source_id AND dossiers.portal_has = 1)",
-            );
-            query.build().persistent(false).execute(&mut *tx).await?;
-        }
+        release_waiting_progress(&mut tx, &with_progress, true).await?;
 
         if let Some((name, value)) = cursor {
             sqlx::query(
@@ -483,17 +468,7 @@ impl Store for SqliteStore {
             .filter(|result| matches!(result.outcome, DeliveryOutcome::Accepted))
             .map(|result| result.source_id.as_str())
             .collect();
-        for chunk in accepted.chunks(ROWS_PER_STATEMENT * 4) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "UPDATE progress SET state = 'pending' WHERE +state = 'waiting' AND source_id IN (",
-            );
-            let mut separated = query.separated(", ");
-            for id in chunk {
-                separated.push_bind(*id);
-            }
-            query.push(")");
-            query.build().persistent(false).execute(&mut *tx).await?;
-        }
+        release_waiting_progress(&mut tx, &accepted, false).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -704,6 +679,35 @@ impl Store for SqliteStore {
         .fetch_one(&self.reader)
         .await?)
     }
+}
+
+/// Makes the waiting progress entries of these dossiers due. With `only_if_on_portal`, only those of
+/// dossiers the portal already has (at ingest); without, the caller knows the portal just accepted them.
+async fn release_waiting_progress(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    source_ids: &[&str],
+    only_if_on_portal: bool,
+) -> Result<(), StoreError> {
+    for chunk in source_ids.chunks(ROWS_PER_STATEMENT * 4) {
+        // `+state` keeps the planner on the primary key (a few ids) rather than the state index (every
+        // waiting entry of the ledger).
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "UPDATE progress SET state = 'pending' WHERE +state = 'waiting' AND source_id IN (",
+        );
+        let mut separated = query.separated(", ");
+        for id in chunk {
+            separated.push_bind(*id);
+        }
+        query.push(")");
+        if only_if_on_portal {
+            query.push(
+                " AND EXISTS (SELECT 1 FROM dossiers \
+                 WHERE dossiers.source_id = progress.source_id AND dossiers.portal_has = 1)",
+            );
+        }
+        query.build().persistent(false).execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// The columns a delivery outcome writes: (outcome, portal code, message, next attempt).
