@@ -30,6 +30,8 @@ enum Command {
         #[arg(long, short, env = "TTHC_SYNC_CONFIG")]
         config: PathBuf,
     },
+    /// Print what the daemon would send for source records (or why it would not), as JSON.
+    Normalize(commands::normalize::NormalizeArgs),
     /// Run both simulators in-process and sync into a local SQLite file: no credentials needed.
     Demo(commands::demo::DemoArgs),
     /// Run one simulator standalone.
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => commands::run::run(&config).await,
             Command::CheckConfig { config } => commands::run::check_config(&config),
+            Command::Normalize(args) => commands::normalize::run(args),
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Simulate { side } => commands::simulate::run(side).await,
         }

@@ -1,5 +1,6 @@
 //! The commands behind the binary's subcommands (thin: they wire the library's parts together).
 
 pub mod demo;
+pub mod normalize;
 pub mod run;
 pub mod simulate;
