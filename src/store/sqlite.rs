@@ -515,9 +515,8 @@ impl Store for SqliteStore {
         &self,
         owner: &str,
         results: &[ProgressResult],
-        now: Millis,
+        _now: Millis,
     ) -> Result<(), StoreError> {
-        let _ = now;
         let mut tx = self.writer.begin().await?;
         for chunk in results.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(

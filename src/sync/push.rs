@@ -189,6 +189,12 @@ impl Pusher {
                 let failed = answers.iter().filter(|answer| answer.code != 0).count();
                 ("partial", Some(format!("{failed} of {items} not stored")))
             }
+            Err(error @ PortalError::Credentials(_)) => {
+                // Retrying cannot help until an operator fixes the account: say so loudly, once a call.
+                self.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(service, items, error = %error, "the portal refuses the account; check portal.username and the password");
+                ("failed", Some(error.to_string()))
+            }
             Err(error) => {
                 self.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(service, items, error = %error, "portal call failed after retries; its items go back to the queue");
