@@ -40,6 +40,11 @@ pub trait FeedSink: Send {
         records: Vec<FeedRecord>,
         cursor: Option<Timestamp>,
     ) -> Result<(), FeedError>;
+
+    /// Makes everything committed so far durable (a sink may write in the background).
+    async fn flush(&mut self) -> Result<(), FeedError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +116,7 @@ pub async fn poll(
         if reached_end {
             let cursor = advance(stats.cursor, newest.unwrap_or(anchor));
             sink.commit(records, Some(cursor)).await?;
+            sink.flush().await?;
             stats.cursor = Some(cursor);
             return Ok(stats);
         }
@@ -146,6 +152,7 @@ pub async fn poll(
             }
         }
     }
+    sink.flush().await?;
     Ok(stats)
 }
 

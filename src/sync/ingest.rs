@@ -30,6 +30,9 @@ pub struct IngestSink {
     pub tables: Arc<MappingTables>,
     pub cursor_name: Option<&'static str>,
     pub stats: IngestStats,
+    /// The previous page's transaction, still running while this page is normalized. Pages are written
+    /// in order: a page's write starts only after the previous one committed.
+    writing: Option<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
 }
 
 impl IngestSink {
@@ -39,6 +42,7 @@ impl IngestSink {
             tables,
             cursor_name: Some(FEED_CURSOR),
             stats: IngestStats::default(),
+            writing: None,
         }
     }
 
@@ -103,23 +107,40 @@ impl IngestSink {
         }
 
         let normalized = started.elapsed();
-        let cursor_text = cursor.map(|cursor| cursor.as_millisecond().to_string());
-        let cursor_pair = match (&self.cursor_name, &cursor_text) {
-            (Some(name), Some(value)) => Some((*name, value.as_str())),
-            _ => None,
-        };
-        self.store
-            .ingest(&rows, cursor_pair, now.as_millisecond())
-            .await
-            .map_err(|error| FeedError::Sink(error.to_string()))?;
-        tracing::debug!(
-            rows = rows.len(),
-            lookup_ms = looked_up.as_millis() as u64,
-            normalize_ms = (normalized - looked_up).as_millis() as u64,
-            write_ms = (started.elapsed() - normalized).as_millis() as u64,
-            "page recorded"
-        );
+        // The page is written in the background, so that the next page is read and normalized while
+        // this one's transaction runs. Its rows and its cursor still commit together; a ledger view read
+        // before the previous page landed is at worst stale for a row in both pages, and the decisions
+        // are idempotent for the same record (a stale view can only cause one harmless resend).
+        self.flush().await?;
+        let cursor = cursor.map(|cursor| cursor.as_millisecond().to_string());
+        let cursor_name = self.cursor_name;
+        let store = self.store.clone();
+        let millis = now.as_millisecond();
+        self.writing = Some(tokio::spawn(async move {
+            let written = started.elapsed();
+            let pair = cursor_name.zip(cursor.as_deref());
+            store.ingest(&rows, pair, millis).await?;
+            tracing::debug!(
+                rows = rows.len(),
+                lookup_ms = looked_up.as_millis() as u64,
+                normalize_ms = (normalized - looked_up).as_millis() as u64,
+                write_ms = (started.elapsed() - written).as_millis() as u64,
+                "page recorded"
+            );
+            Ok(())
+        }));
         Ok(())
+    }
+
+    /// Waits for the page being written, if any, and reports its failure.
+    pub async fn flush(&mut self) -> Result<(), FeedError> {
+        match self.writing.take() {
+            None => Ok(()),
+            Some(handle) => match handle.await {
+                Ok(result) => result.map_err(|error| FeedError::Sink(error.to_string())),
+                Err(error) => Err(FeedError::Sink(format!("the page writer stopped: {error}"))),
+            },
+        }
     }
 
     fn row(
@@ -212,6 +233,10 @@ impl FeedSink for IngestSink {
         cursor: Option<Timestamp>,
     ) -> Result<(), FeedError> {
         self.write(records, cursor).await
+    }
+
+    async fn flush(&mut self) -> Result<(), FeedError> {
+        IngestSink::flush(self).await
     }
 }
 
