@@ -151,7 +151,10 @@ async fn a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted() {
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
     };
-    store.record_deliveries("me", &[result], 40).await.unwrap();
+    store
+        .record_deliveries("me", &[result], 40, 1_000)
+        .await
+        .unwrap();
     let view = &store.ledger_views(&["a".into()]).await.unwrap()["a"];
     assert_eq!(
         view.state,
@@ -192,7 +195,10 @@ async fn refusals_and_retries_are_recorded_with_their_reason() {
             },
         },
     ];
-    store.record_deliveries("me", &results, 30).await.unwrap();
+    store
+        .record_deliveries("me", &results, 30, 1_000)
+        .await
+        .unwrap();
     let counts = store.counts().await.unwrap();
     assert_eq!(counts.get(DossierState::Refused), 1);
     assert_eq!(counts.get(DossierState::Pending), 1);
@@ -253,13 +259,24 @@ async fn progress_waits_for_its_dossier_to_reach_the_portal() {
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
     };
-    store
-        .record_deliveries("me", &[accepted], 30)
+    // The entries that waited for the dossier come back claimed with its acceptance.
+    let released = store
+        .record_deliveries("me", &[accepted], 30, 1_000)
         .await
         .unwrap();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].source_id, "a");
+    // They are leased: no other worker claims them meanwhile; a lapsed lease frees them.
+    assert!(
+        store
+            .claim_progress("other", 10, 40, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         store
-            .claim_progress("me", 10, 40, 1_000)
+            .claim_progress("other", 10, 2_000, 3_000)
             .await
             .unwrap()
             .len(),
@@ -290,11 +307,10 @@ async fn sent_progress_is_not_sent_again_until_it_changes() {
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
     };
-    store
-        .record_deliveries("me", &[accepted], 30)
+    let claimed = store
+        .record_deliveries("me", &[accepted], 30, 1_000)
         .await
         .unwrap();
-    let claimed = store.claim_progress("me", 10, 40, 1_000).await.unwrap();
     let result = ProgressResult {
         source_id: "a".into(),
         entry_key: claimed[0].entry_key.clone(),

@@ -176,13 +176,16 @@ pub trait Store: Send + Sync {
         lease_until: Millis,
     ) -> Result<Vec<ClaimedDossier>, StoreError>;
 
-    /// Records the portal's answers for claimed dossiers, in one transaction.
+    /// Records the portal's answers for claimed dossiers, in one transaction. The progress entries that
+    /// were waiting for the dossiers just accepted are claimed for `owner` in the same transaction and
+    /// returned, so that they are sent at once without a claim of their own.
     async fn record_deliveries(
         &self,
         owner: &str,
         results: &[DeliveryResult],
         now: Millis,
-    ) -> Result<(), StoreError>;
+        lease_until: Millis,
+    ) -> Result<Vec<ClaimedProgress>, StoreError>;
 
     /// Claims up to `limit` due progress entries of dossiers the portal already has.
     async fn claim_progress(

@@ -306,7 +306,7 @@ impl Store for SqliteStore {
             .filter(|row| !row.progress.is_empty())
             .map(|row| row.source_id.as_str())
             .collect();
-        release_waiting_progress(&mut tx, &with_progress, true).await?;
+        release_waiting_progress(&mut tx, &with_progress).await?;
 
         if let Some((name, value)) = cursor {
             sqlx::query(
@@ -405,7 +405,8 @@ impl Store for SqliteStore {
         owner: &str,
         results: &[DeliveryResult],
         now: Millis,
-    ) -> Result<(), StoreError> {
+        lease_until: Millis,
+    ) -> Result<Vec<ClaimedProgress>, StoreError> {
         let mut tx = self.writer.begin().await?;
         for chunk in results.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
@@ -468,9 +469,32 @@ impl Store for SqliteStore {
             .filter(|result| matches!(result.outcome, DeliveryOutcome::Accepted))
             .map(|result| result.source_id.as_str())
             .collect();
-        release_waiting_progress(&mut tx, &accepted, false).await?;
+        let mut progress = Vec::new();
+        for chunk in accepted.chunks(ROWS_PER_STATEMENT * 4) {
+            // `+state` keeps the planner on the primary key (a few ids), not the state index.
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "UPDATE progress SET state = 'in_flight', lease_owner = ",
+            );
+            query.push_bind(owner);
+            query.push(", lease_expires_at = ");
+            query.push_bind(lease_until);
+            query.push(" WHERE +state = 'waiting' AND source_id IN (");
+            let mut separated = query.separated(", ");
+            for id in chunk {
+                separated.push_bind(*id);
+            }
+            query.push(") RETURNING source_id, entry_key, payload, payload_hash, attempts");
+            let rows = query.build().persistent(false).fetch_all(&mut *tx).await?;
+            progress.extend(rows.into_iter().map(|row| ClaimedProgress {
+                source_id: row.get(0),
+                entry_key: row.get(1),
+                payload: row.get(2),
+                payload_hash: row.get(3),
+                attempts: row.get::<i64, _>(4).max(0) as u32,
+            }));
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(progress)
     }
 
     async fn claim_progress(
@@ -680,12 +704,11 @@ impl Store for SqliteStore {
     }
 }
 
-/// Makes the waiting progress entries of these dossiers due. With `only_if_on_portal`, only those of
-/// dossiers the portal already has (at ingest); without, the caller knows the portal just accepted them.
+/// Makes the waiting progress entries of these dossiers due when the portal already has their dossier
+/// (a new entry of a dossier sent earlier).
 async fn release_waiting_progress(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     source_ids: &[&str],
-    only_if_on_portal: bool,
 ) -> Result<(), StoreError> {
     for chunk in source_ids.chunks(ROWS_PER_STATEMENT * 4) {
         // `+state` keeps the planner on the primary key (a few ids) rather than the state index (every
@@ -697,13 +720,10 @@ async fn release_waiting_progress(
         for id in chunk {
             separated.push_bind(*id);
         }
-        query.push(")");
-        if only_if_on_portal {
-            query.push(
-                " AND EXISTS (SELECT 1 FROM dossiers \
-                 WHERE dossiers.source_id = progress.source_id AND dossiers.portal_has = 1)",
-            );
-        }
+        query.push(
+            ") AND EXISTS (SELECT 1 FROM dossiers \
+             WHERE dossiers.source_id = progress.source_id AND dossiers.portal_has = 1)",
+        );
         query.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())

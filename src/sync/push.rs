@@ -134,9 +134,18 @@ impl Pusher {
                 DeliveryOutcome::Retry { .. } => stats.retried += 1,
             }
         }
-        self.store
-            .record_deliveries(&self.owner, &results, now_millis())
+        let now = now_millis();
+        let progress = self
+            .store
+            .record_deliveries(
+                &self.owner,
+                &results,
+                now,
+                now + self.lease.as_millis() as Millis,
+            )
             .await?;
+        // The progress entries of the dossiers just accepted were claimed with their answers.
+        self.send_progress(progress).await?;
         self.counters
             .accepted
             .fetch_add(stats.accepted as u64, Ordering::Relaxed);
@@ -265,20 +274,25 @@ impl Pusher {
                 now + self.lease.as_millis() as Millis,
             )
             .await?;
+        self.send_progress(claimed).await
+    }
+
+    /// Sends claimed progress entries in calls of at most one batch and records every answer in one
+    /// transaction.
+    async fn send_progress(&self, claimed: Vec<ClaimedProgress>) -> Result<usize, StoreError> {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let payloads: Vec<&str> = claimed.iter().map(|entry| entry.payload.as_str()).collect();
-        let started = Instant::now();
-        self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let answer = self.portal.sync_progress(&payloads).await;
-        self.log_call("CapNhatTienDoHoSoMC", payloads.len(), started, &answer)
-            .await;
-        let results: Vec<ProgressResult> = match answer {
-            Ok(answers) => claimed
-                .iter()
-                .zip(answers)
-                .map(|(entry, answer)| {
+        let mut results: Vec<ProgressResult> = Vec::with_capacity(claimed.len());
+        for chunk in claimed.chunks(self.batch_size) {
+            let payloads: Vec<&str> = chunk.iter().map(|entry| entry.payload.as_str()).collect();
+            let started = Instant::now();
+            self.counters.calls.fetch_add(1, Ordering::Relaxed);
+            let answer = self.portal.sync_progress(&payloads).await;
+            self.log_call("CapNhatTienDoHoSoMC", payloads.len(), started, &answer)
+                .await;
+            match answer {
+                Ok(answers) => results.extend(chunk.iter().zip(answers).map(|(entry, answer)| {
                     let outcome = match verdict(answer.code, answer.message.as_deref()) {
                         PortalVerdict::Stored => DeliveryOutcome::Accepted,
                         PortalVerdict::Refused { code, message } => {
@@ -291,11 +305,8 @@ impl Pusher {
                         },
                     };
                     progress_result(entry, outcome)
-                })
-                .collect(),
-            Err(error) => claimed
-                .iter()
-                .map(|entry| {
+                })),
+                Err(error) => results.extend(chunk.iter().map(|entry| {
                     progress_result(
                         entry,
                         DeliveryOutcome::Retry {
@@ -304,9 +315,9 @@ impl Pusher {
                                 .next_attempt(entry.attempts + 1, &entry.entry_key),
                         },
                     )
-                })
-                .collect(),
-        };
+                })),
+            }
+        }
         let sent = results
             .iter()
             .filter(|result| matches!(result.outcome, DeliveryOutcome::Accepted))
