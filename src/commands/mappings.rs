@@ -45,7 +45,7 @@ pub async fn run(command: MappingsCommand) -> anyhow::Result<ExitCode> {
     let MappingsCommand::Suggest(args) = command;
     let settings = Settings::load(Some(&args.config))?;
     let tables = load_tables(&settings)?;
-    let store = SqliteStore::open(&settings.store.path)
+    let store = SqliteStore::open_read_only(&settings.store.path)
         .await
         .with_context(|| {
             format!(
