@@ -239,6 +239,8 @@ impl App {
                 self.settings.reconciliation_log_dir(),
                 self.settings.reconcile.log_max_bytes,
             )),
+            portal_sample: self.settings.reconcile.portal_sample,
+            portal_lookups: self.settings.reconcile.portal_lookups,
         }
     }
 

@@ -70,6 +70,14 @@ pub struct ReconcileSettings {
     /// A log file larger than this starts a new one (bytes).
     #[serde(default = "default_log_max_bytes")]
     pub log_max_bytes: u64,
+    /// Accepted dossiers per unit looked up on the portal (TraCuuHoSo), at random, when it offers no
+    /// counts (ThongKeHoSoDongBo).
+    #[serde(default = "default_portal_sample")]
+    pub portal_sample: usize,
+    /// The most lookups per unit and run on the days where the portal's count falls short of the
+    /// ledger's.
+    #[serde(default = "default_portal_lookups")]
+    pub portal_lookups: usize,
 }
 
 impl Default for ReconcileSettings {
@@ -81,6 +89,8 @@ impl Default for ReconcileSettings {
             nightly_window_days: default_nightly_window(),
             log_dir: None,
             log_max_bytes: default_log_max_bytes(),
+            portal_sample: default_portal_sample(),
+            portal_lookups: default_portal_lookups(),
         }
     }
 }
@@ -380,6 +390,12 @@ fn default_nightly_window() -> u32 {
 }
 fn default_log_max_bytes() -> u64 {
     10 * 1024 * 1024
+}
+fn default_portal_sample() -> usize {
+    20
+}
+fn default_portal_lookups() -> usize {
+    500
 }
 fn default_true() -> bool {
     true

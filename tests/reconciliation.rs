@@ -44,7 +44,36 @@ async fn json_report(config: &str) -> Value {
     ])
     .await;
     assert!(ok, "report failed: {stderr}");
-    serde_json::from_str(&stdout).expect("the report is JSON")
+    let report: Value = serde_json::from_str(&stdout).expect("the report is JSON");
+    assert_valid(&report);
+    report
+}
+
+/// Validates a report against `docs/report.schema.json`, the documented schema.
+fn assert_valid(report: &Value) {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/report.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema is valid JSON Schema");
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the report breaks its schema: {errors:#?}"
+    );
+    // The check can fail: a count of the wrong type is refused.
+    let mut broken = report.clone();
+    if let Some(line) = broken["units"].get_mut(0) {
+        line["ledger"]["accepted"] = Value::from("many");
+        assert!(!validator.is_valid(&broken));
+    }
 }
 
 fn unit<'a>(report: &'a Value, code: &str) -> &'a Value {
@@ -373,6 +402,36 @@ async fn the_report_names_the_failing_units_and_retry_completes_them() {
         last["complete"], true,
         "every unit complete after the fixes:\n{last:#}"
     );
+
+    // The portal loses three of D's dossiers (a restore from an old backup): its count falls short, the
+    // next reconciliation confirms the sample on the portal and sends them again.
+    let lost: Vec<String> = demo
+        .portal
+        .stored()
+        .into_iter()
+        .filter(|(_, stored)| stored.dossier["DonViXuLy"] == units["ag-004"].as_str())
+        .map(|(code, _)| code)
+        .take(3)
+        .collect();
+    assert_eq!(demo.portal.forget(&lost), 3);
+    let (ok, _, stderr) = run_binary(&[
+        "reconcile",
+        "--config",
+        config,
+        "--from",
+        "2000-01-01",
+        "--unit",
+        &units["ag-004"],
+    ])
+    .await;
+    assert!(ok, "reconcile failed: {stderr}");
+    let back = common::eventually(Duration::from_secs(30), || {
+        let stored = demo.portal.stored();
+        lost.iter().all(|code| stored.contains_key(code))
+    })
+    .await;
+    assert!(back, "the dossiers the portal lost should be sent again");
+
     let (ok, _, _) = run_binary(&[
         "report",
         "--config",

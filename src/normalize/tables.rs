@@ -74,10 +74,17 @@ pub enum TablesError {
         source: std::io::Error,
     },
     /// TOML syntax, a duplicate key, a missing or unknown key: the message names the key and the line.
-    #[error("the mapping tables are not valid TOML of the expected shape")]
-    Syntax(#[from] toml::de::Error),
+    /// (The TOML error is the message, not a source: a chain would print it twice.)
+    #[error("the mapping tables are not valid TOML of the expected shape: {0}")]
+    Syntax(toml::de::Error),
     #[error("the mapping tables have {} problem(s): {}", .0.len(), join_problems(.0))]
     Problems(Vec<TableProblem>),
+}
+
+impl From<toml::de::Error> for TablesError {
+    fn from(error: toml::de::Error) -> Self {
+        TablesError::Syntax(error)
+    }
 }
 
 fn join_problems(problems: &[TableProblem]) -> String {

@@ -70,6 +70,9 @@ pub struct UnitLine {
     pub portal_count: Option<i64>,
     /// At the source and never seen by tthc-sync (identifier sets compared); fetched and queued.
     pub missing: i64,
+    /// Accepted by the portal by our ledger, yet not found there by TraCuuHoSo (a sample is checked
+    /// when the portal's count falls short or it offers none); queued to be sent again.
+    pub lost_on_portal: i64,
     /// accepted ÷ the source's count (1.4 sync completeness); `None` without a source count.
     pub completeness: Option<f64>,
     /// Held and refused dossiers by reason, most first.
@@ -318,6 +321,12 @@ pub struct Reconciler {
     pub catalog: Option<Arc<PortalCatalog>>,
     pub tables: Arc<crate::normalize::MappingTables>,
     pub log: Option<log::ReconciliationLog>,
+    /// Accepted dossiers per unit confirmed one by one on the portal (TraCuuHoSo) when it offers no
+    /// counts: a random sample of the period; 0 confirms none.
+    pub portal_sample: usize,
+    /// The most lookups per unit and run on the days where the portal's count falls short of the
+    /// ledger's (every accepted dossier of those days, up to this bound).
+    pub portal_lookups: usize,
 }
 
 impl Reconciler {
@@ -408,15 +417,24 @@ impl Reconciler {
             }
         }
 
-        // The portal's counts, when it offers them.
+        // The portal's counts, when it offers them: by unit over the period, and by unit and day (where
+        // it falls short of the ledger, the day's dossiers are confirmed one by one).
+        let mut portal_days: Option<HashMap<(String, String), i64>> = None;
         let portal = match &self.portal {
             None => None,
             Some(portal) => match portal.counts(&compact(from), &compact(to)).await {
                 Ok(rows) => {
                     let mut by_unit: HashMap<String, i64> = HashMap::new();
+                    let mut by_day: HashMap<(String, String), i64> = HashMap::new();
                     for row in rows {
-                        *by_unit.entry(row.don_vi_xu_ly).or_default() += row.so_ho_so;
+                        *by_unit.entry(row.don_vi_xu_ly.clone()).or_default() += row.so_ho_so;
+                        if let Ok(day) = Date::strptime("%Y%m%d", &row.ngay) {
+                            *by_day
+                                .entry((row.don_vi_xu_ly, day.to_string()))
+                                .or_default() += row.so_ho_so;
+                        }
                     }
+                    portal_days = Some(by_day);
                     Some(by_unit)
                 }
                 Err(error) => {
@@ -425,7 +443,6 @@ impl Reconciler {
                 }
             },
         };
-
         let counts = Counts {
             source,
             portal,
@@ -434,6 +451,47 @@ impl Reconciler {
         let mut lines = lines(&buckets, &counts);
         if let Some(unit) = unit {
             lines.retain(|line| line.unit == unit);
+        }
+        let mut accepted_days: HashMap<(String, String), i64> = HashMap::new();
+        for bucket in &buckets {
+            if let (Some(unit), Some(day), DossierState::Accepted) =
+                (&bucket.unit, &bucket.day, bucket.state)
+            {
+                *accepted_days
+                    .entry((unit.clone(), day.clone()))
+                    .or_default() += bucket.count;
+            }
+        }
+        // Days where the portal has fewer of a unit's dossiers than the ledger says it accepted; with no
+        // portal counts at all, the whole period (a sample).
+        let mut short_days: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for ((unit, day), accepted) in &accepted_days {
+            let on_portal = portal_days
+                .as_ref()
+                .map(|days| days.get(&(unit.clone(), day.clone())).copied().unwrap_or(0));
+            match on_portal {
+                Some(count) if count >= *accepted => {}
+                Some(_) => short_days
+                    .entry(unit.clone())
+                    .or_default()
+                    .push((day.clone(), day.clone())),
+                None => {
+                    short_days
+                        .entry(unit.clone())
+                        .or_insert_with(|| vec![(from_day.clone(), to_day.clone())]);
+                }
+            }
+        }
+        for line in &mut lines {
+            if let Some(days) = short_days.get(&line.unit) {
+                let limit = if portal_days.is_some() {
+                    self.portal_lookups
+                } else {
+                    self.portal_sample
+                };
+                self.confirm_on_portal(line, days, limit, &mut notes)
+                    .await?;
+            }
         }
         let records: Vec<ReconciliationRecord> = lines
             .iter()
@@ -462,6 +520,56 @@ impl Reconciler {
             fetched,
             notes,
         })
+    }
+
+    /// Looks the unit's accepted dossiers of the given days up on the portal (TraCuuHoSo), at most
+    /// `limit` of them, at the portal client's rate; those it does not have are queued to be sent again.
+    async fn confirm_on_portal(
+        &self,
+        line: &mut UnitLine,
+        days: &[(String, String)],
+        limit: usize,
+        notes: &mut Vec<String>,
+    ) -> Result<(), ReconcileError> {
+        let Some(portal) = &self.portal else {
+            return Ok(());
+        };
+        let mut left = limit;
+        let mut lost = Vec::new();
+        'days: for (from, to) in days {
+            if left == 0 {
+                break;
+            }
+            let sample = self
+                .store
+                .accepted_sample(&line.unit, from, to, left)
+                .await?;
+            left = left.saturating_sub(sample.len());
+            for (source_id, code) in sample {
+                match portal.lookup(&code).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => lost.push(source_id),
+                    Err(error) => {
+                        notes.push(format!(
+                            "the portal could not confirm the dossiers of {}: {error}",
+                            line.unit
+                        ));
+                        break 'days;
+                    }
+                }
+            }
+        }
+        if !lost.is_empty() {
+            let marked = self
+                .store
+                .mark_missing_on_portal(&lost, Timestamp::now().as_millisecond())
+                .await?;
+            line.lost_on_portal = marked as i64;
+            line.ledger.accepted -= line.lost_on_portal;
+            line.ledger.pending += line.lost_on_portal;
+            line.complete = false;
+        }
+        Ok(())
     }
 
     /// Fetches dossiers by id and writes them to the ledger (without moving the feed cursor).

@@ -383,7 +383,7 @@ pub fn xlsx(sheet: &Sheet) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
     workbook.save_to_buffer()
 }
 
-/// The report as a versioned JSON document (the schema in `docs/report.schema.json`).
+/// The report as a versioned JSON document (its schema: `docs/report.schema.json`).
 pub fn report_json(
     lines: &[UnitLine],
     from: &str,
@@ -400,6 +400,10 @@ pub fn report_json(
         "units": lines.iter().map(|line| {
             let mut value = serde_json::to_value(line).unwrap_or(Value::Null);
             value["gap"] = json!(line.gap());
+            value["oldest_unsent_at"] = json!(line
+                .oldest_unsent_at
+                .and_then(|at| Timestamp::from_millisecond(at).ok())
+                .map(|at| at.to_string()));
             for reason in value["reasons"].as_array_mut().into_iter().flatten() {
                 let code = reason["code"].as_str().unwrap_or_default().to_owned();
                 reason["message_vi"] = json!(reason_label(&code, Lang::Vi));

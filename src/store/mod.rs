@@ -350,6 +350,24 @@ pub trait Store: Send + Sync {
         unit: Option<&str>,
     ) -> Result<Vec<(Option<String>, DossierState, String)>, StoreError>;
 
+    /// Up to `limit` dossiers of a unit accepted by the portal, chosen at random, with reception days
+    /// from `from` to `to`: (source id, dossier code), to confirm on the portal one by one.
+    async fn accepted_sample(
+        &self,
+        unit: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Dossiers the ledger holds as accepted that the portal does not have after all: queued to be
+    /// sent again (as creates), their progress entries with them.
+    async fn mark_missing_on_portal(
+        &self,
+        source_ids: &[String],
+        now: Millis,
+    ) -> Result<u64, StoreError>;
+
     /// Stores one reconciliation run (one line per unit).
     async fn record_reconciliation(
         &self,

@@ -905,6 +905,68 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    async fn accepted_sample(
+        &self,
+        unit: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT source_id, dossier_code FROM dossiers WHERE unit = ?1 AND state = 'accepted' \
+             AND dossier_code IS NOT NULL AND reception_day BETWEEN ?2 AND ?3 ORDER BY random() LIMIT ?4",
+        )
+        .bind(unit)
+        .bind(from)
+        .bind(to)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect())
+    }
+
+    async fn mark_missing_on_portal(
+        &self,
+        source_ids: &[String],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut marked = 0;
+        for chunk in source_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "UPDATE dossiers SET state = 'pending', portal_has = 0, accepted_hash = NULL, attempts = 0, \
+                 last_error = NULL, next_attempt_at = ",
+            );
+            query.push_bind(now);
+            query.push(" WHERE state = 'accepted' AND source_id IN (");
+            let mut ids = query.separated(", ");
+            for id in chunk {
+                ids.push_bind(id);
+            }
+            query.push(")");
+            marked += query
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let mut progress = QueryBuilder::<Sqlite>::new(
+                "UPDATE progress SET state = 'waiting', sent_hash = NULL, attempts = 0 WHERE source_id IN (",
+            );
+            let mut ids = progress.separated(", ");
+            for id in chunk {
+                ids.push_bind(id);
+            }
+            progress.push(")");
+            progress.build().persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(marked)
+    }
+
     async fn record_reconciliation(
         &self,
         records: &[ReconciliationRecord],

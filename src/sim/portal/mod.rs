@@ -198,6 +198,23 @@ impl PortalSim {
             .map(|record| record.stored.clone())
     }
 
+    /// Forgets stored dossiers (and their progress), as a portal restored from an old backup would:
+    /// its counts drop with them. Returns how many it held.
+    pub fn forget(&self, codes: &[String]) -> usize {
+        let mut state = self.lock();
+        let mut forgotten = 0;
+        for code in codes {
+            if let Some(record) = state.dossiers.remove(code) {
+                let bucket = services::day_bucket(&record.stored.dossier);
+                if let Some(count) = state.day_counts.get_mut(&bucket) {
+                    *count -= 1;
+                }
+                forgotten += 1;
+            }
+        }
+        forgotten
+    }
+
     /// How many dossiers are stored.
     pub fn stored_count(&self) -> usize {
         self.lock().dossiers.len()

@@ -358,7 +358,7 @@ fn store_dossier(
 }
 
 /// (DonViXuLy, day of NgayTiepNhan) of a valid dossier.
-fn day_bucket(dossier: &Value) -> (String, String) {
+pub(super) fn day_bucket(dossier: &Value) -> (String, String) {
     let text = |field: &str| {
         dossier
             .get(field)
