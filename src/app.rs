@@ -18,9 +18,11 @@ use crate::portal::client::PortalClient;
 use crate::source::client::SourceClient;
 use crate::source::feed::{self, FeedError, FeedOptions, PollStats};
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 use crate::sync::ingest::{FEED_CURSOR, IngestSink, IngestStats};
 use crate::sync::push::{PushCounters, Pusher};
+
+/// The lease (in the ledger's `leaders` table) held by the one instance that polls the source.
+const POLL_ROLE: &str = "source_poller";
 
 /// What the status server and progress lines read: times of the last successes, running totals.
 #[derive(Debug, Default)]
@@ -36,7 +38,6 @@ pub struct Health {
 pub struct App {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
-    pub sqlite: Arc<SqliteStore>,
     pub source: Arc<SourceClient>,
     pub portal: Arc<PortalClient>,
     pub tables: Arc<MappingTables>,
@@ -62,15 +63,8 @@ impl App {
             })?,
             None => MappingTables::default(),
         };
-        let sqlite = Arc::new(SqliteStore::open(&settings.store.path).await.with_context(
-            || {
-                format!(
-                    "failed to open the ledger {}",
-                    settings.store.path.display()
-                )
-            },
-        )?);
-        let released = sqlite
+        let store = crate::store::open(&settings.store).await?;
+        let released = store
             .release_claims(&settings.store.instance)
             .await
             .context("failed to release this instance's earlier claims")?;
@@ -81,8 +75,7 @@ impl App {
             );
         }
         Ok(App {
-            store: sqlite.clone(),
-            sqlite,
+            store,
             source: Arc::new(source),
             portal: Arc::new(portal),
             tables: Arc::new(tables),
@@ -153,12 +146,35 @@ impl App {
     }
 
     async fn poll_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut leading = false;
         loop {
+            // Of several instances sharing a ledger, one polls the source (the lease holder); all push.
+            let now_leading = self.lead_polling().await;
+            if now_leading != leading {
+                leading = now_leading;
+                if leading {
+                    tracing::info!("this instance polls the source");
+                } else {
+                    tracing::info!(
+                        "another instance sharing the ledger polls the source; this one pushes"
+                    );
+                }
+            }
+            if !leading {
+                tokio::select! {
+                    () = tokio::time::sleep(self.settings.poll_interval()) => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
             let started = std::time::Instant::now();
             // Stopping mid-poll loses nothing: each page commits atomically with its cursor, and a page
             // whose transaction was not committed is simply read again by the next poll.
             let outcome = tokio::select! {
                 outcome = self.poll_once() => Some(outcome),
+                () = self.keep_polling_lease() => {
+                    tracing::warn!("lost the polling lease to another instance; this poll stops");
+                    continue;
+                }
                 () = shutdown.cancelled() => None,
             };
             self.health.polls.fetch_add(1, Ordering::Relaxed);
@@ -189,6 +205,37 @@ impl App {
             tokio::select! {
                 () = tokio::time::sleep(self.settings.poll_interval()) => {}
                 () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Takes or renews the lease on polling the source. An error counts as not leading: the next round
+    /// asks again.
+    async fn lead_polling(&self) -> bool {
+        let now = Timestamp::now().as_millisecond();
+        let lease = Duration::from_secs(self.settings.store.lease_seconds).as_millis() as i64;
+        let owner = &self.settings.store.instance;
+        match self
+            .store
+            .try_lead(POLL_ROLE, owner, now, now + lease)
+            .await
+        {
+            Ok(leading) => leading,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot renew the polling lease; not polling this round");
+                false
+            }
+        }
+    }
+
+    /// Renews the polling lease while a poll runs (a first poll of a large backlog can outlast the
+    /// lease); returns only when the lease is lost.
+    async fn keep_polling_lease(&self) {
+        let every = Duration::from_secs(self.settings.store.lease_seconds) / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.lead_polling().await {
+                return;
             }
         }
     }

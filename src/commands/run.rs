@@ -36,7 +36,7 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
             "work in flight did not finish before the deadline; its claims are taken back at the next start"
         ),
     }
-    app.sqlite.close().await;
+    app.store.close().await;
     tracing::info!("tthc-sync stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -76,6 +76,7 @@ pub fn check_config(config: &Path) -> anyhow::Result<ExitCode> {
             max_times: 0,
         },
     )?;
+    settings.store.password()?;
     if let Some(path) = &settings.mapping.tables_file {
         crate::normalize::MappingTables::load(path)
             .map_err(|error| anyhow::anyhow!("configuration key `mapping.tables_file`: {error}"))?;

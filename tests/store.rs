@@ -1,10 +1,57 @@
-//! The SQLite ledger against a real file: ingest, claims and leases, guarded results, permissions.
+//! Both ledgers against a real database: ingest, claims and leases, guarded results, the polling lease.
+//! Every shared test runs on a SQLite file and on PostgreSQL (in a schema of its own, when
+//! `TTHC_SYNC_TEST_POSTGRES_URL` names a server); then what only one of them has: SQLite's file
+//! permissions, PostgreSQL's instances claiming at once.
 
+mod common;
+
+use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::store::{DeliveryOutcome, DeliveryResult, IngestRow, Store};
 use tthc_sync::sync::decide::{DossierState, IngestAction};
+
+/// Each shared test, once on each store.
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (_dir, store) = super::open().await;
+                    super::$test(&store).await;
+                    super::Store::close(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(schema) = super::common::postgres_schema().await else {
+                        return;
+                    };
+                    let store = schema.store().await;
+                    super::$test(&store).await;
+                    super::Store::close(&store).await;
+                    schema.drop().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    ingest_moves_the_cursor_with_the_page,
+    claims_are_exclusive_until_released_or_expired,
+    a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted,
+    refusals_and_retries_are_recorded_with_their_reason,
+    progress_waits_for_its_dossier_to_reach_the_portal,
+    sent_progress_is_not_sent_again_until_it_changes,
+    the_polling_lease_has_one_holder_until_it_lapses,
+);
 
 fn row(id: &str, raw_hash: &str, payload_hash: &str, action: IngestAction) -> IngestRow {
     IngestRow {
@@ -50,9 +97,7 @@ async fn the_database_file_is_readable_by_its_owner_only() {
     assert_eq!(dir_mode & 0o077, 0);
 }
 
-#[tokio::test]
-async fn ingest_moves_the_cursor_with_the_page() {
-    let (_dir, store) = open().await;
+async fn ingest_moves_the_cursor_with_the_page(store: &dyn Store) {
     let rows = vec![
         row("a", "r1", "p1", IngestAction::Set(DossierState::Pending)),
         row("b", "r1", "p1", IngestAction::Set(DossierState::Pending)),
@@ -68,9 +113,7 @@ async fn ingest_moves_the_cursor_with_the_page() {
     assert_eq!(store.counts().await.unwrap().get(DossierState::Pending), 2);
 }
 
-#[tokio::test]
-async fn claims_are_exclusive_until_released_or_expired() {
-    let (_dir, store) = open().await;
+async fn claims_are_exclusive_until_released_or_expired(store: &dyn Store) {
     let rows: Vec<IngestRow> = (0..5)
         .map(|index| {
             row(
@@ -114,9 +157,7 @@ async fn claims_are_exclusive_until_released_or_expired() {
     );
 }
 
-#[tokio::test]
-async fn a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted() {
-    let (_dir, store) = open().await;
+async fn a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted(store: &dyn Store) {
     store
         .ingest(
             &[row(
@@ -168,9 +209,7 @@ async fn a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted() {
     assert_eq!(again[0].payload_hash, "p2");
 }
 
-#[tokio::test]
-async fn refusals_and_retries_are_recorded_with_their_reason() {
-    let (_dir, store) = open().await;
+async fn refusals_and_retries_are_recorded_with_their_reason(store: &dyn Store) {
     let rows = vec![
         row("a", "r1", "p1", IngestAction::Set(DossierState::Pending)),
         row("b", "r1", "p1", IngestAction::Set(DossierState::Pending)),
@@ -230,9 +269,7 @@ async fn refusals_and_retries_are_recorded_with_their_reason() {
     assert_eq!(store.next_due().await.unwrap(), Some(9_000));
 }
 
-#[tokio::test]
-async fn progress_waits_for_its_dossier_to_reach_the_portal() {
-    let (_dir, store) = open().await;
+async fn progress_waits_for_its_dossier_to_reach_the_portal(store: &dyn Store) {
     store
         .ingest(
             &[row(
@@ -284,10 +321,8 @@ async fn progress_waits_for_its_dossier_to_reach_the_portal() {
     );
 }
 
-#[tokio::test]
-async fn sent_progress_is_not_sent_again_until_it_changes() {
+async fn sent_progress_is_not_sent_again_until_it_changes(store: &dyn Store) {
     use tthc_sync::store::ProgressResult;
-    let (_dir, store) = open().await;
     store
         .ingest(
             &[row(
@@ -349,4 +384,87 @@ async fn sent_progress_is_not_sent_again_until_it_changes() {
             .len(),
         1
     );
+}
+
+async fn the_polling_lease_has_one_holder_until_it_lapses(store: &dyn Store) {
+    assert!(store.try_lead("poll", "one", 10, 1_000).await.unwrap());
+    assert!(!store.try_lead("poll", "two", 20, 1_020).await.unwrap());
+    // Its holder renews it, and the renewed lease holds the others off as long.
+    assert!(store.try_lead("poll", "one", 500, 1_500).await.unwrap());
+    assert!(!store.try_lead("poll", "two", 1_200, 2_200).await.unwrap());
+    // A lapsed lease goes to the next one who asks, and the former holder is refused in turn.
+    assert!(store.try_lead("poll", "two", 1_500, 2_500).await.unwrap());
+    assert!(!store.try_lead("poll", "one", 1_600, 2_600).await.unwrap());
+    // Roles are leased apart.
+    assert!(store.try_lead("other", "one", 1_600, 2_600).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgres_instances_claiming_at_once_never_take_the_same_dossier() {
+    let Some(schema) = common::postgres_schema().await else {
+        return;
+    };
+    let instances = [
+        ("one", Arc::new(schema.store().await)),
+        ("two", Arc::new(schema.store().await)),
+    ];
+    let rows: Vec<IngestRow> = (0..2_000)
+        .map(|index| {
+            row(
+                &format!("d{index:04}"),
+                "r1",
+                "p1",
+                IngestAction::Set(DossierState::Pending),
+            )
+        })
+        .collect();
+    instances[0].1.ingest(&rows, None, 10).await.unwrap();
+
+    // Three workers per instance, started together, claim small batches until nothing is left.
+    let start = Arc::new(tokio::sync::Barrier::new(6));
+    let mut workers = Vec::new();
+    for (owner, store) in &instances {
+        for _ in 0..3 {
+            let (owner, store, start) = (*owner, store.clone(), start.clone());
+            workers.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut claimed = Vec::new();
+                loop {
+                    let batch = store.claim_dossiers(owner, 20, 20, 100_000).await.unwrap();
+                    if batch.is_empty() {
+                        return (owner, claimed);
+                    }
+                    claimed.extend(batch.into_iter().map(|dossier| dossier.source_id));
+                }
+            }));
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut per_owner = std::collections::HashMap::new();
+    for worker in workers {
+        let (owner, claimed) = worker.await.unwrap();
+        *per_owner.entry(owner).or_insert(0) += claimed.len();
+        for id in claimed {
+            assert!(seen.insert(id.clone()), "{id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), rows.len(), "every dossier is claimed");
+    assert!(
+        per_owner.values().all(|count| *count > 0),
+        "both instances should have claimed some: {per_owner:?}"
+    );
+
+    // Asked at the same moment, the polling lease goes to exactly one of them, round after round.
+    for round in 0..20 {
+        let role = format!("poll-{round}");
+        let (one, two) = tokio::join!(
+            instances[0].1.try_lead(&role, "one", 10, 1_000),
+            instances[1].1.try_lead(&role, "two", 10, 1_000),
+        );
+        assert!(one.unwrap() ^ two.unwrap(), "round {round}: one holder");
+    }
+    for (_, store) in &instances {
+        Store::close(store.as_ref()).await;
+    }
+    schema.drop().await;
 }
