@@ -1,8 +1,8 @@
 //! The daemon, built then run: [`App::build`] turns settings into clients, a store and tables;
 //! [`App::run`] polls and pushes until the shutdown token fires, then stops at a safe point.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +18,8 @@ use crate::portal::client::PortalClient;
 use crate::source::client::SourceClient;
 use crate::source::feed::{self, FeedError, FeedOptions, PollStats};
 use crate::store::Store;
-use crate::sync::ingest::{FEED_CURSOR, IngestSink, IngestStats};
+use crate::sync::catalog::{CatalogOptions, PortalCatalog};
+use crate::sync::ingest::{FEED_CURSOR, IngestSink, IngestStats, RenormalizeStats};
 use crate::sync::push::{PushCounters, Pusher};
 
 /// The lease (in the ledger's `leaders` table) held by the one instance that polls the source.
@@ -40,11 +41,25 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub source: Arc<SourceClient>,
     pub portal: Arc<PortalClient>,
-    pub tables: Arc<MappingTables>,
+    /// The mapping tables in force; replaced whole by a reload (SIGHUP).
+    tables: RwLock<Arc<MappingTables>>,
+    /// The catalog pre-flight (`portal.preflight`).
+    pub catalog: Option<Arc<PortalCatalog>>,
     pub counters: Arc<PushCounters>,
     pub health: Arc<Health>,
     work_available: Arc<Notify>,
+    /// Set by a reload that changed the tables: the poll loop normalizes held-back dossiers again.
+    renormalize_requested: AtomicBool,
+    /// Wakes the poll loop early (a reload).
+    poll_now: Notify,
 }
+
+/// Where the fingerprint of the tables the held-back dossiers were last normalized with is kept.
+const TABLES_FINGERPRINT: &str = "mapping_tables_fingerprint";
+/// When every held-back dossier was last normalized again (Unix ms).
+const RENORMALIZED_AT: &str = "held_renormalized_at";
+/// Held-back dossiers normalized again per transaction.
+const RENORMALIZE_PAGE: usize = 500;
 
 impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
@@ -57,12 +72,18 @@ impl App {
             .context("failed to set up the source client")?;
         let portal = PortalClient::new(&settings.portal, retry)
             .context("failed to set up the portal client")?;
-        let tables = match &settings.mapping.tables_file {
-            Some(path) => MappingTables::load(path).map_err(|error| {
-                anyhow::anyhow!("configuration key `mapping.tables_file`: {error}")
-            })?,
-            None => MappingTables::default(),
-        };
+        let tables = load_tables(&settings)?;
+        let portal = Arc::new(portal);
+        let catalog = settings.portal.preflight.then(|| {
+            Arc::new(PortalCatalog::new(
+                portal.clone(),
+                CatalogOptions {
+                    refresh: Duration::from_secs(settings.portal.catalog_refresh_minutes * 60),
+                    call_timeout: Duration::from_secs(settings.portal.catalog_timeout_seconds),
+                    retry_after_failure: Duration::from_secs(60),
+                },
+            ))
+        });
         let store = crate::store::open(&settings.store).await?;
         let released = store
             .release_claims(&settings.store.instance)
@@ -77,13 +98,120 @@ impl App {
         Ok(App {
             store,
             source: Arc::new(source),
-            portal: Arc::new(portal),
-            tables: Arc::new(tables),
+            portal,
+            tables: RwLock::new(Arc::new(tables)),
+            catalog,
             counters: Arc::new(PushCounters::default()),
             health: Arc::new(Health::default()),
             work_available: Arc::new(Notify::new()),
+            renormalize_requested: AtomicBool::new(false),
+            poll_now: Notify::new(),
             settings,
         })
+    }
+
+    /// The mapping tables in force.
+    pub fn tables(&self) -> Arc<MappingTables> {
+        self.tables
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Reads the mapping tables file again (SIGHUP). Invalid tables are refused with the reason logged
+    /// and the tables in force stay; changed tables take effect at once, and the held-back dossiers are
+    /// normalized again under them. Returns whether the tables changed.
+    pub fn reload_tables(&self) -> bool {
+        let tables = match load_tables(&self.settings) {
+            Ok(tables) => tables,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "the mapping tables were not reloaded; the tables in force stay");
+                return false;
+            }
+        };
+        let fingerprint = tables.fingerprint();
+        let changed = self.tables().fingerprint() != fingerprint;
+        if changed {
+            *self
+                .tables
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(tables);
+            tracing::info!(fingerprint = %&fingerprint[..16], "mapping tables reloaded; held-back dossiers will be normalized again");
+        } else {
+            tracing::info!("mapping tables reloaded: no change");
+        }
+        // A reload is also the operator's way to say "the portal's catalogs changed": ask again.
+        self.renormalize_requested.store(true, Ordering::Relaxed);
+        self.poll_now.notify_one();
+        changed
+    }
+
+    /// Normalizes every held-back dossier again when something they depend on changed: the tables (on
+    /// start, against the fingerprint stored with the last pass, and on reload), the portal's unit
+    /// catalog, or the day (`mapping.renormalize_every_hours`). Runs between polls.
+    pub async fn renormalize_if_due(&self) -> anyhow::Result<Option<RenormalizeStats>> {
+        let now = Timestamp::now().as_millisecond();
+        let tables = self.tables();
+        let fingerprint = tables.fingerprint();
+        let requested = self.renormalize_requested.swap(false, Ordering::Relaxed);
+        if requested && let Some(catalog) = &self.catalog {
+            catalog.forget().await;
+        }
+        let catalog_changed = match &self.catalog {
+            Some(catalog) => catalog.refresh_units().await,
+            None => false,
+        };
+        let stored = self.store.cursor(TABLES_FINGERPRINT).await?;
+        let last_pass = self
+            .store
+            .cursor(RENORMALIZED_AT)
+            .await?
+            .and_then(|text| text.parse::<i64>().ok());
+        let every = i64::try_from(self.settings.mapping.renormalize_every_hours)
+            .unwrap_or(i64::MAX / 3_600_000)
+            .saturating_mul(3_600_000);
+        let reason = if stored.as_deref() != Some(fingerprint.as_str()) {
+            "the mapping tables changed"
+        } else if requested {
+            "the tables were reloaded"
+        } else if catalog_changed {
+            "the portal's unit catalog changed"
+        } else if last_pass.is_none_or(|at| now.saturating_sub(at) >= every) {
+            "the daily pass"
+        } else {
+            return Ok(None);
+        };
+        let mut sink = IngestSink::new(self.store.clone(), tables, self.catalog.clone());
+        let mut total = RenormalizeStats::default();
+        let mut after = String::new();
+        loop {
+            let held = self.store.held_records(&after, RENORMALIZE_PAGE).await?;
+            let Some(last) = held.last() else { break };
+            after = last.source_id.clone();
+            let stats = sink.renormalize(&held).await?;
+            total.examined += stats.examined;
+            total.released += stats.released;
+            total.still_held += stats.still_held;
+            total.skipped += stats.skipped;
+            if stats.released > 0 {
+                self.work_available.notify_waiters();
+            }
+        }
+        self.store
+            .set_cursor(TABLES_FINGERPRINT, &fingerprint, now)
+            .await?;
+        self.store
+            .set_cursor(RENORMALIZED_AT, &now.to_string(), now)
+            .await?;
+        tracing::info!(
+            reason,
+            examined = total.examined,
+            released = total.released,
+            still_held = total.still_held,
+            skipped = total.skipped,
+            "held-back dossiers normalized again"
+        );
+        Ok(Some(total))
     }
 
     fn feed_options(&self) -> FeedOptions {
@@ -103,7 +231,7 @@ impl App {
             .map_err(|error| FeedError::Sink(error.to_string()))?
             .and_then(|text| text.parse::<i64>().ok())
             .and_then(|millis| Timestamp::from_millisecond(millis).ok());
-        let mut sink = IngestSink::new(self.store.clone(), self.tables.clone());
+        let mut sink = IngestSink::new(self.store.clone(), self.tables(), self.catalog.clone());
         let result = feed::poll(
             &self.source,
             self.feed_options(),
@@ -166,6 +294,18 @@ impl App {
                     () = shutdown.cancelled() => return,
                 }
             }
+            // Normalizing held-back dossiers again writes the ledger as a poll does: the leader's work too.
+            let renormalized = tokio::select! {
+                outcome = self.renormalize_if_due() => outcome,
+                () = self.keep_polling_lease() => {
+                    tracing::warn!("lost the polling lease to another instance; re-normalization stops");
+                    continue;
+                }
+                () = shutdown.cancelled() => return,
+            };
+            if let Err(error) = renormalized {
+                tracing::warn!(error = %format!("{error:#}"), "cannot normalize held-back dossiers again; trying at the next poll");
+            }
             let started = std::time::Instant::now();
             // Stopping mid-poll loses nothing: each page commits atomically with its cursor, and a page
             // whose transaction was not committed is simply read again by the next poll.
@@ -204,6 +344,7 @@ impl App {
             }
             tokio::select! {
                 () = tokio::time::sleep(self.settings.poll_interval()) => {}
+                () = self.poll_now.notified() => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -276,5 +417,18 @@ impl App {
                 }
             }
         }
+    }
+}
+
+/// The mapping tables the settings name (none: the built-in rules alone).
+pub fn load_tables(settings: &Settings) -> anyhow::Result<MappingTables> {
+    match &settings.mapping.tables_file {
+        Some(path) => MappingTables::load(path).with_context(|| {
+            format!(
+                "configuration key `mapping.tables_file` ({})",
+                path.display()
+            )
+        }),
+        None => Ok(MappingTables::default()),
     }
 }

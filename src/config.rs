@@ -127,6 +127,17 @@ pub struct PortalSettings {
     /// Longest delay between two deliveries of one failing dossier, seconds.
     #[serde(default = "default_redeliver_cap")]
     pub redeliver_cap_seconds: u64,
+    /// Hold back dossiers whose unit or procedure the portal's catalogs do not list, instead of sending
+    /// them to be refused (the catalog pre-flight).
+    #[serde(default = "default_true")]
+    pub preflight: bool,
+    /// Minutes a loaded unit catalog and a procedure lookup stay valid.
+    #[serde(default = "default_catalog_refresh")]
+    pub catalog_refresh_minutes: u64,
+    /// Seconds one catalog call may take (retries included) before the pre-flight lets dossiers through
+    /// unchecked for now.
+    #[serde(default = "default_catalog_timeout")]
+    pub catalog_timeout_seconds: u64,
     #[serde(default)]
     pub http: HttpSettings,
     #[serde(default)]
@@ -243,13 +254,26 @@ impl Default for StoreSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MappingSettings {
     /// The mapping tables (units, successions, procedures, statuses); none means only the source's own
-    /// well-formed agency codes and procedure codes are used.
+    /// well-formed agency codes and procedure codes are used. Re-read on SIGHUP.
     #[serde(default)]
     pub tables_file: Option<PathBuf>,
+    /// Hours between two re-normalizations of every held-back dossier (mapping.md, Rejections: once a
+    /// day, so that a date that was in the future clears by itself).
+    #[serde(default = "default_renormalize_hours")]
+    pub renormalize_every_hours: u64,
+}
+
+impl Default for MappingSettings {
+    fn default() -> Self {
+        MappingSettings {
+            tables_file: None,
+            renormalize_every_hours: default_renormalize_hours(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -329,6 +353,18 @@ fn default_redeliver_base() -> u64 {
 }
 fn default_redeliver_cap() -> u64 {
     1800
+}
+fn default_true() -> bool {
+    true
+}
+fn default_catalog_refresh() -> u64 {
+    60
+}
+fn default_catalog_timeout() -> u64 {
+    30
+}
+fn default_renormalize_hours() -> u64 {
+    24
 }
 fn default_connect_timeout() -> u64 {
     10
@@ -446,6 +482,24 @@ impl Settings {
             return Err(invalid(
                 "portal.redeliver_cap_seconds",
                 "must be at least portal.redeliver_base_seconds, which must be at least 1",
+            ));
+        }
+        if self.portal.catalog_refresh_minutes == 0 {
+            return Err(invalid(
+                "portal.catalog_refresh_minutes",
+                "must be at least 1",
+            ));
+        }
+        if self.portal.catalog_timeout_seconds == 0 {
+            return Err(invalid(
+                "portal.catalog_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.mapping.renormalize_every_hours == 0 {
+            return Err(invalid(
+                "mapping.renormalize_every_hours",
+                "must be at least 1",
             ));
         }
         if self.portal.madonvi.trim().is_empty() {

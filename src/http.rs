@@ -56,6 +56,15 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// No retries: for clients built only to check their configuration, and one-shot commands.
+    pub fn none() -> RetryPolicy {
+        RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            max_times: 0,
+        }
+    }
+
     pub fn backoff(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_jitter()

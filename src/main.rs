@@ -34,6 +34,11 @@ enum Command {
     Normalize(commands::normalize::NormalizeArgs),
     /// Run both simulators in-process and sync into a local SQLite file: no credentials needed.
     Demo(commands::demo::DemoArgs),
+    /// Mapping-table helpers: `suggest` lists what the tables lack, as a fragment to fill in.
+    Mappings {
+        #[command(subcommand)]
+        command: commands::mappings::MappingsCommand,
+    },
     /// Run one simulator standalone.
     Simulate {
         #[command(subcommand)]
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
             Command::CheckConfig { config } => commands::run::check_config(&config),
             Command::Normalize(args) => commands::normalize::run(args),
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Mappings { command } => commands::mappings::run(command).await,
             Command::Simulate { side } => commands::simulate::run(side).await,
         }
     });

@@ -51,6 +51,7 @@ on_both_stores!(
     progress_waits_for_its_dossier_to_reach_the_portal,
     sent_progress_is_not_sent_again_until_it_changes,
     the_polling_lease_has_one_holder_until_it_lapses,
+    held_records_come_in_pages_of_source_ids_with_their_records,
 );
 
 fn row(id: &str, raw_hash: &str, payload_hash: &str, action: IngestAction) -> IngestRow {
@@ -397,6 +398,42 @@ async fn the_polling_lease_has_one_holder_until_it_lapses(store: &dyn Store) {
     assert!(!store.try_lead("poll", "one", 1_600, 2_600).await.unwrap());
     // Roles are leased apart.
     assert!(store.try_lead("other", "one", 1_600, 2_600).await.unwrap());
+}
+
+async fn held_records_come_in_pages_of_source_ids_with_their_records(store: &dyn Store) {
+    let mut rows: Vec<IngestRow> = ["h3", "h1", "h2"]
+        .into_iter()
+        .map(|id| {
+            let mut held = row(id, "r1", "p1", IngestAction::Set(DossierState::Held));
+            held.payload = None;
+            held.payload_hash = None;
+            held.reason_code = Some("unmapped_unit".into());
+            held
+        })
+        .collect();
+    rows.push(row(
+        "a",
+        "r1",
+        "p1",
+        IngestAction::Set(DossierState::Pending),
+    ));
+    store.ingest(&rows, None, 10).await.unwrap();
+    let first = store.held_records("", 2).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|held| held.source_id.as_str()).collect();
+    assert_eq!(ids, ["h1", "h2"]);
+    assert_eq!(first[0].raw, "{\"id\":\"h1\"}");
+    assert_eq!(first[0].reason_code.as_deref(), Some("unmapped_unit"));
+    assert_eq!(first[0].view.state, DossierState::Held);
+    let rest = store.held_records("h2", 2).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].source_id, "h3");
+    assert!(store.held_records("h3", 2).await.unwrap().is_empty());
+    // Setting a named value outside a page is seen by `cursor`.
+    store.set_cursor("fingerprint", "abc", 20).await.unwrap();
+    assert_eq!(
+        store.cursor("fingerprint").await.unwrap().as_deref(),
+        Some("abc")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

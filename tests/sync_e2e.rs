@@ -22,7 +22,7 @@ async fn a_full_sync_through_every_quirk_leaves_the_portal_exact() {
     .await;
     common::synced(&demo, Duration::from_secs(600)).await;
 
-    let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables);
+    let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables());
     assert!(
         problems.is_empty(),
         "{} differences, first: {:?}",
@@ -97,7 +97,7 @@ async fn changed_dossiers_are_sent_as_updates_and_unchanged_ones_not_at_all() {
     let (_dir, demo) =
         common::start(source, common::portal_config(11, FaultLevel::None), |_| {}).await;
     common::synced(&demo, Duration::from_secs(300)).await;
-    assert!(check_portal(&demo.source, &demo.portal, &demo.app.tables).is_empty());
+    assert!(check_portal(&demo.source, &demo.portal, &demo.app.tables()).is_empty());
 
     let before: HashMap<String, usize> = demo
         .portal
@@ -128,7 +128,7 @@ async fn changed_dossiers_are_sent_as_updates_and_unchanged_ones_not_at_all() {
     let changed: HashSet<String> = demo.source.mutate_now(40).into_iter().collect();
     let calls_before = demo.portal.calls().len();
     common::synced(&demo, Duration::from_secs(120)).await;
-    assert!(check_portal(&demo.source, &demo.portal, &demo.app.tables).is_empty());
+    assert!(check_portal(&demo.source, &demo.portal, &demo.app.tables()).is_empty());
 
     let codes_of_changed: HashSet<String> = demo
         .source
@@ -220,7 +220,7 @@ async fn an_expired_session_a_429_burst_and_a_minute_of_outage_are_ridden_out() 
     demo.portal.set_outage(false);
 
     common::synced(&demo, Duration::from_secs(300)).await;
-    let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables);
+    let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables());
     assert!(
         problems.is_empty(),
         "{} differences: {:?}",
@@ -296,7 +296,7 @@ async fn two_instances_sharing_a_postgres_ledger_send_each_dossier_once() {
         let counts = demo.app.store.counts().await.unwrap();
         if counts.total() > 0
             && counts.outstanding() == 0
-            && check_portal(&demo.source, &demo.portal, &demo.app.tables).is_empty()
+            && check_portal(&demo.source, &demo.portal, &demo.app.tables()).is_empty()
         {
             break;
         }

@@ -270,7 +270,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("{error}");
     }
     print_summary(&demo.app.store.unit_counts().await?);
-    let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables);
+    let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables());
     if args.exit_when_synced {
         demo.stop().await?;
         if synced.is_ok() && problems.is_empty() {

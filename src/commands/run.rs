@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Settings;
+use crate::http::RetryPolicy;
+use crate::normalize::{MappingTables, TablesError};
 
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(Some(config))?;
@@ -18,6 +20,7 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let app = Arc::new(App::build(settings).await?);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tthc-sync started");
     let shutdown = CancellationToken::new();
+    let reloader = tokio::spawn(reload_on_sighup(app.clone()));
     let mut running = tokio::spawn(app.clone().run(shutdown.clone()));
     tokio::select! {
         result = &mut running => {
@@ -29,6 +32,7 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     shutdown.cancel();
+    reloader.abort();
     match tokio::time::timeout(deadline, running).await {
         Ok(result) => result.context("the daemon stopped unexpectedly")??,
         Err(_) => tracing::warn!(
@@ -39,6 +43,22 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     app.store.close().await;
     tracing::info!("tthc-sync stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads the mapping tables on every SIGHUP, for as long as the daemon runs.
+async fn reload_on_sighup(app: Arc<App>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot listen for SIGHUP; the mapping tables are read at start only");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the mapping tables");
+        app.reload_tables();
+    }
 }
 
 /// Waits for SIGTERM or SIGINT and names it.
@@ -60,27 +80,47 @@ pub async fn shutdown_signal() -> &'static str {
 
 pub fn check_config(config: &Path) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(Some(config))?;
-    crate::portal::client::PortalClient::new(
-        &settings.portal,
-        crate::http::RetryPolicy {
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(1),
-            max_times: 0,
-        },
-    )?;
-    crate::source::client::SourceClient::new(
-        &settings.source,
-        crate::http::RetryPolicy {
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(1),
-            max_times: 0,
-        },
-    )?;
+    crate::portal::client::PortalClient::new(&settings.portal, RetryPolicy::none())?;
+    crate::source::client::SourceClient::new(&settings.source, RetryPolicy::none())?;
     settings.store.password()?;
     if let Some(path) = &settings.mapping.tables_file {
-        crate::normalize::MappingTables::load(path)
-            .map_err(|error| anyhow::anyhow!("configuration key `mapping.tables_file`: {error}"))?;
+        match MappingTables::load(path) {
+            Ok(tables) => println!("{}", describe_tables(path, &tables)),
+            Err(TablesError::Problems(problems)) => {
+                eprintln!(
+                    "configuration key `mapping.tables_file`: {} has {} problem(s):",
+                    path.display(),
+                    problems.len()
+                );
+                for problem in &problems {
+                    eprintln!("  - {problem}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "configuration key `mapping.tables_file` ({})",
+                    path.display()
+                )));
+            }
+        }
     }
     println!("configuration {} is valid", config.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line saying what a valid tables file holds.
+fn describe_tables(path: &Path, tables: &MappingTables) -> String {
+    let statuses = match &tables.statuses {
+        Some(statuses) => format!("its own status table ({} statuses)", statuses.len()),
+        None => "the default status table".to_owned(),
+    };
+    format!(
+        "mapping tables {}: {} unit(s), {} procedure(s), {} succession(s), {statuses}; fingerprint {}",
+        path.display(),
+        tables.units.len(),
+        tables.procedures.len(),
+        tables.successions.len(),
+        &tables.fingerprint()[..16]
+    )
 }

@@ -110,6 +110,16 @@ pub struct ProgressResult {
     pub outcome: DeliveryOutcome,
 }
 
+/// A held-back dossier's source record, as stored, with what the ledger knows of it.
+#[derive(Debug, Clone)]
+pub struct HeldRecord {
+    pub source_id: String,
+    pub raw: String,
+    /// The first reason it is held back for (`unmapped_unit`, `unit_unknown_to_portal`, ...).
+    pub reason_code: Option<String>,
+    pub view: LedgerView,
+}
+
 /// One line of the attempt log.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
@@ -171,6 +181,16 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
 
     async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets a named value of the `cursors` table outside any page (the mapping tables' fingerprint, the
+    /// time of the last daily re-normalization).
+    async fn set_cursor(&self, name: &str, value: &str, now: Millis) -> Result<(), StoreError> {
+        self.ingest(&[], Some((name, value)), now).await
+    }
+
+    /// Up to `limit` held-back dossiers with a source id after `after`, in source id order (keyset
+    /// paging), with their stored source records: what is normalized again when the tables change.
+    async fn held_records(&self, after: &str, limit: usize) -> Result<Vec<HeldRecord>, StoreError>;
 
     /// Claims up to `limit` due dossiers for `owner` until `lease_until`.
     async fn claim_dossiers(

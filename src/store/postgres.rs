@@ -13,9 +13,9 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use super::{
-    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryResult, IngestRow, LedgerCounts,
-    Millis, ProgressResult, Store, StoreError, UnitCounts, add_to_counts, add_to_units,
-    outcome_columns, state_of,
+    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryResult, HeldRecord, IngestRow,
+    LedgerCounts, Millis, ProgressResult, Store, StoreError, UnitCounts, add_to_counts,
+    add_to_units, outcome_columns, state_of,
 };
 use crate::sync::decide::{DossierState, IngestAction, LedgerView};
 
@@ -290,6 +290,32 @@ impl Store for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    async fn held_records(&self, after: &str, limit: usize) -> Result<Vec<HeldRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.source_id, b.raw, d.raw_hash, d.payload_hash, d.accepted_hash, d.reason_code \
+             FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.state = 'held' AND d.source_id > $1 ORDER BY d.source_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| HeldRecord {
+                source_id: row.get(0),
+                raw: row.get(1),
+                reason_code: row.get(5),
+                view: LedgerView {
+                    raw_hash: row.get(2),
+                    state: DossierState::Held,
+                    payload_hash: row.get(3),
+                    accepted_hash: row.get(4),
+                },
+            })
+            .collect())
     }
 
     async fn claim_dossiers(

@@ -93,6 +93,12 @@ pub fn on_new_version(
     if existing.raw_hash == raw_hash {
         return IngestAction::Unchanged;
     }
+    on_new_outcome(existing, new)
+}
+
+/// Decides what a new normalization outcome does to an existing row: a new source version, or the same
+/// record normalized again under changed tables or catalogs.
+pub fn on_new_outcome(existing: &LedgerView, new: NewVersion<'_>) -> IngestAction {
     match new {
         NewVersion::Sendable { payload_hash } => {
             if existing.accepted_hash.as_deref() == Some(payload_hash) {
@@ -229,6 +235,28 @@ mod tests {
         assert_eq!(
             on_new_version(Some(&row), "r2", changed),
             IngestAction::Set(DossierState::Pending)
+        );
+    }
+
+    #[test]
+    fn a_held_dossier_normalized_again_becomes_pending_or_stays_held() {
+        let held = view(DossierState::Held, None, None);
+        assert_eq!(
+            on_new_outcome(&held, NewVersion::Sendable { payload_hash: "p1" }),
+            IngestAction::Set(DossierState::Pending)
+        );
+        assert_eq!(
+            on_new_outcome(&held, NewVersion::Held),
+            IngestAction::Set(DossierState::Held)
+        );
+        // Held after the portal took an earlier version, and now the same content again: nothing to send.
+        let held_after_accept = view(DossierState::Held, None, Some("p1"));
+        assert_eq!(
+            on_new_outcome(
+                &held_after_accept,
+                NewVersion::Sendable { payload_hash: "p1" }
+            ),
+            IngestAction::Set(DossierState::Accepted)
         );
     }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::decide::{IngestAction, NewVersion, on_new_version};
-use crate::normalize::{self, Finding, MappingTables, Normalized, Outcome};
+use super::catalog::PortalCatalog;
+use super::decide::{DossierState, IngestAction, NewVersion, on_new_outcome, on_new_version};
+use crate::normalize::{self, Finding, MappingTables, Normalized, Outcome, codes};
 use crate::source::feed::{FeedError, FeedRecord, FeedSink};
-use crate::store::{IngestRow, Store};
+use crate::store::{HeldRecord, IngestRow, Store};
 
 /// The cursor of the changed-since feed, in the `cursors` table.
 pub const FEED_CURSOR: &str = "source_feed";
@@ -28,6 +29,8 @@ pub struct IngestStats {
 pub struct IngestSink {
     pub store: Arc<dyn Store>,
     pub tables: Arc<MappingTables>,
+    /// The catalog pre-flight; `None` sends every normalized dossier and lets the portal decide.
+    pub catalog: Option<Arc<PortalCatalog>>,
     pub cursor_name: Option<&'static str>,
     pub stats: IngestStats,
     /// The previous page's transaction, still running while this page is normalized. Pages are written
@@ -35,11 +38,34 @@ pub struct IngestSink {
     writing: Option<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
 }
 
+/// A record normalized and waiting for the pre-flight and its ledger row.
+struct Fresh<'a> {
+    id: String,
+    raw: &'a str,
+    raw_hash: String,
+    normalized: Normalized,
+}
+
+/// What re-normalizing held-back dossiers did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RenormalizeStats {
+    pub examined: u64,
+    /// Now sendable: queued for the portal.
+    pub released: u64,
+    pub still_held: u64,
+    pub skipped: u64,
+}
+
 impl IngestSink {
-    pub fn new(store: Arc<dyn Store>, tables: Arc<MappingTables>) -> IngestSink {
+    pub fn new(
+        store: Arc<dyn Store>,
+        tables: Arc<MappingTables>,
+        catalog: Option<Arc<PortalCatalog>>,
+    ) -> IngestSink {
         IngestSink {
             store,
             tables,
+            catalog,
             cursor_name: Some(FEED_CURSOR),
             stats: IngestStats::default(),
             writing: None,
@@ -79,20 +105,18 @@ impl IngestSink {
             .map_err(|error| FeedError::Sink(error.to_string()))?;
 
         let looked_up = started.elapsed();
-        let mut rows = Vec::with_capacity(by_id.len() + unnamed.len());
-        for (id, record) in by_id {
+        let mut fresh = Vec::with_capacity(by_id.len() + unnamed.len());
+        for (id, record) in &by_id {
             self.stats.received += 1;
             let raw = record.raw.get();
             let raw_hash = blake3::hash(raw.as_bytes()).to_hex().to_string();
-            let view = views.get(&id);
-            if view.is_some_and(|view| view.raw_hash == raw_hash) {
+            if views.get(id).is_some_and(|view| view.raw_hash == raw_hash) {
                 self.stats.unchanged += 1;
                 continue;
             }
-            let normalized = normalize::normalize_bytes(raw.as_bytes(), &self.tables, now);
-            rows.push(self.row(id, raw, raw_hash, &normalized, view));
+            fresh.push(self.normalize(id.clone(), raw, raw_hash, now));
         }
-        for record in unnamed {
+        for record in &unnamed {
             // Without an id the record cannot be tracked as a dossier; it is kept under a synthetic id
             // derived from its content so that the operator sees it as malformed and nothing is lost.
             self.stats.received += 1;
@@ -102,9 +126,21 @@ impl IngestSink {
             if views.contains_key(&id) {
                 continue;
             }
-            let normalized = normalize::normalize_bytes(raw.as_bytes(), &self.tables, now);
-            rows.push(self.row(id, raw, raw_hash, &normalized, None));
+            fresh.push(self.normalize(id, raw, raw_hash, now));
         }
+        self.preflight(&mut fresh).await;
+        let rows: Vec<IngestRow> = fresh
+            .into_iter()
+            .map(|fresh| {
+                let action = on_new_version(
+                    views.get(&fresh.id),
+                    &fresh.raw_hash,
+                    new_version(&fresh.normalized),
+                );
+                self.count(action);
+                row(fresh, action)
+            })
+            .collect();
 
         let normalized = started.elapsed();
         // The page is written in the background, so that the next page is read and normalized while
@@ -132,6 +168,42 @@ impl IngestSink {
         Ok(())
     }
 
+    /// Normalizes held-back dossiers again from their stored source records (the tables or the
+    /// portal's catalogs changed, or the daily pass), and writes what changed: a dossier that is now
+    /// valid is queued for the portal, one still held gets its new reasons. Must not run beside a poll
+    /// of the same store: the poll loop runs both in turn.
+    pub async fn renormalize(
+        &mut self,
+        held: &[HeldRecord],
+    ) -> Result<RenormalizeStats, crate::store::StoreError> {
+        let now = Timestamp::now();
+        let mut fresh: Vec<Fresh> = held
+            .iter()
+            .map(|record| {
+                let raw_hash = record.view.raw_hash.clone();
+                self.normalize(record.source_id.clone(), &record.raw, raw_hash, now)
+            })
+            .collect();
+        self.preflight(&mut fresh).await;
+        let mut stats = RenormalizeStats::default();
+        let rows: Vec<IngestRow> = fresh
+            .into_iter()
+            .zip(held)
+            .map(|(fresh, record)| {
+                let action = on_new_outcome(&record.view, new_version(&fresh.normalized));
+                stats.examined += 1;
+                match action {
+                    IngestAction::Set(DossierState::Held) => stats.still_held += 1,
+                    IngestAction::Set(DossierState::Skipped) => stats.skipped += 1,
+                    _ => stats.released += 1,
+                }
+                row(fresh, action)
+            })
+            .collect();
+        self.store.ingest(&rows, None, now.as_millisecond()).await?;
+        Ok(stats)
+    }
+
     /// Waits for the page being written, if any, and reports its failure.
     pub async fn flush(&mut self) -> Result<(), FeedError> {
         match self.writing.take() {
@@ -143,85 +215,115 @@ impl IngestSink {
         }
     }
 
-    fn row(
-        &mut self,
+    fn normalize<'a>(
+        &self,
         id: String,
-        raw: &str,
+        raw: &'a str,
         raw_hash: String,
-        normalized: &Normalized,
-        view: Option<&crate::sync::decide::LedgerView>,
-    ) -> IngestRow {
-        let (new_version, payload, payload_hash, reason_code, reason_detail, progress) =
-            match &normalized.outcome {
-                Outcome::Dossier(dossier) => (
-                    NewVersion::Sendable {
-                        payload_hash: &dossier.hash,
-                    },
-                    Some(String::from_utf8_lossy(&dossier.payload).into_owned()),
-                    Some(dossier.hash.clone()),
-                    None,
-                    None,
-                    dossier
-                        .progress
-                        .iter()
-                        .map(|entry| {
-                            (
-                                entry.key.clone(),
-                                String::from_utf8_lossy(&entry.payload).into_owned(),
-                                entry.hash.clone(),
-                            )
-                        })
-                        .collect(),
-                ),
-                Outcome::Rejected(findings) => (
-                    NewVersion::Held,
-                    None,
-                    None,
-                    Some(
-                        findings
-                            .first()
-                            .map_or("malformed_record", |finding| finding.code)
-                            .to_string(),
-                    ),
-                    Some(summarize(findings)),
-                    Vec::new(),
-                ),
-                Outcome::Skipped(reason) => (
-                    NewVersion::Skipped,
-                    None,
-                    None,
-                    Some(reason.code().to_string()),
-                    None,
-                    Vec::new(),
-                ),
-            };
-        let action = on_new_version(view, &raw_hash, new_version);
+        now: Timestamp,
+    ) -> Fresh<'a> {
+        Fresh {
+            normalized: normalize::normalize_bytes(raw.as_bytes(), &self.tables, now),
+            id,
+            raw,
+            raw_hash,
+        }
+    }
+
+    async fn preflight(&self, fresh: &mut [Fresh<'_>]) {
+        if let Some(catalog) = &self.catalog {
+            let mut records: Vec<&mut Normalized> = fresh
+                .iter_mut()
+                .map(|fresh| &mut fresh.normalized)
+                .collect();
+            catalog.screen(&mut records).await;
+        }
+    }
+
+    fn count(&mut self, action: IngestAction) {
         match action {
-            IngestAction::Set(crate::sync::decide::DossierState::Pending) => self.stats.queued += 1,
-            IngestAction::Set(crate::sync::decide::DossierState::Held) => self.stats.held += 1,
-            IngestAction::Set(crate::sync::decide::DossierState::Skipped) => {
-                self.stats.skipped += 1
-            }
+            IngestAction::Set(DossierState::Pending) => self.stats.queued += 1,
+            IngestAction::Set(DossierState::Held) => self.stats.held += 1,
+            IngestAction::Set(DossierState::Skipped) => self.stats.skipped += 1,
             _ => {}
         }
-        IngestRow {
-            source_id: id,
-            dossier_code: normalized.dossier_code.clone(),
-            raw: raw.to_string(),
-            raw_hash,
-            source_updated_at: normalized.updated_at.map(|at| at.as_millisecond()),
-            source_agency_id: normalized.source_agency_id.clone(),
-            unit: normalized.unit.clone(),
-            procedure_code: normalized.procedure_code.clone(),
-            reception_day: normalized.reception_day.map(|day| day.to_string()),
-            payload,
-            payload_hash,
-            reason_code,
-            reason_detail,
-            findings: findings_json(normalized),
-            action,
-            progress,
+    }
+}
+
+/// What the decision needs to know of a normalization outcome.
+fn new_version(normalized: &Normalized) -> NewVersion<'_> {
+    match &normalized.outcome {
+        Outcome::Dossier(dossier) => NewVersion::Sendable {
+            payload_hash: &dossier.hash,
+        },
+        Outcome::Rejected(_) => NewVersion::Held,
+        Outcome::Skipped(_) => NewVersion::Skipped,
+    }
+}
+
+/// The ledger row of a normalized record, with the decision already taken.
+fn row(fresh: Fresh<'_>, action: IngestAction) -> IngestRow {
+    let Fresh {
+        id,
+        raw,
+        raw_hash,
+        normalized,
+    } = fresh;
+    let findings = findings_json(&normalized);
+    let (payload, payload_hash, reason_code, reason_detail, progress) = match normalized.outcome {
+        Outcome::Dossier(dossier) => {
+            let progress = dossier
+                .progress
+                .iter()
+                .map(|entry| {
+                    (
+                        entry.key.clone(),
+                        String::from_utf8_lossy(&entry.payload).into_owned(),
+                        entry.hash.clone(),
+                    )
+                })
+                .collect();
+            let payload = String::from_utf8(dossier.payload)
+                .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
+            (Some(payload), Some(dossier.hash), None, None, progress)
         }
+        Outcome::Rejected(findings) => (
+            None,
+            None,
+            Some(
+                findings
+                    .first()
+                    .map_or("malformed_record", |finding| finding.code)
+                    .to_string(),
+            ),
+            Some(summarize(&findings)),
+            Vec::new(),
+        ),
+        Outcome::Skipped(reason) => (
+            None,
+            None,
+            Some(reason.code().to_string()),
+            None,
+            Vec::new(),
+        ),
+    };
+    IngestRow {
+        source_id: id,
+        dossier_code: normalized.dossier_code,
+        raw: raw.to_string(),
+        raw_hash,
+        source_updated_at: normalized.updated_at.map(|at| at.as_millisecond()),
+        source_agency_id: normalized.source_agency_id,
+        unit: normalized.unit,
+        procedure_code: normalized.procedure_code,
+        reception_day: normalized.reception_day.map(|day| day.to_string()),
+        payload,
+        payload_hash,
+        reason_code,
+        reason_detail,
+        findings,
+        action,
+        progress,
     }
 }
 
@@ -255,7 +357,8 @@ fn summarize(findings: &[Finding]) -> String {
         .join(", ")
 }
 
-/// Rejections and warnings as stored JSON. Values are masked by the normalizer already.
+/// Rejections and warnings as stored JSON, each with the operators' words for its code (vocabulary.md)
+/// in Vietnamese and English. Values are masked by the normalizer already.
 fn findings_json(normalized: &Normalized) -> String {
     let mut items = Vec::new();
     let mut push = |kind: &str, finding: &Finding| {
@@ -263,6 +366,8 @@ fn findings_json(normalized: &Normalized) -> String {
             "kind": kind,
             "code": finding.code,
             "field": finding.field,
+            "message_vi": codes::message_vi(finding.code),
+            "message_en": codes::message_en(finding.code),
             "detail": finding.detail,
             "value": finding.value,
         }));

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod leak;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -174,4 +176,103 @@ impl PgSchema {
             .expect("the test schema is dropped");
         self.admin.close().await;
     }
+}
+
+/// The daemon binary running `run --config`, its standard error appended to a log file.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Daemon {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tthc-sync"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("the daemon starts");
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("the daemon's status")
+            .is_none()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.child.wait().expect("the daemon exits")
+    }
+}
+
+/// Runs the binary with arguments to completion; returns (success, stdout, stderr).
+pub fn run_binary(args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tthc-sync"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Waits until `condition` holds, checking every 200 ms; false when `timeout` passed first.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        if condition() {
+            return true;
+        }
+        if started.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The ledger's (state, reason) per source id, read from the SQLite file of a daemon running elsewhere.
+pub async fn ledger_file(path: &std::path::Path) -> HashMap<String, (String, Option<String>)> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true);
+    let Ok(pool) = sqlx::SqlitePool::connect_with(options).await else {
+        return HashMap::new();
+    };
+    let rows = sqlx::query("SELECT source_id, state, reason_code FROM dossiers")
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+    pool.close().await;
+    rows.into_iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect()
 }

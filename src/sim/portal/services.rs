@@ -289,18 +289,16 @@ impl PortalSim {
         }]})
     }
 
-    /// `LayDanhMucCoQuan`: the unit catalog, or (when every well-formed code is known) the units of the
-    /// stored dossiers.
+    /// `LayDanhMucCoQuan`: the unit catalog. A simulator without one knows every well-formed code and
+    /// lists none (an empty catalog, which a client must not read as "no unit is known").
     fn unit_catalog(&self) -> Value {
         let state = self.lock();
-        let mut units: Vec<String> = match &state.catalogs.units {
-            Some(units) => units.iter().cloned().collect(),
-            None => state
-                .day_counts
-                .keys()
-                .map(|(unit, _)| unit.clone())
-                .collect(),
-        };
+        let mut units: Vec<String> = state
+            .catalogs
+            .units
+            .iter()
+            .flat_map(|units| units.iter().cloned())
+            .collect();
         units.sort();
         units.dedup();
         let rows: Vec<UnitCatalogItem> = units
