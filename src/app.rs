@@ -270,6 +270,16 @@ impl App {
         }
         tracker.close();
         tracker.wait().await;
+        // Hand the polling lease over now rather than have the other instances wait for it to run out: a
+        // lease that ends now is free to the next one who asks (a no-op when another instance holds it).
+        let now = Timestamp::now().as_millisecond();
+        if let Err(error) = self
+            .store
+            .try_lead(POLL_ROLE, &self.settings.store.instance, now, now)
+            .await
+        {
+            tracing::warn!(error = %error, "cannot give the polling lease back; another instance takes it over when it runs out");
+        }
         Ok(())
     }
 

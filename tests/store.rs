@@ -398,6 +398,9 @@ async fn the_polling_lease_has_one_holder_until_it_lapses(store: &dyn Store) {
     assert!(!store.try_lead("poll", "one", 1_600, 2_600).await.unwrap());
     // Roles are leased apart.
     assert!(store.try_lead("other", "one", 1_600, 2_600).await.unwrap());
+    // A holder that stops gives its lease back by ending it now: the next one who asks gets it at once.
+    assert!(store.try_lead("poll", "two", 1_700, 1_700).await.unwrap());
+    assert!(store.try_lead("poll", "one", 1_700, 2_700).await.unwrap());
 }
 
 async fn held_records_come_in_pages_of_source_ids_with_their_records(store: &dyn Store) {

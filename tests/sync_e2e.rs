@@ -256,6 +256,8 @@ async fn wait_for_accepted(demo: &tthc_sync::commands::demo::Demo, at_least: i64
     panic!("fewer than {at_least} dossiers accepted after a minute");
 }
 
+/// Two daemons on one PostgreSQL ledger: the portal ends exact, no dossier goes twice, both push, one
+/// polls and hands the polling over when it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_sharing_a_postgres_ledger_send_each_dossier_once() {
     use sqlx::PgPool;
@@ -281,6 +283,15 @@ async fn two_instances_sharing_a_postgres_ledger_send_each_dossier_once() {
         |settings| configure(settings, "pg-one"),
     )
     .await;
+    // The instance started first takes the polling lease before the second one starts.
+    let ledger = PgPool::connect_with(schema.options()).await.unwrap();
+    let poller =
+        || sqlx::query_scalar::<_, String>("SELECT owner FROM leaders").fetch_optional(&ledger);
+    let started = std::time::Instant::now();
+    while poller().await.unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "nobody polls");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut settings = demo.app.settings.clone();
     configure(&mut settings, "pg-two");
     let second = Arc::new(
@@ -312,7 +323,6 @@ async fn two_instances_sharing_a_postgres_ledger_send_each_dossier_once() {
     // ledger view was read before the previous page committed is written again as new, and if it was in
     // flight meanwhile it goes once more (the pipelined ingest's harmless resend). Such a row was written
     // twice (`changed_at` after `first_seen_at`); a dossier claimed by both instances was not.
-    let ledger = PgPool::connect_with(schema.options()).await.unwrap();
     let written_again: HashSet<String> = sqlx::query_scalar(
         "SELECT dossier_code FROM dossiers WHERE changed_at > first_seen_at AND dossier_code IS NOT NULL",
     )
@@ -321,7 +331,6 @@ async fn two_instances_sharing_a_postgres_ledger_send_each_dossier_once() {
     .unwrap()
     .into_iter()
     .collect();
-    ledger.close().await;
     let stored_twice: Vec<(String, usize)> = demo
         .portal
         .stored()
@@ -346,15 +355,26 @@ async fn two_instances_sharing_a_postgres_ledger_send_each_dossier_once() {
     );
     let polled = |app: &App| app.health.polls.load(Ordering::Relaxed);
     assert!(
-        (polled(&demo.app) > 0) != (polled(&second) > 0),
-        "exactly one instance polls the source: {} and {} polls",
+        polled(&demo.app) > 0 && polled(&second) == 0,
+        "only the lease holder polls the source: {} and {} polls",
         polled(&demo.app),
         polled(&second)
     );
 
+    // The polling instance gives its lease back as it stops, and the other one takes it at its next
+    // round instead of waiting for the lease to run out.
+    demo.stop().await.unwrap();
+    let handed_over = std::time::Instant::now();
+    while poller().await.unwrap().as_deref() != Some("pg-two") {
+        assert!(
+            handed_over.elapsed() < Duration::from_secs(10),
+            "the other instance did not take over polling after the first stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     second_shutdown.cancel();
     second_running.await.unwrap().unwrap();
     second.store.close().await;
-    demo.stop().await.unwrap();
+    ledger.close().await;
     schema.drop().await;
 }
