@@ -148,7 +148,8 @@ async fn unmapped_and_unknown_codes_are_held_then_sent_after_a_sighup_reload() {
         "suggest",
         "--config",
         config_path.to_str().unwrap(),
-    ]);
+    ])
+    .await;
     assert!(ok, "mappings suggest failed: {stderr}");
     println!("mappings suggest:\n{suggested}");
     let fragment: toml::Table = toml::from_str(&suggested).expect("the suggestion is TOML");

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use tthc_sync::store::postgres::PostgresStore;
 use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::store::{DeliveryOutcome, DeliveryResult, IngestRow, Store};
 use tthc_sync::sync::decide::{DossierState, IngestAction};
@@ -506,5 +507,28 @@ async fn two_postgres_instances_claiming_at_once_never_take_the_same_dossier() {
     for (_, store) in &instances {
         Store::close(store.as_ref()).await;
     }
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn a_read_only_postgres_store_reads_and_refuses_writes() {
+    let Some(schema) = common::postgres_schema().await else {
+        return;
+    };
+    let store = schema.store().await;
+    let rows = [row(
+        "a",
+        "r1",
+        "p1",
+        IngestAction::Set(DossierState::Pending),
+    )];
+    store.ingest(&rows, None, 10).await.unwrap();
+    let reader = PostgresStore::open_read_only(&schema.url(), None)
+        .await
+        .unwrap();
+    assert_eq!(reader.counts().await.unwrap().get(DossierState::Pending), 1);
+    assert!(reader.ingest(&rows, None, 20).await.is_err());
+    Store::close(&reader).await;
+    Store::close(&store).await;
     schema.drop().await;
 }

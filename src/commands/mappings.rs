@@ -42,7 +42,7 @@ pub async fn run(command: MappingsCommand) -> anyhow::Result<ExitCode> {
     let MappingsCommand::Suggest(args) = command;
     let settings = Settings::load(Some(&args.config))?;
     let tables = load_tables(&settings)?;
-    let store = crate::store::open(&settings.store).await?;
+    let store = crate::store::open_read_only(&settings.store).await?;
     let mut gaps = Gaps::default();
     let now = jiff::Timestamp::now();
     let mut after = String::new();

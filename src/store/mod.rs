@@ -276,6 +276,28 @@ pub async fn open(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// Opens the ledger the settings name for an operator's command beside a running daemon: reads only, no
+/// migration, and (SQLite) no write lock that would delay the daemon.
+pub async fn open_read_only(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Store>> {
+    match &settings.url {
+        Some(url) => {
+            let password = settings.password()?;
+            let store = postgres::PostgresStore::open_read_only(url, password.as_deref())
+                .await
+                .with_context(|| format!("failed to open the ledger {}", masked_url(url)))?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let store = sqlite::SqliteStore::open_read_only(&settings.path)
+                .await
+                .with_context(|| {
+                    format!("failed to open the ledger {}", settings.path.display())
+                })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 fn state_of(text: &str) -> DossierState {
     // The column only ever holds values written by this module; an unknown one is treated as pending so
     // that it is looked at again rather than forgotten.

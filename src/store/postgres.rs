@@ -31,11 +31,23 @@ impl PostgresStore {
         password: Option<&str>,
         max_connections: u32,
     ) -> Result<PostgresStore, StoreError> {
-        let mut options = PgConnectOptions::from_str(url)?.application_name("tthc-sync");
-        if let Some(password) = password {
-            options = options.password(password);
-        }
-        PostgresStore::connect(options, max_connections).await
+        PostgresStore::connect(connect_options(url, password)?, max_connections).await
+    }
+
+    /// Connects for reading only (the operator's commands beside a running daemon): no migration runs,
+    /// and every transaction is read-only, so a write through this store fails.
+    pub async fn open_read_only(
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<PostgresStore, StoreError> {
+        let options =
+            connect_options(url, password)?.options([("default_transaction_read_only", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(PostgresStore { pool })
     }
 
     /// Connects with these options (tests set a schema through them) and applies the migrations. Several
@@ -52,6 +64,15 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PostgresStore { pool })
     }
+}
+
+/// The options of `url`, with `password` when given rather than in the URL.
+fn connect_options(url: &str, password: Option<&str>) -> Result<PgConnectOptions, StoreError> {
+    let mut options = PgConnectOptions::from_str(url)?.application_name("tthc-sync");
+    if let Some(password) = password {
+        options = options.password(password);
+    }
+    Ok(options)
 }
 
 /// Keeps the last of several items with the same key, in their first position. PostgreSQL refuses an

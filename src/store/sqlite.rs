@@ -65,6 +65,34 @@ impl SqliteStore {
         })
     }
 
+    /// Opens an existing ledger for reading only (the operator's commands beside a running daemon):
+    /// no file is created, no migration runs, and no write lock is ever taken, so the daemon's writes
+    /// are not delayed. Every write through this store fails.
+    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::File {
+                path: path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no ledger here yet: has the daemon run with this configuration?",
+                ),
+            });
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30));
+        let reader = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore {
+            writer: reader.clone(),
+            reader,
+            path: path.to_path_buf(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

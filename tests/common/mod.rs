@@ -232,11 +232,13 @@ impl Daemon {
     }
 }
 
-/// Runs the binary with arguments to completion; returns (success, stdout, stderr).
-pub fn run_binary(args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tthc-sync"))
+/// Runs the binary with arguments to completion; returns (success, stdout, stderr). Asynchronous, so
+/// that the simulators served by the test's runtime keep answering the command meanwhile.
+pub async fn run_binary(args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tthc-sync"))
         .args(args)
         .output()
+        .await
         .expect("the binary runs");
     (
         output.status.success(),
