@@ -191,3 +191,68 @@ fn the_shipped_examples_are_valid() {
     tthc_sync::normalize::MappingTables::load("config/mapping.example.toml")
         .expect("config/mapping.example.toml");
 }
+
+/// `check-config` on a file whose mapping tables have problems lists every one of them and fails; on
+/// valid tables it says what they hold.
+#[test]
+fn check_config_reports_every_table_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("mapping.toml");
+    let config = dir.path().join("tthc-sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{VALID}\n[mapping]\ntables_file = {:?}\n",
+            tables.display().to_string()
+        ),
+    )
+    .unwrap();
+    let check = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tthc-sync"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    std::fs::write(
+        &tables,
+        r#"
+[units]
+"ag-1" = "not-a-code"
+
+[procedures]
+"LOCAL-1" = "1.2.3"
+
+[[successions]]
+from = "000.00.01.H22"
+to = "000.00.02.H22"
+effective = "2025-07-01"
+old_code_still_known_to_portal = true
+
+[[successions]]
+from = "000.00.02.H22"
+to = "000.00.01.H22"
+effective = "2025-07-01"
+old_code_still_known_to_portal = true
+"#,
+    )
+    .unwrap();
+    let (ok, _, stderr) = check();
+    assert!(!ok, "bad tables should fail check-config");
+    assert!(stderr.contains("mapping.tables_file"), "{stderr}");
+    assert!(stderr.contains("units.\"ag-1\""), "{stderr}");
+    assert!(stderr.contains("procedures.\"LOCAL-1\""), "{stderr}");
+    assert!(stderr.to_lowercase().contains("cycle"), "{stderr}");
+
+    std::fs::write(&tables, "[units]\n\"ag-1\" = \"000.00.31.H60\"\n").unwrap();
+    let (ok, stdout, stderr) = check();
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 unit(s)"), "{stdout}");
+    assert!(stdout.contains("is valid"), "{stdout}");
+}

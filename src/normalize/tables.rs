@@ -74,7 +74,7 @@ pub enum TablesError {
         source: std::io::Error,
     },
     /// TOML syntax, a duplicate key, a missing or unknown key: the message names the key and the line.
-    #[error("the mapping tables are not valid TOML of the expected shape: {0}")]
+    #[error("the mapping tables are not valid TOML of the expected shape")]
     Syntax(#[from] toml::de::Error),
     #[error("the mapping tables have {} problem(s): {}", .0.len(), join_problems(.0))]
     Problems(Vec<TableProblem>),

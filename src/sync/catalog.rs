@@ -253,3 +253,94 @@ impl PortalCatalog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::{MappingTables, normalize_bytes};
+    use crate::sim::generator::{GeneratorConfig, generate};
+
+    fn sendable() -> Normalized {
+        let now = jiff::Timestamp::now();
+        let config = GeneratorConfig {
+            dossiers: 20,
+            units: 3,
+            bad_share: 0.0,
+            cancelled_share: 0.0,
+            deleted_share: 0.0,
+            ..GeneratorConfig::default()
+        };
+        generate(&config, now)
+            .dossiers
+            .iter()
+            .map(|dossier| {
+                normalize_bytes(
+                    dossier.record.to_string().as_bytes(),
+                    &MappingTables::default(),
+                    now,
+                )
+            })
+            .find(|normalized| matches!(normalized.outcome, Outcome::Dossier(_)))
+            .expect("a sendable generated dossier")
+    }
+
+    fn codes_of(normalized: &Normalized) -> Vec<&'static str> {
+        match &normalized.outcome {
+            Outcome::Rejected(findings) => findings.iter().map(|finding| finding.code).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn known_or_unchecked_codes_pass() {
+        for (unit, procedure) in [
+            (Known::Yes, Known::Yes),
+            (Known::Unchecked, Known::Yes),
+            (Known::Yes, Known::Unchecked),
+            (Known::Unchecked, Known::Unchecked),
+        ] {
+            let mut normalized = sendable();
+            preflight(&mut normalized, unit, procedure);
+            assert!(matches!(normalized.outcome, Outcome::Dossier(_)));
+        }
+    }
+
+    #[test]
+    fn unknown_codes_hold_the_dossier_back_naming_each() {
+        let mut normalized = sendable();
+        let Outcome::Dossier(dossier) = &normalized.outcome else {
+            unreachable!()
+        };
+        let unit = dossier.dossier.don_vi_xu_ly.clone();
+        preflight(&mut normalized, Known::No, Known::Yes);
+        assert_eq!(codes_of(&normalized), [codes::UNIT_UNKNOWN_TO_PORTAL]);
+        let Outcome::Rejected(findings) = &normalized.outcome else {
+            unreachable!()
+        };
+        assert_eq!(findings[0].value.as_deref(), Some(unit.as_str()));
+        assert_eq!(findings[0].field, "agency");
+
+        let mut normalized = sendable();
+        preflight(&mut normalized, Known::No, Known::No);
+        assert_eq!(
+            codes_of(&normalized),
+            [
+                codes::UNIT_UNKNOWN_TO_PORTAL,
+                codes::PROCEDURE_UNKNOWN_TO_PORTAL
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_already_held_keeps_its_own_reasons() {
+        let mut normalized = sendable();
+        normalized.outcome = Outcome::Rejected(vec![Finding {
+            code: codes::INVALID_DATE,
+            field: "acceptedDate".into(),
+            detail: String::new(),
+            value: None,
+        }]);
+        preflight(&mut normalized, Known::No, Known::No);
+        assert_eq!(codes_of(&normalized), [codes::INVALID_DATE]);
+    }
+}
