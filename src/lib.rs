@@ -14,6 +14,7 @@ pub mod http;
 pub mod normalize;
 pub mod portal;
 pub mod privacy;
+pub mod reconcile;
 pub mod sim;
 pub mod source;
 pub mod store;

@@ -53,6 +53,7 @@ on_both_stores!(
     sent_progress_is_not_sent_again_until_it_changes,
     the_polling_lease_has_one_holder_until_it_lapses,
     held_records_come_in_pages_of_source_ids_with_their_records,
+    operators_count_list_requeue_and_reconcile,
 );
 
 fn row(id: &str, raw_hash: &str, payload_hash: &str, action: IngestAction) -> IngestRow {
@@ -437,6 +438,193 @@ async fn held_records_come_in_pages_of_source_ids_with_their_records(store: &dyn
     assert_eq!(
         store.cursor("fingerprint").await.unwrap().as_deref(),
         Some("abc")
+    );
+}
+
+async fn operators_count_list_requeue_and_reconcile(store: &dyn Store) {
+    use tthc_sync::store::{DossierFilter, RENORMALIZE_REQUESTED, ReconciliationRecord};
+    let pending = IngestAction::Set(DossierState::Pending);
+    let mut held = row("b", "r1", "p1", IngestAction::Set(DossierState::Held));
+    held.payload = None;
+    held.payload_hash = None;
+    held.reason_code = Some("unmapped_unit".into());
+    let mut undated = row("d", "r1", "p1", pending);
+    undated.reception_day = None;
+    let rows = vec![
+        row("a", "r1", "p1", pending),
+        held,
+        row("c", "r1", "p1", pending),
+        undated,
+    ];
+    store.ingest(&rows, None, 10).await.unwrap();
+    assert_eq!(
+        store
+            .claim_dossiers("me", 10, 20, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let answer = |id: &str, outcome| DeliveryResult {
+        source_id: id.into(),
+        payload_hash: "p1".into(),
+        outcome,
+    };
+    let results = [
+        answer(
+            "a",
+            DeliveryOutcome::Refused {
+                code: 5,
+                message: "Mã đơn vị không tồn tại".into(),
+            },
+        ),
+        answer(
+            "c",
+            DeliveryOutcome::Retry {
+                error: "HTTP 503".into(),
+                next_attempt_at: 5_000,
+            },
+        ),
+        answer("d", DeliveryOutcome::Accepted),
+    ];
+    store
+        .record_deliveries("me", &results, 30, 1_000)
+        .await
+        .unwrap();
+
+    // One bucket per (unit, agency, day, state, reason); the undated record is counted too.
+    let mut buckets = store
+        .ledger_buckets("2024-01-01", "2024-01-31", None)
+        .await
+        .unwrap();
+    buckets.sort_by_key(|bucket| (bucket.day.clone(), bucket.state.as_str()));
+    let summary: Vec<_> = buckets
+        .iter()
+        .map(|bucket| {
+            (
+                bucket.day.as_deref(),
+                bucket.state,
+                bucket.reason_code.as_deref(),
+                bucket.count,
+                bucket.oldest_unsent_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (None, DossierState::Accepted, None, 1, None),
+            (
+                Some("2024-01-15"),
+                DossierState::Held,
+                Some("unmapped_unit"),
+                1,
+                Some(10)
+            ),
+            (Some("2024-01-15"), DossierState::Pending, None, 1, Some(10)),
+            (
+                Some("2024-01-15"),
+                DossierState::Refused,
+                Some("portal_5"),
+                1,
+                Some(10)
+            ),
+        ]
+    );
+    assert!(
+        store
+            .ledger_buckets("2024-01-01", "2024-01-31", Some("000.00.99.H60"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut ids = store.ledger_ids("ag-1", "2024-01-15").await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["a", "b", "c"]);
+
+    let failures = store.failures(&DossierFilter::default(), 10).await.unwrap();
+    let listed: Vec<(&str, DossierState, i64)> = failures
+        .iter()
+        .map(|failure| (failure.source_id.as_str(), failure.state, failure.attempts))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("a", DossierState::Refused, 1),
+            ("b", DossierState::Held, 0)
+        ]
+    );
+    let only_held = DossierFilter {
+        reason: Some("unmapped_unit".into()),
+        ..DossierFilter::default()
+    };
+    assert_eq!(store.failures(&only_held, 10).await.unwrap().len(), 1);
+
+    let payloads = store
+        .payloads("2024-01-01", "2024-01-31", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        payloads.len(),
+        2,
+        "a and c have a payload and a reception day"
+    );
+
+    // `retry`: the refused one and the one waiting out a back-off are due now; the held one is marked
+    // for the daemon to normalize again.
+    let requeued = store.requeue(&DossierFilter::default(), 100).await.unwrap();
+    assert_eq!(
+        (requeued.refused, requeued.pending, requeued.held),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        store
+            .cursor(RENORMALIZE_REQUESTED)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("100")
+    );
+    assert_eq!(
+        store
+            .claim_dossiers("me", 10, 100, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let line = |run: &str, unit: &str, started_at, complete| ReconciliationRecord {
+        run_id: run.into(),
+        unit: unit.into(),
+        started_at,
+        from_day: "2024-01-01".into(),
+        to_day: "2024-01-31".into(),
+        source_count: Some(3),
+        ledger_count: 3,
+        accepted: 1,
+        portal_count: None,
+        missing: 0,
+        complete,
+        summary: "{}".into(),
+    };
+    store
+        .record_reconciliation(&[line("r1", "U1", 1, false), line("r1", "U2", 1, false)])
+        .await
+        .unwrap();
+    store
+        .record_reconciliation(&[line("r2", "U1", 2, false)])
+        .await
+        .unwrap();
+    // A line stored again for the same run and unit replaces the earlier one.
+    store
+        .record_reconciliation(&[line("r2", "U1", 2, true)])
+        .await
+        .unwrap();
+    let latest = store.latest_reconciliation().await.unwrap();
+    assert_eq!(
+        latest,
+        [line("r2", "U1", 2, true), line("r1", "U2", 1, false)]
     );
 }
 

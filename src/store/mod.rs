@@ -120,6 +120,88 @@ pub struct HeldRecord {
     pub view: LedgerView,
 }
 
+/// Ledger rows counted by unit, source agency, reception day, state and reason: the ledger's side of a
+/// reconciliation and of the reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerBucket {
+    pub unit: Option<String>,
+    pub source_agency_id: Option<String>,
+    /// Reception day `YYYY-MM-DD`; `None` for a record without a usable date (malformed).
+    pub day: Option<String>,
+    pub state: DossierState,
+    pub reason_code: Option<String>,
+    pub count: i64,
+    /// When the current version of the oldest dossier here that is not on the portal arrived (Unix ms);
+    /// `None` when all are accepted or skipped.
+    pub oldest_unsent_at: Option<Millis>,
+}
+
+/// Which dossiers an operator's command is about; every field narrows, `None` does not.
+#[derive(Debug, Clone, Default)]
+pub struct DossierFilter {
+    pub unit: Option<String>,
+    pub reason: Option<String>,
+    pub dossier_code: Option<String>,
+    /// Reception days, inclusive (`YYYY-MM-DD`).
+    pub from_day: Option<String>,
+    pub to_day: Option<String>,
+}
+
+/// A dossier held back or refused, as `failures` lists it (findings carry masked values only).
+#[derive(Debug, Clone)]
+pub struct FailureRow {
+    pub source_id: String,
+    pub dossier_code: Option<String>,
+    pub unit: Option<String>,
+    pub source_agency_id: Option<String>,
+    pub reception_day: Option<String>,
+    pub state: DossierState,
+    pub reason_code: Option<String>,
+    pub reason_detail: Option<String>,
+    /// JSON array of findings, as ingest stored them.
+    pub findings: String,
+    pub attempts: i64,
+    pub changed_at: Millis,
+}
+
+/// What `retry` queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Refused by the portal: queued to be sent again now.
+    pub refused: u64,
+    /// Waiting out a back-off: due now.
+    pub pending: u64,
+    /// Held back: normalized again by the daemon at its next poll.
+    pub held: u64,
+}
+
+impl Requeued {
+    pub fn total(&self) -> u64 {
+        self.refused + self.pending + self.held
+    }
+}
+
+/// One unit's line of one reconciliation run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconciliationRecord {
+    pub run_id: String,
+    pub unit: String,
+    pub started_at: Millis,
+    pub from_day: String,
+    pub to_day: String,
+    pub source_count: Option<i64>,
+    pub ledger_count: i64,
+    pub accepted: i64,
+    pub portal_count: Option<i64>,
+    pub missing: i64,
+    pub complete: bool,
+    /// The unit's line as JSON (the same object the reconciliation log holds).
+    pub summary: String,
+}
+
+/// The cursor an operator's `retry` sets when it asks for held-back dossiers to be normalized again.
+pub const RENORMALIZE_REQUESTED: &str = "renormalize_requested_at";
+
 /// One line of the attempt log.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
@@ -236,6 +318,51 @@ pub trait Store: Send + Sync {
     async fn counts(&self) -> Result<LedgerCounts, StoreError>;
 
     async fn unit_counts(&self) -> Result<Vec<UnitCounts>, StoreError>;
+
+    /// The ledger counted by unit, source agency, reception day, state and reason, for reception days
+    /// from `from` to `to` (inclusive, `YYYY-MM-DD`) and records without a reception day.
+    async fn ledger_buckets(
+        &self,
+        from: &str,
+        to: &str,
+        unit: Option<&str>,
+    ) -> Result<Vec<LedgerBucket>, StoreError>;
+
+    /// The source ids the ledger holds for one source agency and reception day.
+    async fn ledger_ids(
+        &self,
+        source_agency_id: &str,
+        day: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Held-back and refused dossiers matching `filter`, oldest first, at most `limit`.
+    async fn failures(
+        &self,
+        filter: &DossierFilter,
+        limit: usize,
+    ) -> Result<Vec<FailureRow>, StoreError>;
+
+    /// Queues the dossiers matching `filter` again now: refused ones to be sent again, pending ones due
+    /// at once, held-back ones marked for the daemon to normalize again (it holds the tables).
+    async fn requeue(&self, filter: &DossierFilter, now: Millis) -> Result<Requeued, StoreError>;
+
+    /// The normalized payloads (sent or to be sent) of the reception days from `from` to `to`, with their
+    /// unit and state: the indicator preview's input.
+    async fn payloads(
+        &self,
+        from: &str,
+        to: &str,
+        unit: Option<&str>,
+    ) -> Result<Vec<(Option<String>, DossierState, String)>, StoreError>;
+
+    /// Stores one reconciliation run (one line per unit).
+    async fn record_reconciliation(
+        &self,
+        records: &[ReconciliationRecord],
+    ) -> Result<(), StoreError>;
+
+    /// The latest reconciliation line of every unit.
+    async fn latest_reconciliation(&self) -> Result<Vec<ReconciliationRecord>, StoreError>;
 
     /// The earliest time a pending dossier or progress entry becomes due, if any.
     async fn next_due(&self) -> Result<Option<Millis>, StoreError>;

@@ -9,13 +9,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{
-    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryResult, HeldRecord, IngestRow,
-    LedgerCounts, Millis, ProgressResult, Store, StoreError, UnitCounts, add_to_counts,
-    add_to_units, outcome_columns, state_of,
+    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryResult, DossierFilter, FailureRow,
+    HeldRecord, IngestRow, LedgerBucket, LedgerCounts, Millis, ProgressResult,
+    RENORMALIZE_REQUESTED, ReconciliationRecord, Requeued, Store, StoreError, UnitCounts,
+    add_to_counts, add_to_units, outcome_columns, state_of,
 };
 use crate::sync::decide::{DossierState, IngestAction, LedgerView};
 
@@ -96,8 +97,35 @@ fn last_wins<'a, T, K: std::hash::Hash + Eq>(
     kept
 }
 
+/// Narrows a query (which already has a WHERE clause) by an operator's filter; `prefix` is the
+/// `dossiers` table's alias with its dot, or empty. As in the SQLite ledger.
+fn push_filter(query: &mut QueryBuilder<Postgres>, filter: &DossierFilter, prefix: &str) {
+    let columns = [
+        ("unit", &filter.unit),
+        ("reason_code", &filter.reason),
+        ("dossier_code", &filter.dossier_code),
+    ];
+    for (column, value) in columns {
+        if let Some(value) = value {
+            query
+                .push(format_args!(" AND {prefix}{column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    if let Some(from) = &filter.from_day {
+        query
+            .push(format_args!(" AND {prefix}reception_day >= "))
+            .push_bind(from.clone());
+    }
+    if let Some(to) = &filter.to_day {
+        query
+            .push(format_args!(" AND {prefix}reception_day <= "))
+            .push_bind(to.clone());
+    }
+}
+
 /// One column of the rows, bound as an array parameter and read back by `UNNEST`.
-fn column<'a, T>(rows: &[&'a IngestRow], get: impl Fn(&'a IngestRow) -> T) -> Vec<T> {
+fn column<'a, R, T>(rows: &[&'a R], get: impl Fn(&'a R) -> T) -> Vec<T> {
     rows.iter().map(|row| get(row)).collect()
 }
 
@@ -630,6 +658,216 @@ impl Store for PostgresStore {
             );
         }
         Ok(units)
+    }
+
+    async fn ledger_buckets(
+        &self,
+        from: &str,
+        to: &str,
+        unit: Option<&str>,
+    ) -> Result<Vec<LedgerBucket>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT unit, source_agency_id, reception_day, state, reason_code, COUNT(*), \
+             MIN(CASE WHEN state IN ('accepted', 'skipped') THEN NULL ELSE changed_at END) \
+             FROM dossiers WHERE (reception_day BETWEEN ",
+        );
+        query.push_bind(from).push(" AND ").push_bind(to);
+        query.push(" OR reception_day IS NULL)");
+        if let Some(unit) = unit {
+            query.push(" AND unit = ").push_bind(unit);
+        }
+        query.push(" GROUP BY unit, source_agency_id, reception_day, state, reason_code");
+        let rows = query.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| LedgerBucket {
+                unit: row.get(0),
+                source_agency_id: row.get(1),
+                day: row.get(2),
+                state: state_of(row.get::<&str, _>(3)),
+                reason_code: row.get(4),
+                count: row.get(5),
+                oldest_unsent_at: row.get(6),
+            })
+            .collect())
+    }
+
+    async fn ledger_ids(
+        &self,
+        source_agency_id: &str,
+        day: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT source_id FROM dossiers WHERE source_agency_id = $1 AND reception_day = $2",
+        )
+        .bind(source_agency_id)
+        .bind(day)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn failures(
+        &self,
+        filter: &DossierFilter,
+        limit: usize,
+    ) -> Result<Vec<FailureRow>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT d.source_id, d.dossier_code, d.unit, d.source_agency_id, d.reception_day, d.state, \
+             d.reason_code, d.reason_detail, b.findings, d.attempts, d.changed_at \
+             FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.state IN ('held', 'refused')",
+        );
+        push_filter(&mut query, filter, "d.");
+        query
+            .push(" ORDER BY d.changed_at, d.source_id LIMIT ")
+            .push_bind(limit as i64);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| FailureRow {
+                source_id: row.get(0),
+                dossier_code: row.get(1),
+                unit: row.get(2),
+                source_agency_id: row.get(3),
+                reception_day: row.get(4),
+                state: state_of(row.get::<&str, _>(5)),
+                reason_code: row.get(6),
+                reason_detail: row.get(7),
+                findings: row.get(8),
+                attempts: row.get::<i32, _>(9).into(),
+                changed_at: row.get(10),
+            })
+            .collect())
+    }
+
+    async fn requeue(&self, filter: &DossierFilter, now: Millis) -> Result<Requeued, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut refused = QueryBuilder::<Postgres>::new(
+            "UPDATE dossiers SET state = 'pending', attempts = 0, last_error = NULL, next_attempt_at = ",
+        );
+        refused.push_bind(now).push(" WHERE state = 'refused'");
+        push_filter(&mut refused, filter, "");
+        let refused = refused.build().execute(&mut *tx).await?;
+
+        let mut pending = QueryBuilder::<Postgres>::new("UPDATE dossiers SET next_attempt_at = ");
+        pending
+            .push_bind(now)
+            .push(" WHERE state = 'pending' AND next_attempt_at > ")
+            .push_bind(now);
+        push_filter(&mut pending, filter, "");
+        let pending = pending.build().execute(&mut *tx).await?;
+
+        let mut held =
+            QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM dossiers WHERE state = 'held'");
+        push_filter(&mut held, filter, "");
+        let held: i64 = held.build_query_scalar().fetch_one(&mut *tx).await?;
+        if held > 0 {
+            sqlx::query(
+                "INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(RENORMALIZE_REQUESTED)
+            .bind(now.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Requeued {
+            refused: refused.rows_affected(),
+            pending: pending.rows_affected(),
+            held: held as u64,
+        })
+    }
+
+    async fn payloads(
+        &self,
+        from: &str,
+        to: &str,
+        unit: Option<&str>,
+    ) -> Result<Vec<(Option<String>, DossierState, String)>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT d.unit, d.state, b.payload FROM dossiers d \
+             JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE b.payload IS NOT NULL AND d.reception_day BETWEEN ",
+        );
+        query.push_bind(from).push(" AND ").push_bind(to);
+        if let Some(unit) = unit {
+            query.push(" AND d.unit = ").push_bind(unit);
+        }
+        let rows = query.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), state_of(row.get::<&str, _>(1)), row.get(2)))
+            .collect())
+    }
+
+    async fn record_reconciliation(
+        &self,
+        records: &[ReconciliationRecord],
+    ) -> Result<(), StoreError> {
+        // A line stored again for the same run and unit replaces the earlier one (SQLite's
+        // INSERT OR REPLACE), the last of a batch winning.
+        let records = last_wins(records, |record| {
+            (record.run_id.as_str(), record.unit.as_str())
+        });
+        if records.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO reconciliations (run_id, unit, started_at, from_day, to_day, source_count, \
+             ledger_count, accepted, portal_count, missing, complete, summary) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], \
+                 $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::bool[], $12::text[]) \
+             ON CONFLICT (run_id, unit) DO UPDATE SET started_at = excluded.started_at, \
+             from_day = excluded.from_day, to_day = excluded.to_day, source_count = excluded.source_count, \
+             ledger_count = excluded.ledger_count, accepted = excluded.accepted, \
+             portal_count = excluded.portal_count, missing = excluded.missing, \
+             complete = excluded.complete, summary = excluded.summary",
+        )
+        .bind(column(&records, |record| record.run_id.as_str()))
+        .bind(column(&records, |record| record.unit.as_str()))
+        .bind(column(&records, |record| record.started_at))
+        .bind(column(&records, |record| record.from_day.as_str()))
+        .bind(column(&records, |record| record.to_day.as_str()))
+        .bind(column(&records, |record| record.source_count))
+        .bind(column(&records, |record| record.ledger_count))
+        .bind(column(&records, |record| record.accepted))
+        .bind(column(&records, |record| record.portal_count))
+        .bind(column(&records, |record| record.missing))
+        .bind(column(&records, |record| record.complete))
+        .bind(column(&records, |record| record.summary.as_str()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn latest_reconciliation(&self) -> Result<Vec<ReconciliationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.run_id, r.unit, r.started_at, r.from_day, r.to_day, r.source_count, r.ledger_count, \
+             r.accepted, r.portal_count, r.missing, r.complete, r.summary FROM reconciliations r \
+             WHERE r.started_at = (SELECT MAX(started_at) FROM reconciliations WHERE unit = r.unit) \
+             ORDER BY r.unit",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ReconciliationRecord {
+                run_id: row.get(0),
+                unit: row.get(1),
+                started_at: row.get(2),
+                from_day: row.get(3),
+                to_day: row.get(4),
+                source_count: row.get(5),
+                ledger_count: row.get(6),
+                accepted: row.get(7),
+                portal_count: row.get(8),
+                missing: row.get(9),
+                complete: row.get(10),
+                summary: row.get(11),
+            })
+            .collect())
     }
 
     async fn next_due(&self) -> Result<Option<Millis>, StoreError> {

@@ -11,9 +11,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
-    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, HeldRecord,
-    IngestRow, LedgerCounts, Millis, ProgressResult, Store, StoreError, UnitCounts, add_to_counts,
-    add_to_units, outcome_columns, state_of,
+    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, DossierFilter,
+    FailureRow, HeldRecord, IngestRow, LedgerBucket, LedgerCounts, Millis, ProgressResult,
+    RENORMALIZE_REQUESTED, ReconciliationRecord, Requeued, Store, StoreError, UnitCounts,
+    add_to_counts, add_to_units, outcome_columns, state_of,
 };
 use crate::sync::decide::{DossierState, IngestAction, LedgerView};
 
@@ -709,6 +710,222 @@ impl Store for SqliteStore {
         Ok(units)
     }
 
+    async fn ledger_buckets(
+        &self,
+        from: &str,
+        to: &str,
+        unit: Option<&str>,
+    ) -> Result<Vec<LedgerBucket>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT unit, source_agency_id, reception_day, state, reason_code, COUNT(*), \
+             MIN(CASE WHEN state IN ('accepted', 'skipped') THEN NULL ELSE changed_at END) \
+             FROM dossiers WHERE (reception_day BETWEEN ",
+        );
+        query.push_bind(from).push(" AND ").push_bind(to);
+        query.push(" OR reception_day IS NULL)");
+        if let Some(unit) = unit {
+            query.push(" AND unit = ").push_bind(unit);
+        }
+        query.push(" GROUP BY unit, source_agency_id, reception_day, state, reason_code");
+        let rows = query
+            .build()
+            .persistent(false)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| LedgerBucket {
+                unit: row.get(0),
+                source_agency_id: row.get(1),
+                day: row.get(2),
+                state: state_of(row.get::<&str, _>(3)),
+                reason_code: row.get(4),
+                count: row.get(5),
+                oldest_unsent_at: row.get(6),
+            })
+            .collect())
+    }
+
+    async fn ledger_ids(
+        &self,
+        source_agency_id: &str,
+        day: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT source_id FROM dossiers WHERE source_agency_id = ?1 AND reception_day = ?2",
+        )
+        .bind(source_agency_id)
+        .bind(day)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn failures(
+        &self,
+        filter: &DossierFilter,
+        limit: usize,
+    ) -> Result<Vec<FailureRow>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT d.source_id, d.dossier_code, d.unit, d.source_agency_id, d.reception_day, d.state, \
+             d.reason_code, d.reason_detail, b.findings, d.attempts, d.changed_at \
+             FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.state IN ('held', 'refused')",
+        );
+        push_filter(&mut query, filter, "d.");
+        query
+            .push(" ORDER BY d.changed_at, d.source_id LIMIT ")
+            .push_bind(limit as i64);
+        let rows = query
+            .build()
+            .persistent(false)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| FailureRow {
+                source_id: row.get(0),
+                dossier_code: row.get(1),
+                unit: row.get(2),
+                source_agency_id: row.get(3),
+                reception_day: row.get(4),
+                state: state_of(row.get::<&str, _>(5)),
+                reason_code: row.get(6),
+                reason_detail: row.get(7),
+                findings: row.get(8),
+                attempts: row.get(9),
+                changed_at: row.get(10),
+            })
+            .collect())
+    }
+
+    async fn requeue(&self, filter: &DossierFilter, now: Millis) -> Result<Requeued, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut refused = QueryBuilder::<Sqlite>::new(
+            "UPDATE dossiers SET state = 'pending', attempts = 0, last_error = NULL, next_attempt_at = ",
+        );
+        refused.push_bind(now).push(" WHERE state = 'refused'");
+        push_filter(&mut refused, filter, "");
+        let refused = refused.build().persistent(false).execute(&mut *tx).await?;
+
+        let mut pending = QueryBuilder::<Sqlite>::new("UPDATE dossiers SET next_attempt_at = ");
+        pending
+            .push_bind(now)
+            .push(" WHERE state = 'pending' AND next_attempt_at > ")
+            .push_bind(now);
+        push_filter(&mut pending, filter, "");
+        let pending = pending.build().persistent(false).execute(&mut *tx).await?;
+
+        let mut held =
+            QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM dossiers WHERE state = 'held'");
+        push_filter(&mut held, filter, "");
+        let held: i64 = held
+            .build_query_scalar()
+            .persistent(false)
+            .fetch_one(&mut *tx)
+            .await?;
+        if held > 0 {
+            sqlx::query(
+                "INSERT INTO cursors (name, value, updated_at) VALUES (?1, ?2, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(RENORMALIZE_REQUESTED)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Requeued {
+            refused: refused.rows_affected(),
+            pending: pending.rows_affected(),
+            held: held as u64,
+        })
+    }
+
+    async fn payloads(
+        &self,
+        from: &str,
+        to: &str,
+        unit: Option<&str>,
+    ) -> Result<Vec<(Option<String>, DossierState, String)>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT d.unit, d.state, b.payload FROM dossiers d \
+             JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE b.payload IS NOT NULL AND d.reception_day BETWEEN ",
+        );
+        query.push_bind(from).push(" AND ").push_bind(to);
+        if let Some(unit) = unit {
+            query.push(" AND d.unit = ").push_bind(unit);
+        }
+        let rows = query
+            .build()
+            .persistent(false)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), state_of(row.get::<&str, _>(1)), row.get(2)))
+            .collect())
+    }
+
+    async fn record_reconciliation(
+        &self,
+        records: &[ReconciliationRecord],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO reconciliations (run_id, unit, started_at, from_day, to_day, \
+                 source_count, ledger_count, accepted, portal_count, missing, complete, summary) ",
+            );
+            query.push_values(chunk, |mut values, record| {
+                values
+                    .push_bind(&record.run_id)
+                    .push_bind(&record.unit)
+                    .push_bind(record.started_at)
+                    .push_bind(&record.from_day)
+                    .push_bind(&record.to_day)
+                    .push_bind(record.source_count)
+                    .push_bind(record.ledger_count)
+                    .push_bind(record.accepted)
+                    .push_bind(record.portal_count)
+                    .push_bind(record.missing)
+                    .push_bind(record.complete)
+                    .push_bind(&record.summary);
+            });
+            query.build().persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn latest_reconciliation(&self) -> Result<Vec<ReconciliationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.run_id, r.unit, r.started_at, r.from_day, r.to_day, r.source_count, r.ledger_count, \
+             r.accepted, r.portal_count, r.missing, r.complete, r.summary FROM reconciliations r \
+             WHERE r.started_at = (SELECT MAX(started_at) FROM reconciliations WHERE unit = r.unit) \
+             ORDER BY r.unit",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ReconciliationRecord {
+                run_id: row.get(0),
+                unit: row.get(1),
+                started_at: row.get(2),
+                from_day: row.get(3),
+                to_day: row.get(4),
+                source_count: row.get(5),
+                ledger_count: row.get(6),
+                accepted: row.get(7),
+                portal_count: row.get(8),
+                missing: row.get(9),
+                complete: row.get(10),
+                summary: row.get(11),
+            })
+            .collect())
+    }
+
     async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(at) FROM (SELECT MIN(next_attempt_at) AS at FROM dossiers WHERE state = 'pending' \
@@ -749,6 +966,33 @@ impl Store for SqliteStore {
 
 /// Makes the waiting progress entries of these dossiers due when the portal already has their dossier
 /// (a new entry of a dossier sent earlier).
+/// Narrows a query (which already has a WHERE clause) by an operator's filter; `prefix` is the
+/// `dossiers` table's alias with its dot, or empty.
+fn push_filter(query: &mut QueryBuilder<Sqlite>, filter: &DossierFilter, prefix: &str) {
+    let columns = [
+        ("unit", &filter.unit),
+        ("reason_code", &filter.reason),
+        ("dossier_code", &filter.dossier_code),
+    ];
+    for (column, value) in columns {
+        if let Some(value) = value {
+            query
+                .push(format_args!(" AND {prefix}{column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    if let Some(from) = &filter.from_day {
+        query
+            .push(format_args!(" AND {prefix}reception_day >= "))
+            .push_bind(from.clone());
+    }
+    if let Some(to) = &filter.to_day {
+        query
+            .push(format_args!(" AND {prefix}reception_day <= "))
+            .push_bind(to.clone());
+    }
+}
+
 async fn release_waiting_progress(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     source_ids: &[&str],

@@ -1,0 +1,589 @@
+//! Reconciliation per unit: the source's counts, the ledger's, and the portal's, by reception day; where
+//! they disagree, the dossiers themselves (identifier sets), and those the source has that tthc-sync
+//! never saw fetched and queued.
+//!
+//! [`lines`] is pure: ledger buckets and the other sides' counts in, one [`UnitLine`] per unit out.
+//! [`Reconciler::run`] does the I/O around it and keeps the run (store, JSON Lines log).
+
+pub mod log;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::Serialize;
+
+use crate::portal::client::PortalClient;
+use crate::source::client::SourceClient;
+use crate::source::feed::FeedRecord;
+use crate::store::{LedgerBucket, Millis, ReconciliationRecord, Store, StoreError};
+use crate::sync::catalog::PortalCatalog;
+use crate::sync::decide::DossierState;
+use crate::sync::ingest::IngestSink;
+
+/// The key a unit is reported under: its portal code, or `agency:<id>` for a source agency whose
+/// dossiers resolve to no unit (unmapped), or `unknown` for records without even an agency.
+pub fn unit_key(unit: Option<&str>, agency: Option<&str>) -> String {
+    match (unit, agency) {
+        (Some(unit), _) => unit.to_owned(),
+        (None, Some(agency)) => format!("agency:{agency}"),
+        (None, None) => "unknown".to_owned(),
+    }
+}
+
+/// How many dossiers of a unit are in one state for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonCount {
+    /// `held` or `refused`.
+    pub state: &'static str,
+    pub code: String,
+    pub count: i64,
+}
+
+/// What the ledger holds for one unit over the period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LedgerSide {
+    /// Every dossier of the period except those skipped (cancelled or deleted at the source).
+    pub received: i64,
+    pub accepted: i64,
+    /// Waiting to be sent, or in flight.
+    pub pending: i64,
+    pub held: i64,
+    pub refused: i64,
+    pub skipped: i64,
+}
+
+/// One unit's reconciliation over the period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UnitLine {
+    pub unit: String,
+    /// The source agencies whose dossiers went to this unit.
+    pub source_agencies: Vec<String>,
+    /// The source's count (count-by-agency); `None` when it could not be read.
+    pub source_count: Option<i64>,
+    pub ledger: LedgerSide,
+    /// The portal's count (ThongKeHoSoDongBo); `None` when the portal offers none.
+    pub portal_count: Option<i64>,
+    /// At the source and never seen by tthc-sync (identifier sets compared); fetched and queued.
+    pub missing: i64,
+    /// accepted ÷ the source's count (1.4 sync completeness); `None` without a source count.
+    pub completeness: Option<f64>,
+    /// Held and refused dossiers by reason, most first.
+    pub reasons: Vec<ReasonCount>,
+    /// When the oldest dossier not on the portal arrived (Unix ms), if any.
+    pub oldest_unsent_at: Option<Millis>,
+    /// Every dossier the source counts is on the portal, and nothing is waiting.
+    pub complete: bool,
+}
+
+impl UnitLine {
+    /// Dossiers that should be on the portal and are not (yet): what the operators chase.
+    pub fn gap(&self) -> i64 {
+        let expected = self.source_count.unwrap_or(self.ledger.received);
+        (expected - self.ledger.accepted).max(0)
+    }
+}
+
+/// The other sides' counts for the period, by (source agency, day) and by (unit, day).
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// (source agency id, `YYYY-MM-DD`) → count; `None` when the source could not be asked.
+    pub source: Option<HashMap<(String, String), i64>>,
+    /// unit → count over the period; `None` when the portal offers no counts.
+    pub portal: Option<HashMap<String, i64>>,
+    /// source agency id → dossiers found missing (at the source, not in the ledger).
+    pub missing: HashMap<String, i64>,
+}
+
+/// Which unit each source agency's dossiers go to, from the ledger: the unit most of its dossiers resolved
+/// to (successions can move an agency's dossiers to another unit from a date on; the count follows
+/// the majority, and the ledger's own counts stay exact per unit).
+pub fn agency_units(buckets: &[LedgerBucket]) -> HashMap<String, String> {
+    let mut votes: HashMap<&str, HashMap<String, i64>> = HashMap::new();
+    for bucket in buckets {
+        if let Some(agency) = bucket.source_agency_id.as_deref() {
+            *votes
+                .entry(agency)
+                .or_default()
+                .entry(unit_key(bucket.unit.as_deref(), Some(agency)))
+                .or_default() += bucket.count;
+        }
+    }
+    votes
+        .into_iter()
+        .map(|(agency, units)| {
+            let unit = units
+                .into_iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+                .map(|(unit, _)| unit)
+                .unwrap_or_default();
+            (agency.to_owned(), unit)
+        })
+        .collect()
+}
+
+/// The per-unit lines: the ledger's buckets and the other sides' counts, problems first.
+pub fn lines(buckets: &[LedgerBucket], counts: &Counts) -> Vec<UnitLine> {
+    let mut units: BTreeMap<String, UnitLine> = BTreeMap::new();
+    let mut agencies: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for bucket in buckets {
+        let key = unit_key(bucket.unit.as_deref(), bucket.source_agency_id.as_deref());
+        let line = units.entry(key.clone()).or_insert_with(|| UnitLine {
+            unit: key.clone(),
+            ..UnitLine::default()
+        });
+        if let Some(agency) = &bucket.source_agency_id {
+            agencies.entry(key).or_default().insert(agency.clone());
+        }
+        let ledger = &mut line.ledger;
+        match bucket.state {
+            DossierState::Accepted => ledger.accepted += bucket.count,
+            DossierState::Pending | DossierState::InFlight => ledger.pending += bucket.count,
+            DossierState::Held => ledger.held += bucket.count,
+            DossierState::Refused => ledger.refused += bucket.count,
+            DossierState::Skipped => ledger.skipped += bucket.count,
+        }
+        if bucket.state != DossierState::Skipped {
+            ledger.received += bucket.count;
+        }
+        if matches!(bucket.state, DossierState::Held | DossierState::Refused) {
+            let state = bucket.state.as_str();
+            let code = bucket
+                .reason_code
+                .clone()
+                .unwrap_or_else(|| "unknown".to_owned());
+            match line
+                .reasons
+                .iter_mut()
+                .find(|reason| reason.state == state && reason.code == code)
+            {
+                Some(reason) => reason.count += bucket.count,
+                None => line.reasons.push(ReasonCount {
+                    state,
+                    code,
+                    count: bucket.count,
+                }),
+            }
+        }
+        if let Some(at) = bucket.oldest_unsent_at {
+            line.oldest_unsent_at = Some(line.oldest_unsent_at.map_or(at, |old| old.min(at)));
+        }
+    }
+
+    let owner = agency_units(buckets);
+    if let Some(source) = &counts.source {
+        for ((agency, _day), count) in source {
+            let key = owner
+                .get(agency)
+                .cloned()
+                .unwrap_or_else(|| unit_key(None, Some(agency)));
+            agencies
+                .entry(key.clone())
+                .or_default()
+                .insert(agency.clone());
+            let line = units.entry(key.clone()).or_insert_with(|| UnitLine {
+                unit: key,
+                ..UnitLine::default()
+            });
+            *line.source_count.get_or_insert(0) += count;
+        }
+    }
+    for (agency, missing) in &counts.missing {
+        let key = owner
+            .get(agency)
+            .cloned()
+            .unwrap_or_else(|| unit_key(None, Some(agency)));
+        units
+            .entry(key.clone())
+            .or_insert_with(|| UnitLine {
+                unit: key,
+                ..UnitLine::default()
+            })
+            .missing += missing;
+    }
+    if let Some(portal) = &counts.portal {
+        for (unit, count) in portal {
+            if let Some(line) = units.get_mut(unit) {
+                line.portal_count = Some(*count);
+            }
+        }
+    }
+
+    let mut lines: Vec<UnitLine> = units
+        .into_values()
+        .map(|mut line| {
+            line.source_agencies = agencies
+                .remove(&line.unit)
+                .map(|set| set.into_iter().collect())
+                .unwrap_or_default();
+            // Units the source counts but the ledger never saw still get a portal count of 0 when the
+            // portal offers counts at all.
+            if counts.portal.is_some() && line.portal_count.is_none() {
+                line.portal_count = Some(0);
+            }
+            line.reasons
+                .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.code.cmp(&b.code)));
+            line.completeness = line
+                .source_count
+                .filter(|count| *count > 0)
+                .map(|count| line.ledger.accepted as f64 / count as f64);
+            let nothing_waiting =
+                line.ledger.pending + line.ledger.held + line.ledger.refused + line.missing == 0;
+            line.complete = nothing_waiting
+                && line
+                    .source_count
+                    .is_none_or(|count| line.ledger.accepted >= count);
+            line
+        })
+        .collect();
+    lines.sort_by(|a, b| {
+        a.complete
+            .cmp(&b.complete)
+            .then_with(|| b.gap().cmp(&a.gap()))
+            .then_with(|| a.unit.cmp(&b.unit))
+    });
+    lines
+}
+
+/// `YYYY-MM-DD` → the portal's `yyyyMMdd`.
+fn compact(day: Date) -> String {
+    day.strftime("%Y%m%d").to_string()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the reconciliation log: {0}")]
+    Log(#[from] std::io::Error),
+    #[error("cannot queue the dossiers found missing: {0}")]
+    Queue(String),
+}
+
+/// What one run found, for its caller (the CLI prints it, the daemon logs a summary).
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub lines: Vec<UnitLine>,
+    /// Dossiers the source has that the ledger did not: fetched and queued.
+    pub fetched: u64,
+    /// Problems with the other sides (the source's counts unreadable, ...), for the operator.
+    pub notes: Vec<String>,
+}
+
+/// Runs reconciliations: the clients and the store, and where the log goes.
+pub struct Reconciler {
+    pub store: Arc<dyn Store>,
+    pub source: Arc<SourceClient>,
+    pub portal: Option<Arc<PortalClient>>,
+    pub catalog: Option<Arc<PortalCatalog>>,
+    pub tables: Arc<crate::normalize::MappingTables>,
+    pub log: Option<log::ReconciliationLog>,
+}
+
+impl Reconciler {
+    /// Reconciles reception days `from` to `to` (inclusive), for one unit or all.
+    pub async fn run(
+        &self,
+        from: Date,
+        to: Date,
+        unit: Option<&str>,
+    ) -> Result<RunOutcome, ReconcileError> {
+        let started = Timestamp::now();
+        let run_id = started.strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let (from_day, to_day) = (from.to_string(), to.to_string());
+        let mut notes = Vec::new();
+        let mut buckets = self.store.ledger_buckets(&from_day, &to_day, unit).await?;
+        let owner = agency_units(&buckets);
+        let wanted =
+            |agency: &str| unit.is_none_or(|unit| owner.get(agency).is_some_and(|key| key == unit));
+
+        // The source's counts, by agency and day.
+        let source = match self.source.count_by_agency(&from_day, &to_day).await {
+            Ok(rows) => Some(
+                rows.into_iter()
+                    .filter(|row| wanted(&row.agency_id))
+                    .map(|row| ((row.agency_id, row.date), row.count))
+                    .collect::<HashMap<_, _>>(),
+            ),
+            Err(error) => {
+                notes.push(format!("the source's counts could not be read: {error}"));
+                None
+            }
+        };
+
+        // Where the source and the ledger disagree, compare identifier sets and fetch what is missing.
+        let mut missing: HashMap<String, i64> = HashMap::new();
+        let mut fetched = 0;
+        if let Some(source) = &source {
+            let mut ledger_days: HashMap<(&str, &str), i64> = HashMap::new();
+            for bucket in &buckets {
+                if let (Some(agency), Some(day)) = (&bucket.source_agency_id, &bucket.day)
+                    && bucket.state != DossierState::Skipped
+                {
+                    *ledger_days.entry((agency, day)).or_default() += bucket.count;
+                }
+            }
+            let mut differing: Vec<(&String, &String)> = source
+                .iter()
+                .filter(|((agency, day), count)| {
+                    ledger_days
+                        .get(&(agency.as_str(), day.as_str()))
+                        .copied()
+                        .unwrap_or(0)
+                        != **count
+                })
+                .map(|((agency, day), _)| (agency, day))
+                .collect();
+            differing.sort();
+            for (agency, day) in differing {
+                let at_source = match self.source.ids(agency, day).await {
+                    Ok(items) => items,
+                    Err(error) => {
+                        notes.push(format!(
+                            "the source's identifiers of {agency} on {day} could not be read: {error}"
+                        ));
+                        continue;
+                    }
+                };
+                let known: BTreeSet<String> = self
+                    .store
+                    .ledger_ids(agency, day)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let unseen: Vec<String> = at_source
+                    .into_iter()
+                    .map(|item| item.id)
+                    .filter(|id| !known.contains(id))
+                    .collect();
+                if unseen.is_empty() {
+                    continue;
+                }
+                *missing.entry(agency.clone()).or_default() += unseen.len() as i64;
+                fetched += self.fetch_and_queue(&unseen, &mut notes).await?;
+            }
+            if fetched > 0 {
+                // The fetched dossiers are in the ledger now: count them where they belong.
+                buckets = self.store.ledger_buckets(&from_day, &to_day, unit).await?;
+            }
+        }
+
+        // The portal's counts, when it offers them.
+        let portal = match &self.portal {
+            None => None,
+            Some(portal) => match portal.counts(&compact(from), &compact(to)).await {
+                Ok(rows) => {
+                    let mut by_unit: HashMap<String, i64> = HashMap::new();
+                    for row in rows {
+                        *by_unit.entry(row.don_vi_xu_ly).or_default() += row.so_ho_so;
+                    }
+                    Some(by_unit)
+                }
+                Err(error) => {
+                    notes.push(format!("the portal's counts are not available: {error}"));
+                    None
+                }
+            },
+        };
+
+        let counts = Counts {
+            source,
+            portal,
+            missing,
+        };
+        let mut lines = lines(&buckets, &counts);
+        if let Some(unit) = unit {
+            lines.retain(|line| line.unit == unit);
+        }
+        let records: Vec<ReconciliationRecord> = lines
+            .iter()
+            .map(|line| ReconciliationRecord {
+                run_id: run_id.clone(),
+                unit: line.unit.clone(),
+                started_at: started.as_millisecond(),
+                from_day: from_day.clone(),
+                to_day: to_day.clone(),
+                source_count: line.source_count,
+                ledger_count: line.ledger.received,
+                accepted: line.ledger.accepted,
+                portal_count: line.portal_count,
+                missing: line.missing,
+                complete: line.complete,
+                summary: serde_json::to_string(line).unwrap_or_default(),
+            })
+            .collect();
+        self.store.record_reconciliation(&records).await?;
+        if let Some(log) = &self.log {
+            log.append(&run_id, started, &from_day, &to_day, &lines)?;
+        }
+        Ok(RunOutcome {
+            run_id,
+            lines,
+            fetched,
+            notes,
+        })
+    }
+
+    /// Fetches dossiers by id and writes them to the ledger (without moving the feed cursor).
+    async fn fetch_and_queue(
+        &self,
+        ids: &[String],
+        notes: &mut Vec<String>,
+    ) -> Result<u64, ReconcileError> {
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.source.dossier(id).await {
+                Ok(Some(raw)) => records.push(FeedRecord {
+                    id: Some(id.clone()),
+                    updated: None,
+                    raw,
+                }),
+                Ok(None) => notes.push(format!(
+                    "dossier {id} is listed by the source but not served"
+                )),
+                Err(error) => notes.push(format!("dossier {id} could not be fetched: {error}")),
+            }
+        }
+        let fetched = records.len() as u64;
+        let mut sink = IngestSink::new(
+            self.store.clone(),
+            self.tables.clone(),
+            self.catalog.clone(),
+        )
+        .without_cursor();
+        sink.write(records, None)
+            .await
+            .map_err(|error| ReconcileError::Queue(error.to_string()))?;
+        sink.flush()
+            .await
+            .map_err(|error| ReconcileError::Queue(error.to_string()))?;
+        Ok(fetched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(
+        unit: Option<&str>,
+        agency: &str,
+        day: &str,
+        state: DossierState,
+        reason: Option<&str>,
+        count: i64,
+    ) -> LedgerBucket {
+        LedgerBucket {
+            unit: unit.map(str::to_owned),
+            source_agency_id: Some(agency.to_owned()),
+            day: Some(day.to_owned()),
+            state,
+            reason_code: reason.map(str::to_owned),
+            count,
+            oldest_unsent_at: (!matches!(state, DossierState::Accepted | DossierState::Skipped))
+                .then_some(1_000),
+        }
+    }
+
+    #[test]
+    fn lines_put_failing_units_first_with_their_reasons() {
+        let a = "000.00.01.H60";
+        let d = "000.00.04.H60";
+        let buckets = vec![
+            bucket(
+                Some(a),
+                "ag-1",
+                "2026-11-01",
+                DossierState::Accepted,
+                None,
+                8,
+            ),
+            bucket(
+                Some(a),
+                "ag-1",
+                "2026-11-01",
+                DossierState::Held,
+                Some("unmapped_procedure"),
+                2,
+            ),
+            bucket(
+                None,
+                "ag-2",
+                "2026-11-01",
+                DossierState::Held,
+                Some("unmapped_unit"),
+                5,
+            ),
+            bucket(
+                Some(d),
+                "ag-4",
+                "2026-11-01",
+                DossierState::Accepted,
+                None,
+                10,
+            ),
+            bucket(
+                Some(d),
+                "ag-4",
+                "2026-11-01",
+                DossierState::Skipped,
+                Some("cancelled_at_source"),
+                1,
+            ),
+        ];
+        let counts = Counts {
+            source: Some(HashMap::from([
+                (("ag-1".into(), "2026-11-01".into()), 10),
+                (("ag-2".into(), "2026-11-01".into()), 5),
+                (("ag-4".into(), "2026-11-01".into()), 10),
+            ])),
+            portal: Some(HashMap::from([(a.to_owned(), 8), (d.to_owned(), 10)])),
+            missing: HashMap::new(),
+        };
+        let lines = lines(&buckets, &counts);
+        let units: Vec<&str> = lines.iter().map(|line| line.unit.as_str()).collect();
+        assert_eq!(units, ["agency:ag-2", a, d]);
+        let unmapped = &lines[0];
+        assert_eq!(unmapped.source_count, Some(5));
+        assert_eq!(unmapped.ledger.held, 5);
+        assert_eq!(unmapped.completeness, Some(0.0));
+        assert_eq!(unmapped.portal_count, Some(0));
+        assert!(!unmapped.complete);
+        let first = &lines[1];
+        assert_eq!(first.ledger.received, 10);
+        assert_eq!(first.completeness, Some(0.8));
+        assert_eq!(first.reasons[0].code, "unmapped_procedure");
+        assert_eq!(first.gap(), 2);
+        let clean = &lines[2];
+        assert!(clean.complete);
+        assert_eq!(clean.ledger.skipped, 1);
+        assert_eq!(clean.ledger.received, 10);
+        assert_eq!(clean.completeness, Some(1.0));
+        assert_eq!(clean.oldest_unsent_at, None);
+    }
+
+    #[test]
+    fn missing_dossiers_make_a_unit_incomplete() {
+        let a = "000.00.01.H60";
+        let buckets = vec![bucket(
+            Some(a),
+            "ag-1",
+            "2026-11-01",
+            DossierState::Accepted,
+            None,
+            9,
+        )];
+        let counts = Counts {
+            source: Some(HashMap::from([(("ag-1".into(), "2026-11-01".into()), 10)])),
+            portal: None,
+            missing: HashMap::from([("ag-1".to_owned(), 1)]),
+        };
+        let lines = lines(&buckets, &counts);
+        assert_eq!(lines[0].missing, 1);
+        assert!(!lines[0].complete);
+        assert_eq!(lines[0].portal_count, None);
+        assert_eq!(lines[0].gap(), 1);
+    }
+}
