@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jiff::Timestamp;
+use jiff::tz::{Offset, TimeZone};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,9 +16,11 @@ use crate::config::{Settings, initial_from};
 use crate::http::RetryPolicy;
 use crate::normalize::MappingTables;
 use crate::portal::client::PortalClient;
+use crate::reconcile::Reconciler;
+use crate::reconcile::log::ReconciliationLog;
 use crate::source::client::SourceClient;
 use crate::source::feed::{self, FeedError, FeedOptions, PollStats};
-use crate::store::Store;
+use crate::store::{RENORMALIZE_REQUESTED, Store};
 use crate::sync::catalog::{CatalogOptions, PortalCatalog};
 use crate::sync::ingest::{FEED_CURSOR, IngestSink, IngestStats, RenormalizeStats};
 use crate::sync::push::{PushCounters, Pusher};
@@ -85,16 +88,6 @@ impl App {
             ))
         });
         let store = crate::store::open(&settings.store).await?;
-        let released = store
-            .release_claims(&settings.store.instance)
-            .await
-            .context("failed to release this instance's earlier claims")?;
-        if released > 0 {
-            tracing::info!(
-                released,
-                "took back work this instance had in flight when it last stopped"
-            );
-        }
         Ok(App {
             store,
             source: Arc::new(source),
@@ -170,10 +163,17 @@ impl App {
         let every = i64::try_from(self.settings.mapping.renormalize_every_hours)
             .unwrap_or(i64::MAX / 3_600_000)
             .saturating_mul(3_600_000);
+        let asked_at = self
+            .store
+            .cursor(RENORMALIZE_REQUESTED)
+            .await?
+            .and_then(|text| text.parse::<i64>().ok());
         let reason = if stored.as_deref() != Some(fingerprint.as_str()) {
             "the mapping tables changed"
         } else if requested {
             "the tables were reloaded"
+        } else if asked_at.is_some_and(|asked| last_pass.is_none_or(|pass| asked >= pass)) {
+            "an operator asked (tthc-sync retry)"
         } else if catalog_changed {
             "the portal's unit catalog changed"
         } else if last_pass.is_none_or(|at| now.saturating_sub(at) >= every) {
@@ -212,6 +212,87 @@ impl App {
             "held-back dossiers normalized again"
         );
         Ok(Some(total))
+    }
+
+    /// A reconciler over this daemon's clients, store and tables.
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler {
+            store: self.store.clone(),
+            source: self.source.clone(),
+            portal: Some(self.portal.clone()),
+            catalog: self.catalog.clone(),
+            tables: self.tables(),
+            log: Some(ReconciliationLog::new(
+                self.settings.reconciliation_log_dir(),
+                self.settings.reconcile.log_max_bytes,
+            )),
+        }
+    }
+
+    /// Runs a reconciliation of the last `days` reception days (Vietnam time) and logs its summary.
+    pub async fn reconcile_recent(&self, days: u32, kind: &str) {
+        let today = vietnam_today();
+        let from = today
+            .checked_sub(jiff::Span::new().days(i64::from(days.saturating_sub(1))))
+            .unwrap_or(today);
+        match self.reconciler().run(from, today, None).await {
+            Ok(outcome) => {
+                let incomplete = outcome.lines.iter().filter(|line| !line.complete).count();
+                tracing::info!(
+                    kind,
+                    run_id = %outcome.run_id,
+                    from = %from,
+                    to = %today,
+                    units = outcome.lines.len(),
+                    incomplete,
+                    fetched = outcome.fetched,
+                    "reconciliation done"
+                );
+                for note in &outcome.notes {
+                    tracing::warn!(run_id = %outcome.run_id, "reconciliation: {note}");
+                }
+                if outcome.fetched > 0 {
+                    self.work_available.notify_waiters();
+                }
+            }
+            Err(error) => {
+                tracing::warn!(kind, error = %error, "reconciliation failed; trying at the next run")
+            }
+        }
+    }
+
+    /// Regular reconciliations every `reconcile.interval_minutes`, and the nightly one at
+    /// `reconcile.nightly_hour` (Vietnam time) over the longer window.
+    async fn reconcile_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let settings = &self.settings.reconcile;
+        if settings.interval_minutes == 0 {
+            return;
+        }
+        let interval = Duration::from_secs(settings.interval_minutes * 60);
+        let mut last_nightly: Option<jiff::civil::Date> = None;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+            // Of several instances sharing a ledger, the one that polls the source reconciles with it.
+            if !self.lead_polling().await {
+                continue;
+            }
+            let now = TimeZone::fixed(Offset::constant(7)).to_datetime(Timestamp::now());
+            let nightly = now.hour() >= i8::try_from(settings.nightly_hour).unwrap_or(2)
+                && last_nightly != Some(now.date());
+            let (days, kind) = if nightly {
+                last_nightly = Some(now.date());
+                (settings.nightly_window_days, "nightly")
+            } else {
+                (settings.window_days, "regular")
+            };
+            tokio::select! {
+                () = self.reconcile_recent(days, kind) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
     }
 
     fn feed_options(&self) -> FeedOptions {
@@ -263,8 +344,22 @@ impl App {
 
     /// Polls and pushes until `shutdown` fires; returns once every task stopped at a safe point.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // This instance's claims from before a crash go back to the pool (a command built from the
+        // same settings never does this: it would take back the running daemon's work).
+        let released = self
+            .store
+            .release_claims(&self.settings.store.instance)
+            .await
+            .context("failed to release this instance's earlier claims")?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "took back work this instance had in flight when it last stopped"
+            );
+        }
         let tracker = TaskTracker::new();
         tracker.spawn(self.clone().poll_loop(shutdown.clone()));
+        tracker.spawn(self.clone().reconcile_loop(shutdown.clone()));
         for worker in 0..self.settings.portal.concurrency {
             tracker.spawn(self.clone().push_loop(worker, shutdown.clone()));
         }
@@ -441,4 +536,11 @@ pub fn load_tables(settings: &Settings) -> anyhow::Result<MappingTables> {
         }),
         None => Ok(MappingTables::default()),
     }
+}
+
+/// Today in Vietnam (UTC+07:00, no daylight saving): the day reception days are counted in.
+pub fn vietnam_today() -> jiff::civil::Date {
+    TimeZone::fixed(Offset::constant(7))
+        .to_datetime(Timestamp::now())
+        .date()
 }

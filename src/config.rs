@@ -44,6 +44,58 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub daemon: DaemonSettings,
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
+}
+
+/// Reconciliation runs inside the daemon, and the log they keep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Minutes between two regular runs; 0 turns scheduled runs off (`tthc-sync reconcile` still works).
+    #[serde(default = "default_reconcile_interval")]
+    pub interval_minutes: u64,
+    /// Reception days a regular run covers, ending today.
+    #[serde(default = "default_reconcile_window")]
+    pub window_days: u32,
+    /// The hour (Vietnam time, 0-23) of the nightly full run.
+    #[serde(default = "default_nightly_hour")]
+    pub nightly_hour: u8,
+    /// Reception days the nightly run covers.
+    #[serde(default = "default_nightly_window")]
+    pub nightly_window_days: u32,
+    /// Directory of the JSON Lines reconciliation log; default: `reconciliation/` beside the ledger.
+    #[serde(default)]
+    pub log_dir: Option<PathBuf>,
+    /// A log file larger than this starts a new one (bytes).
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings {
+            interval_minutes: default_reconcile_interval(),
+            window_days: default_reconcile_window(),
+            nightly_hour: default_nightly_hour(),
+            nightly_window_days: default_nightly_window(),
+            log_dir: None,
+            log_max_bytes: default_log_max_bytes(),
+        }
+    }
+}
+
+impl Settings {
+    /// Where the reconciliation log goes.
+    pub fn reconciliation_log_dir(&self) -> PathBuf {
+        self.reconcile.log_dir.clone().unwrap_or_else(|| {
+            self.store
+                .path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("reconciliation")
+        })
+    }
 }
 
 /// The provincial one-stop system.
@@ -354,6 +406,21 @@ fn default_redeliver_base() -> u64 {
 fn default_redeliver_cap() -> u64 {
     1800
 }
+fn default_reconcile_interval() -> u64 {
+    60
+}
+fn default_reconcile_window() -> u32 {
+    7
+}
+fn default_nightly_hour() -> u8 {
+    2
+}
+fn default_nightly_window() -> u32 {
+    90
+}
+fn default_log_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
 fn default_true() -> bool {
     true
 }
@@ -494,6 +561,21 @@ impl Settings {
             return Err(invalid(
                 "portal.catalog_timeout_seconds",
                 "must be at least 1",
+            ));
+        }
+        if self.reconcile.nightly_hour > 23 {
+            return Err(invalid(
+                "reconcile.nightly_hour",
+                format!(
+                    "must be 0 to 23 (Vietnam time), got {}",
+                    self.reconcile.nightly_hour
+                ),
+            ));
+        }
+        if self.reconcile.window_days == 0 || self.reconcile.nightly_window_days == 0 {
+            return Err(invalid(
+                "reconcile.window_days",
+                "reconcile.window_days and reconcile.nightly_window_days must be at least 1",
             ));
         }
         if self.mapping.renormalize_every_hours == 0 {

@@ -15,6 +15,7 @@ pub mod normalize;
 pub mod portal;
 pub mod privacy;
 pub mod reconcile;
+pub mod report;
 pub mod sim;
 pub mod source;
 pub mod store;

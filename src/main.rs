@@ -34,6 +34,16 @@ enum Command {
     Normalize(commands::normalize::NormalizeArgs),
     /// Run both simulators in-process and sync into a local SQLite file: no credentials needed.
     Demo(commands::demo::DemoArgs),
+    /// Reconcile the source, the ledger and the portal per unit and day; fetch and queue what is missing.
+    Reconcile(commands::ledger::ReconcileArgs),
+    /// Per-unit report: counts, completeness, reasons, the oldest unsent dossier (table, JSON, CSV, xlsx).
+    Report(commands::ledger::ReportArgs),
+    /// The dossiers held back or refused, with reasons and masked personal data.
+    Failures(commands::ledger::FailuresArgs),
+    /// Queue matching held-back or refused dossiers again now.
+    Retry(commands::ledger::RetryArgs),
+    /// Read a period of reception days from the source again (a backfill), without moving the cursor.
+    Resync(commands::ledger::ResyncArgs),
     /// Mapping-table helpers: `suggest` lists what the tables lack, as a fragment to fill in.
     Mappings {
         #[command(subcommand)]
@@ -64,6 +74,11 @@ fn main() -> ExitCode {
             Command::CheckConfig { config } => commands::run::check_config(&config),
             Command::Normalize(args) => commands::normalize::run(args),
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Reconcile(args) => commands::ledger::reconcile(args).await,
+            Command::Report(args) => commands::ledger::report(args).await,
+            Command::Failures(args) => commands::ledger::failures(args).await,
+            Command::Retry(args) => commands::ledger::retry(args).await,
+            Command::Resync(args) => commands::ledger::resync(args).await,
             Command::Mappings { command } => commands::mappings::run(command).await,
             Command::Simulate { side } => commands::simulate::run(side).await,
         }

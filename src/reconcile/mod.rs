@@ -6,6 +6,7 @@
 //! [`Reconciler::run`] does the I/O around it and keeps the run (store, JSON Lines log).
 
 pub mod log;
+pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -1,0 +1,442 @@
+//! Reports and failure lists as operators read them: a text table, CSV and xlsx (the same rows), and a
+//! versioned JSON document. Vietnamese by default (vocabulary.md), English on request; numbers and dates
+//! in each language's own format.
+//!
+//! No personal data reaches these: unit lines hold codes and counts, and failure rows hold findings
+//! whose values were masked when the dossier was normalized.
+
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use jiff::tz::{Offset, TimeZone};
+use serde_json::{Value, json};
+
+use super::UnitLine;
+use crate::normalize::codes;
+use crate::store::{FailureRow, Millis};
+
+/// The JSON report's schema version: bump it on any change a consumer could notice.
+pub const REPORT_SCHEMA: &str = "tthc-sync.report/1";
+/// The JSON failure list's schema version.
+pub const FAILURES_SCHEMA: &str = "tthc-sync.failures/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Vi,
+    En,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+    Xlsx,
+}
+
+/// One cell of a sheet: kept typed so that xlsx gets numbers as numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Text(String),
+    Int(i64),
+    /// A share in 0..=1, shown as a percentage.
+    Percent(f64),
+    Empty,
+}
+
+impl Cell {
+    fn show(&self, lang: Lang) -> String {
+        match self {
+            Cell::Text(text) => text.clone(),
+            Cell::Int(number) => group_thousands(*number, lang),
+            Cell::Percent(share) => percent(*share, lang),
+            Cell::Empty => String::new(),
+        }
+    }
+}
+
+/// A titled grid: what the table, CSV and xlsx outputs are all made from.
+#[derive(Debug, Clone)]
+pub struct Sheet {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// `1.234.567` in Vietnamese, `1,234,567` in English.
+pub fn group_thousands(number: i64, lang: Lang) -> String {
+    let separator = if lang == Lang::Vi { '.' } else { ',' };
+    let digits = number.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(separator);
+        }
+        out.push(digit);
+    }
+    if number < 0 { format!("-{out}") } else { out }
+}
+
+/// `97,5%` in Vietnamese, `97.5%` in English (one decimal).
+pub fn percent(share: f64, lang: Lang) -> String {
+    let text = format!("{:.1}%", share * 100.0);
+    if lang == Lang::Vi {
+        text.replace('.', ",")
+    } else {
+        text
+    }
+}
+
+/// `dd/MM/yyyy HH:mm`, Vietnam time.
+pub fn vietnam_time(millis: Millis) -> String {
+    Timestamp::from_millisecond(millis)
+        .map(|at| {
+            TimeZone::fixed(Offset::constant(7))
+                .to_datetime(at)
+                .strftime("%d/%m/%Y %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The operator's words for a held-back, refused or skipped reason.
+pub fn reason_label(code: &str, lang: Lang) -> String {
+    let portal = match code {
+        "portal_2" => Some((
+            "Cổng DVCQG báo dữ liệu không hợp lệ",
+            "the portal found the data invalid",
+        )),
+        "portal_5" => Some((
+            "Cổng DVCQG chưa có mã đơn vị hoặc mã thủ tục",
+            "the portal does not know the unit or procedure code",
+        )),
+        _ => None,
+    };
+    let label = match (portal, lang) {
+        (Some((vi, _)), Lang::Vi) => Some(vi),
+        (Some((_, en)), Lang::En) => Some(en),
+        (None, Lang::Vi) => codes::message_vi(code),
+        (None, Lang::En) => codes::message_en(code),
+    };
+    label.map_or_else(|| code.to_owned(), str::to_owned)
+}
+
+fn pick(lang: Lang, vi: &str, en: &str) -> String {
+    match lang {
+        Lang::Vi => vi.to_owned(),
+        Lang::En => en.to_owned(),
+    }
+}
+
+/// The report's sheet: one row per unit, problems first (the order of `lines`).
+pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
+    let columns = [
+        ("Đơn vị", "Unit"),
+        ("Mã tại hệ thống một cửa", "Source agencies"),
+        ("Hồ sơ tại hệ thống một cửa", "Dossiers at the source"),
+        ("Cổng DVCQG đã nhận", "Accepted by the portal"),
+        ("Chờ đồng bộ", "Waiting to be sent"),
+        ("Bị giữ lại", "Held back"),
+        ("Bị Cổng DVCQG từ chối", "Refused by the portal"),
+        (
+            "Bỏ qua (đã hủy/xóa tại nguồn)",
+            "Skipped (cancelled or deleted at the source)",
+        ),
+        ("Chưa có trên Cổng DVCQG", "Missing on the portal"),
+        ("Tỷ lệ đồng bộ", "Sync completeness"),
+        ("Hồ sơ chờ lâu nhất", "Oldest unsent dossier"),
+        ("Lý do", "Reasons"),
+        ("Tình trạng đồng bộ", "Sync health"),
+    ]
+    .iter()
+    .map(|(vi, en)| pick(lang, vi, en))
+    .collect();
+    let rows = lines
+        .iter()
+        .map(|line| {
+            let reasons = line
+                .reasons
+                .iter()
+                .take(3)
+                .map(|reason| format!("{} ({})", reason_label(&reason.code, lang), reason.count))
+                .collect::<Vec<_>>()
+                .join("; ");
+            vec![
+                Cell::Text(line.unit.clone()),
+                Cell::Text(line.source_agencies.join(", ")),
+                line.source_count.map_or(Cell::Empty, Cell::Int),
+                Cell::Int(line.ledger.accepted),
+                Cell::Int(line.ledger.pending),
+                Cell::Int(line.ledger.held),
+                Cell::Int(line.ledger.refused),
+                Cell::Int(line.ledger.skipped),
+                Cell::Int(line.gap()),
+                line.completeness.map_or(Cell::Empty, Cell::Percent),
+                line.oldest_unsent_at
+                    .map_or(Cell::Empty, |at| Cell::Text(vietnam_time(at))),
+                Cell::Text(reasons),
+                Cell::Text(if line.complete {
+                    pick(lang, "Đầy đủ", "Complete")
+                } else {
+                    pick(lang, "Cần xử lý", "Needs attention")
+                }),
+            ]
+        })
+        .collect();
+    Sheet {
+        title: pick(lang, "Đối soát", "Reconciliation"),
+        columns,
+        rows,
+    }
+}
+
+/// The failure list's sheet: one row per finding of each held-back or refused dossier.
+pub fn failures_sheet(failures: &[FailureRow], lang: Lang) -> Sheet {
+    let columns = [
+        ("Mã hồ sơ", "Dossier code"),
+        ("Đơn vị", "Unit"),
+        ("Mã tại hệ thống một cửa", "Source agency"),
+        ("Ngày tiếp nhận", "Reception day"),
+        ("Tình trạng", "State"),
+        ("Mã lý do", "Reason code"),
+        ("Lý do", "Reason"),
+        ("Trường", "Field"),
+        ("Giá trị (đã che)", "Value (masked)"),
+        ("Chi tiết", "Detail"),
+        ("Lần gửi", "Attempts"),
+        ("Cập nhật", "Changed"),
+    ]
+    .iter()
+    .map(|(vi, en)| pick(lang, vi, en))
+    .collect();
+    let mut rows = Vec::new();
+    for failure in failures {
+        let state = match failure.state.as_str() {
+            "held" => pick(lang, "Bị giữ lại", "Held back"),
+            _ => pick(lang, "Bị Cổng DVCQG từ chối", "Refused by the portal"),
+        };
+        let mut findings: Vec<(String, String, String, String)> =
+            serde_json::from_str::<Vec<Value>>(&failure.findings)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|finding| finding["kind"] == "rejection")
+                .map(|finding| {
+                    let text = |key: &str| finding[key].as_str().unwrap_or_default().to_owned();
+                    (text("code"), text("field"), text("value"), text("detail"))
+                })
+                .collect();
+        if findings.is_empty() {
+            // A refusal, or a hold by the catalog pre-flight stored without findings.
+            findings.push((
+                failure.reason_code.clone().unwrap_or_default(),
+                String::new(),
+                String::new(),
+                failure.reason_detail.clone().unwrap_or_default(),
+            ));
+        }
+        for (code, field, value, detail) in findings {
+            rows.push(vec![
+                Cell::Text(failure.dossier_code.clone().unwrap_or_default()),
+                Cell::Text(failure.unit.clone().unwrap_or_default()),
+                Cell::Text(failure.source_agency_id.clone().unwrap_or_default()),
+                Cell::Text(failure.reception_day.clone().unwrap_or_default()),
+                Cell::Text(state.clone()),
+                Cell::Text(code.clone()),
+                Cell::Text(reason_label(&code, lang)),
+                Cell::Text(field),
+                Cell::Text(value),
+                Cell::Text(detail),
+                Cell::Int(failure.attempts),
+                Cell::Text(vietnam_time(failure.changed_at)),
+            ]);
+        }
+    }
+    Sheet {
+        title: pick(lang, "Hồ sơ chưa đồng bộ", "Dossiers not synced"),
+        columns,
+        rows,
+    }
+}
+
+/// An aligned text table (widths in characters: Vietnamese letters are one column each once NFC).
+pub fn table(sheet: &Sheet, lang: Lang) -> String {
+    let cells: Vec<Vec<String>> = sheet
+        .rows
+        .iter()
+        .map(|row| row.iter().map(|cell| cell.show(lang)).collect())
+        .collect();
+    let mut widths: Vec<usize> = sheet
+        .columns
+        .iter()
+        .map(|title| title.chars().count())
+        .collect();
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, values: &[String]| {
+        let padded: Vec<String> = values
+            .iter()
+            .zip(&widths)
+            .map(|(value, width)| {
+                let pad = width.saturating_sub(value.chars().count());
+                format!("{value}{}", " ".repeat(pad))
+            })
+            .collect();
+        let _ = writeln!(out, "{}", padded.join(" │ ").trim_end());
+    };
+    line(&mut out, &sheet.columns);
+    let rule: Vec<String> = widths.iter().map(|width| "─".repeat(*width)).collect();
+    let _ = writeln!(out, "{}", rule.join("─┼─"));
+    for row in &cells {
+        line(&mut out, row);
+    }
+    out
+}
+
+/// CSV with a header row, the same cells as the table (numbers unformatted, so that a spreadsheet
+/// reads them as numbers; shares as decimals).
+pub fn csv(sheet: &Sheet) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(&sheet.columns)?;
+    for row in &sheet.rows {
+        writer.write_record(row.iter().map(raw_text))?;
+    }
+    writer
+        .into_inner()
+        .map_err(|error| csv::Error::from(error.into_error()))
+}
+
+/// A cell as machine-readable text (CSV): numbers without grouping, shares as decimals.
+pub fn raw_text(cell: &Cell) -> String {
+    match cell {
+        Cell::Text(text) => text.clone(),
+        Cell::Int(number) => number.to_string(),
+        Cell::Percent(share) => format!("{share:.4}"),
+        Cell::Empty => String::new(),
+    }
+}
+
+/// An xlsx workbook with one sheet: header in bold, frozen, columns wide enough to read, percentages
+/// formatted as such.
+pub fn xlsx(sheet: &Sheet) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut workbook = Workbook::new();
+    let worksheet = workbook.add_worksheet();
+    // Sheet names are limited to 31 characters.
+    let name: String = sheet.title.chars().take(31).collect();
+    worksheet.set_name(name)?;
+    let bold = Format::new().set_bold().set_text_wrap();
+    let share = Format::new().set_num_format("0.0%");
+    let mut widths: Vec<usize> = sheet
+        .columns
+        .iter()
+        .map(|title| title.chars().count().min(24))
+        .collect();
+    for (column, title) in sheet.columns.iter().enumerate() {
+        worksheet.write_string_with_format(0, column as u16, title, &bold)?;
+    }
+    for (index, row) in sheet.rows.iter().enumerate() {
+        let at = index as u32 + 1;
+        for (column, cell) in row.iter().enumerate() {
+            let column_number = column as u16;
+            match cell {
+                Cell::Text(text) => {
+                    worksheet.write_string(at, column_number, text)?;
+                    widths[column] = widths[column].max(text.chars().count());
+                }
+                Cell::Int(number) => {
+                    worksheet.write_number(at, column_number, *number as f64)?;
+                }
+                Cell::Percent(value) => {
+                    worksheet.write_number_with_format(at, column_number, *value, &share)?;
+                }
+                Cell::Empty => {}
+            }
+        }
+    }
+    for (column, width) in widths.iter().enumerate() {
+        worksheet.set_column_width(column as u16, (*width).clamp(8, 60) as f64 + 2.0)?;
+    }
+    worksheet.set_freeze_panes(1, 0)?;
+    workbook.save_to_buffer()
+}
+
+/// The report as a versioned JSON document (the schema in `docs/report.schema.json`).
+pub fn report_json(
+    lines: &[UnitLine],
+    from: &str,
+    to: &str,
+    generated_at: Timestamp,
+    notes: &[String],
+) -> Value {
+    json!({
+        "schema": REPORT_SCHEMA,
+        "generated_at": generated_at.to_string(),
+        "from": from,
+        "to": to,
+        "complete": lines.iter().all(|line| line.complete),
+        "units": lines.iter().map(|line| {
+            let mut value = serde_json::to_value(line).unwrap_or(Value::Null);
+            value["gap"] = json!(line.gap());
+            for reason in value["reasons"].as_array_mut().into_iter().flatten() {
+                let code = reason["code"].as_str().unwrap_or_default().to_owned();
+                reason["message_vi"] = json!(reason_label(&code, Lang::Vi));
+                reason["message_en"] = json!(reason_label(&code, Lang::En));
+            }
+            value
+        }).collect::<Vec<_>>(),
+        "notes": notes,
+    })
+}
+
+/// The failure list as a versioned JSON document.
+pub fn failures_json(failures: &[FailureRow], generated_at: Timestamp) -> Value {
+    json!({
+        "schema": FAILURES_SCHEMA,
+        "generated_at": generated_at.to_string(),
+        "dossiers": failures.iter().map(|failure| json!({
+            "source_id": failure.source_id,
+            "dossier_code": failure.dossier_code,
+            "unit": failure.unit,
+            "source_agency_id": failure.source_agency_id,
+            "reception_day": failure.reception_day,
+            "state": failure.state.as_str(),
+            "reason_code": failure.reason_code,
+            "reason_detail": failure.reason_detail,
+            "findings": serde_json::from_str::<Value>(&failure.findings).unwrap_or(Value::Array(Vec::new())),
+            "attempts": failure.attempts,
+            "changed_at": Timestamp::from_millisecond(failure.changed_at).map(|at| at.to_string()).unwrap_or_default(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_shares_in_each_language() {
+        assert_eq!(group_thousands(1_234_567, Lang::Vi), "1.234.567");
+        assert_eq!(group_thousands(1_234_567, Lang::En), "1,234,567");
+        assert_eq!(group_thousands(999, Lang::Vi), "999");
+        assert_eq!(percent(0.975, Lang::Vi), "97,5%");
+        assert_eq!(percent(0.975, Lang::En), "97.5%");
+        assert_eq!(vietnam_time(0), "01/01/1970 07:00");
+    }
+
+    #[test]
+    fn reasons_have_operator_words() {
+        assert_eq!(
+            reason_label("unmapped_unit", Lang::Vi),
+            "Chưa ánh xạ mã đơn vị"
+        );
+        assert_eq!(
+            reason_label("portal_5", Lang::Vi),
+            "Cổng DVCQG chưa có mã đơn vị hoặc mã thủ tục"
+        );
+        assert_eq!(reason_label("no_such_code", Lang::En), "no_such_code");
+    }
+}
