@@ -181,6 +181,12 @@ impl App {
         } else {
             return Ok(None);
         };
+        if reason.starts_with("an operator asked")
+            && let Some(catalog) = &self.catalog
+        {
+            // Whatever the operator fixed may be on the portal's side: ask it again.
+            catalog.forget().await;
+        }
         let mut sink = IngestSink::new(self.store.clone(), tables, self.catalog.clone());
         let mut total = RenormalizeStats::default();
         let mut after = String::new();

@@ -92,9 +92,22 @@ impl Demo {
         database: &std::path::Path,
         adjust: impl FnOnce(&mut Settings),
     ) -> anyhow::Result<Demo> {
+        Demo::start_prepared(source_config, portal_config, database, |_, _| {}, adjust).await
+    }
+
+    /// Like [`Demo::start_with`], with `prepare` shaping the simulators' data (a scenario) before the
+    /// daemon starts reading them.
+    pub async fn start_prepared(
+        source_config: SourceSimConfig,
+        portal_config: PortalSimConfig,
+        database: &std::path::Path,
+        prepare: impl FnOnce(&SourceSim, &PortalSim),
+        adjust: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Demo> {
         let shutdown = CancellationToken::new();
         let (source, source_address) = Demo::serve_source(source_config, &shutdown).await?;
         let (portal, portal_address) = Demo::serve_portal(portal_config, &shutdown).await?;
+        prepare(&source, &portal);
         let mut settings = Settings::from_toml(&demo_settings(
             &format!("http://{source_address}"),
             &format!("http://{portal_address}"),

@@ -15,7 +15,7 @@ use jiff::civil::Date;
 use crate::app::{App, vietnam_today};
 use crate::config::Settings;
 use crate::reconcile::render::{self, Format, Lang, Sheet};
-use crate::reconcile::{Counts, UnitLine, lines};
+use crate::reconcile::{Counts, UnitLine, attach_indicators, lines};
 use crate::source::feed::FeedRecord;
 use crate::store::DossierFilter;
 use crate::sync::ingest::IngestSink;
@@ -214,6 +214,14 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     if let Some(unit) = &args.unit {
         lines.retain(|line| &line.unit == unit);
     }
+    attach_indicators(
+        app.store.as_ref(),
+        &mut lines,
+        &from_day,
+        &to_day,
+        args.unit.as_deref(),
+    )
+    .await?;
     for note in &notes {
         eprintln!("tthc-sync: {note}");
     }

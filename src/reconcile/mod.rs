@@ -16,6 +16,8 @@ use jiff::civil::Date;
 use serde::Serialize;
 
 use crate::portal::client::PortalClient;
+use crate::portal::wire::Dossier;
+use crate::report::indicators::{IndicatorTally, UnitPreview, preview};
 use crate::source::client::SourceClient;
 use crate::source::feed::FeedRecord;
 use crate::store::{LedgerBucket, Millis, ReconciliationRecord, Store, StoreError};
@@ -76,6 +78,9 @@ pub struct UnitLine {
     pub oldest_unsent_at: Option<Millis>,
     /// Every dossier the source counts is on the portal, and nothing is waiting.
     pub complete: bool,
+    /// The Decision 766 indicator preview (indicators.md), when the caller asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indicators: Option<UnitPreview>,
 }
 
 impl UnitLine {
@@ -245,6 +250,38 @@ pub fn lines(buckets: &[LedgerBucket], counts: &Counts) -> Vec<UnitLine> {
             .then_with(|| a.unit.cmp(&b.unit))
     });
     lines
+}
+
+/// Adds the indicator preview to each line, from the payloads of the period: what the portal accepted,
+/// and beside it every sendable payload (what the unit would have if nothing had failed to sync).
+pub async fn attach_indicators(
+    store: &dyn Store,
+    lines: &mut [UnitLine],
+    from: &str,
+    to: &str,
+    unit: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut tallies: HashMap<String, (IndicatorTally, IndicatorTally)> = HashMap::new();
+    for (payload_unit, state, payload) in store.payloads(from, to, unit).await? {
+        let Ok(dossier) = serde_json::from_str::<Dossier>(&payload) else {
+            continue;
+        };
+        let key = payload_unit.unwrap_or_else(|| dossier.don_vi_xu_ly.clone());
+        let (accepted, all) = tallies.entry(key).or_default();
+        if state == DossierState::Accepted {
+            accepted.add(&dossier);
+        }
+        all.add(&dossier);
+    }
+    for line in lines {
+        let (accepted, all) = tallies.remove(&line.unit).unwrap_or_default();
+        let at_source = line
+            .source_count
+            .or(Some(line.ledger.received))
+            .map(|count| count.max(0) as u64);
+        line.indicators = Some(preview(&accepted, &all, at_source));
+    }
+    Ok(())
 }
 
 /// `YYYY-MM-DD` → the portal's `yyyyMMdd`.

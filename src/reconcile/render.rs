@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::UnitLine;
 use crate::normalize::codes;
+use crate::report::indicators::INDICATORS;
 use crate::store::{FailureRow, Millis};
 
 /// The JSON report's schema version: bump it on any change a consumer could notice.
@@ -150,6 +151,16 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
     ]
     .iter()
     .map(|(vi, en)| pick(lang, vi, en))
+    .chain(
+        // The indicator preview (QĐ 766), completeness aside (it has its own column above).
+        INDICATORS[1..].iter().map(|indicator| {
+            format!(
+                "{} {}",
+                indicator.id,
+                pick(lang, indicator.name_vi, indicator.name_en)
+            )
+        }),
+    )
     .collect();
     let rows = lines
         .iter()
@@ -181,6 +192,14 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
                     pick(lang, "Cần xử lý", "Needs attention")
                 }),
             ]
+            .into_iter()
+            .chain(INDICATORS[1..].iter().enumerate().map(|(index, _)| {
+                line.indicators
+                    .as_ref()
+                    .and_then(|preview| preview.current.rates()[index + 1].1)
+                    .map_or(Cell::Empty, Cell::Percent)
+            }))
+            .collect()
         })
         .collect();
     Sheet {

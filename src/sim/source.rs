@@ -424,6 +424,20 @@ impl SourceSim {
         count
     }
 
+    /// Edits records in place, as if they had always been so (their `updatedDate` stays): how a test
+    /// shapes a scenario before a client reads. `edit` returns whether it changed the record; returns
+    /// how many it changed.
+    pub fn rewrite(&self, mut edit: impl FnMut(&mut Value) -> bool) -> usize {
+        let mut state = self.lock();
+        let mut count = 0;
+        for row in &mut state.rows {
+            if edit(&mut row.record) {
+                count += 1;
+            }
+        }
+        count
+    }
+
     /// Expires every token issued so far: the next call with one is answered 401.
     pub fn expire_tokens(&self) {
         let now = Instant::now();
