@@ -20,11 +20,13 @@ use crate::reconcile::Reconciler;
 use crate::reconcile::log::ReconciliationLog;
 use crate::source::client::SourceClient;
 use crate::source::feed::{self, FeedError, FeedOptions, PollStats};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{RENORMALIZE_REQUESTED, Store};
 use crate::sync::catalog::{CatalogOptions, PortalCatalog};
 use crate::sync::ingest::{FEED_CURSOR, IngestSink, IngestStats, RenormalizeStats};
 use crate::sync::push::{PushCounters, Pusher};
+
+/// The lease (in the ledger's `leaders` table) held by the one instance that polls the source.
+const POLL_ROLE: &str = "source_poller";
 
 /// What the status server and progress lines read: times of the last successes, running totals.
 #[derive(Debug, Default)]
@@ -40,7 +42,6 @@ pub struct Health {
 pub struct App {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
-    pub sqlite: Arc<SqliteStore>,
     pub source: Arc<SourceClient>,
     pub portal: Arc<PortalClient>,
     /// The mapping tables in force; replaced whole by a reload (SIGHUP).
@@ -86,17 +87,9 @@ impl App {
                 },
             ))
         });
-        let sqlite = Arc::new(SqliteStore::open(&settings.store.path).await.with_context(
-            || {
-                format!(
-                    "failed to open the ledger {}",
-                    settings.store.path.display()
-                )
-            },
-        )?);
+        let store = crate::store::open(&settings.store).await?;
         Ok(App {
-            store: sqlite.clone(),
-            sqlite,
+            store,
             source: Arc::new(source),
             portal,
             tables: RwLock::new(Arc::new(tables)),
@@ -290,6 +283,10 @@ impl App {
                 () = tokio::time::sleep(interval) => {}
                 () = shutdown.cancelled() => return,
             }
+            // Of several instances sharing a ledger, the one that polls the source reconciles with it.
+            if !self.lead_polling().await {
+                continue;
+            }
             let now = TimeZone::fixed(Offset::constant(7)).to_datetime(Timestamp::now());
             let nightly = now.hour() >= i8::try_from(settings.nightly_hour).unwrap_or(2)
                 && last_nightly != Some(now.date());
@@ -376,13 +373,47 @@ impl App {
         }
         tracker.close();
         tracker.wait().await;
+        // Hand the polling lease over now rather than have the other instances wait for it to run out: a
+        // lease that ends now is free to the next one who asks (a no-op when another instance holds it).
+        let now = Timestamp::now().as_millisecond();
+        if let Err(error) = self
+            .store
+            .try_lead(POLL_ROLE, &self.settings.store.instance, now, now)
+            .await
+        {
+            tracing::warn!(error = %error, "cannot give the polling lease back; another instance takes it over when it runs out");
+        }
         Ok(())
     }
 
     async fn poll_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut leading = false;
         loop {
+            // Of several instances sharing a ledger, one polls the source (the lease holder); all push.
+            let now_leading = self.lead_polling().await;
+            if now_leading != leading {
+                leading = now_leading;
+                if leading {
+                    tracing::info!("this instance polls the source");
+                } else {
+                    tracing::info!(
+                        "another instance sharing the ledger polls the source; this one pushes"
+                    );
+                }
+            }
+            if !leading {
+                tokio::select! {
+                    () = tokio::time::sleep(self.settings.poll_interval()) => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            // Normalizing held-back dossiers again writes the ledger as a poll does: the leader's work too.
             let renormalized = tokio::select! {
                 outcome = self.renormalize_if_due() => outcome,
+                () = self.keep_polling_lease() => {
+                    tracing::warn!("lost the polling lease to another instance; re-normalization stops");
+                    continue;
+                }
                 () = shutdown.cancelled() => return,
             };
             if let Err(error) = renormalized {
@@ -393,6 +424,10 @@ impl App {
             // whose transaction was not committed is simply read again by the next poll.
             let outcome = tokio::select! {
                 outcome = self.poll_once() => Some(outcome),
+                () = self.keep_polling_lease() => {
+                    tracing::warn!("lost the polling lease to another instance; this poll stops");
+                    continue;
+                }
                 () = shutdown.cancelled() => None,
             };
             self.health.polls.fetch_add(1, Ordering::Relaxed);
@@ -424,6 +459,37 @@ impl App {
                 () = tokio::time::sleep(self.settings.poll_interval()) => {}
                 () = self.poll_now.notified() => {}
                 () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Takes or renews the lease on polling the source. An error counts as not leading: the next round
+    /// asks again.
+    async fn lead_polling(&self) -> bool {
+        let now = Timestamp::now().as_millisecond();
+        let lease = Duration::from_secs(self.settings.store.lease_seconds).as_millis() as i64;
+        let owner = &self.settings.store.instance;
+        match self
+            .store
+            .try_lead(POLL_ROLE, owner, now, now + lease)
+            .await
+        {
+            Ok(leading) => leading,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot renew the polling lease; not polling this round");
+                false
+            }
+        }
+    }
+
+    /// Renews the polling lease while a poll runs (a first poll of a large backlog can outlast the
+    /// lease); returns only when the lease is lost.
+    async fn keep_polling_lease(&self) {
+        let every = Duration::from_secs(self.settings.store.lease_seconds) / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.lead_polling().await {
+                return;
             }
         }
     }

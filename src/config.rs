@@ -255,9 +255,22 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// The SQLite ledger file.
+    /// The SQLite ledger file (unless `url` names a PostgreSQL database).
     #[serde(default = "default_db_path")]
     pub path: PathBuf,
+    /// A PostgreSQL database, `postgres://user@host:5432/db`, for several instances sharing the work;
+    /// `path` is then ignored. Its password comes from `password_file` or the credential `store_password`
+    /// rather than the URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Prefer `password_file` or the credential `store_password`.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Connections to PostgreSQL this instance keeps at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
     /// Name of this instance in leases; two instances sharing a store need different names.
     #[serde(default = "default_instance")]
     pub instance: String,
@@ -266,10 +279,37 @@ pub struct StoreSettings {
     pub lease_seconds: u64,
 }
 
+impl StoreSettings {
+    /// The PostgreSQL password, when one is given (`store.password`, `store.password_file` or the
+    /// credential `store_password`); none leaves it to the URL, `~/.pgpass` or a trusted connection.
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        const CREDENTIAL: &str = "store_password";
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .is_some_and(|directory| Path::new(&directory).join(CREDENTIAL).is_file());
+        if self.password.as_deref().is_none_or(str::is_empty)
+            && self.password_file.is_none()
+            && !credential
+        {
+            return Ok(None);
+        }
+        resolve_secret(
+            "store.password",
+            self.password.as_deref(),
+            self.password_file.as_deref(),
+            CREDENTIAL,
+        )
+        .map(Some)
+    }
+}
+
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             path: default_db_path(),
+            url: None,
+            password: None,
+            password_file: None,
+            pool_size: default_pool_size(),
             instance: default_instance(),
             lease_seconds: default_lease(),
         }
@@ -424,6 +464,9 @@ fn default_instance() -> String {
         .map(|name| name.trim().to_string())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "tthc-sync".into())
+}
+fn default_pool_size() -> u32 {
+    8
 }
 fn default_lease() -> u64 {
     120
@@ -600,6 +643,15 @@ impl Settings {
         if self.store.lease_seconds < 10 {
             return Err(invalid("store.lease_seconds", "must be at least 10"));
         }
+        if let Some(url) = &self.store.url {
+            check_database_url("store.url", url)?;
+        }
+        if !(1..=100).contains(&self.store.pool_size) {
+            return Err(invalid(
+                "store.pool_size",
+                format!("must be 1 to 100, got {}", self.store.pool_size),
+            ));
+        }
         if self.store.instance.trim().is_empty() {
             return Err(invalid("store.instance", "must not be empty"));
         }
@@ -629,6 +681,48 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
         )),
         Err(error) => Err(invalid(key, format!("not a URL ({error}): {value:?}"))),
     }
+}
+
+/// A PostgreSQL URL. The value is never quoted in the error: it may hold a password.
+fn check_database_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => Ok(()),
+        Ok(url) => Err(invalid(
+            key,
+            format!("must be a postgres:// URL, got scheme {:?}", url.scheme()),
+        )),
+        Err(error) => Err(invalid(
+            key,
+            format!("not a URL ({error}); expected postgres://user@host:5432/database"),
+        )),
+    }
+}
+
+/// The URL with its password, if any, replaced by `***`: the form of a URL that may be shown. PostgreSQL
+/// URLs may carry the password in the user part or as a `password` query parameter.
+pub fn masked_url(value: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse(value) else {
+        return "(an unparsable URL)".to_string();
+    };
+    if url.password().is_some() {
+        // Only fails for URLs that cannot have a password, which this one has.
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(key, _)| key == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key == "password" {
+                    "***".into()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// Reads a secret from (in order) the inline value, the file named by `file`, or the systemd credential

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use tthc_sync::config::{Settings, resolve_secret};
+use tthc_sync::config::{Settings, masked_url, resolve_secret};
 
 const VALID: &str = r#"
 [source]
@@ -68,6 +68,14 @@ fn a_wrong_value_names_its_key() {
             VALID.replace("madonvi", "batch_sise = 10\nmadonvi"),
             "batch_sise",
         ),
+        (
+            format!("{VALID}\n[store]\nurl = \"mysql://db.example/tthc\"\n"),
+            "store.url",
+        ),
+        (
+            format!("{VALID}\n[store]\npool_size = 0\n"),
+            "store.pool_size",
+        ),
     ];
     for (text, key) in cases {
         let message = error_of(&text);
@@ -116,6 +124,43 @@ fn secrets_come_from_files_and_never_appear_in_errors() {
     .unwrap_err()
     .to_string();
     assert!(unreadable.contains("portal.password_file"), "{unreadable}");
+}
+
+#[test]
+fn a_database_password_never_appears_in_errors() {
+    let refused = error_of(&format!(
+        "{VALID}\n[store]\nurl = \"postgres://sync:hunter2@db host/tthc\"\n"
+    ));
+    assert!(refused.contains("store.url"), "{refused}");
+    assert!(!refused.contains("hunter2"), "{refused}");
+    assert_eq!(
+        masked_url("postgres://sync:hunter2@db.example:5432/tthc?sslmode=require"),
+        "postgres://sync:***@db.example:5432/tthc?sslmode=require"
+    );
+    assert_eq!(
+        masked_url("postgres://sync@db.example/tthc?password=hunter2&sslmode=require"),
+        "postgres://sync@db.example/tthc?password=***&sslmode=require"
+    );
+    assert!(!masked_url("postgres://sync:hunter2@db host/tthc").contains("hunter2"));
+}
+
+#[test]
+fn the_database_password_is_optional_and_read_from_its_file() {
+    let with_url = format!("{VALID}\n[store]\nurl = \"postgres://sync@db.example/tthc\"\n");
+    let settings = Settings::from_toml(&with_url).unwrap();
+    // No password given: the URL, ~/.pgpass or a trusted connection decide.
+    assert_eq!(settings.store.password().unwrap(), None);
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "db-secret").unwrap();
+    let mut settings = settings;
+    settings.store.password_file = Some(file.path().to_path_buf());
+    assert_eq!(
+        settings.store.password().unwrap().as_deref(),
+        Some("db-secret")
+    );
+    settings.store.password_file = Some("/nonexistent/pw".into());
+    let unreadable = settings.store.password().unwrap_err().to_string();
+    assert!(unreadable.contains("store.password_file"), "{unreadable}");
 }
 
 #[test]

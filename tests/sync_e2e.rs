@@ -255,3 +255,126 @@ async fn wait_for_accepted(demo: &tthc_sync::commands::demo::Demo, at_least: i64
     }
     panic!("fewer than {at_least} dossiers accepted after a minute");
 }
+
+/// Two daemons on one PostgreSQL ledger: the portal ends exact, no dossier goes twice, both push, one
+/// polls and hands the polling over when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_sharing_a_postgres_ledger_send_each_dossier_once() {
+    use sqlx::PgPool;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use tthc_sync::app::App;
+
+    let Some(schema) = common::postgres_schema().await else {
+        return;
+    };
+    // Small batches and a modest rate keep the backlog in flight long enough for both instances to
+    // take part.
+    let configure = |settings: &mut tthc_sync::config::Settings, instance: &str| {
+        settings.store.url = Some(schema.url());
+        settings.store.instance = instance.into();
+        settings.portal.batch_size = 20;
+        settings.portal.requests_per_second = 50;
+    };
+    let source = common::source_config(1000, 10, 13, FaultLevel::None);
+    let (_dir, demo) = common::start(
+        source,
+        common::portal_config(13, FaultLevel::None),
+        |settings| configure(settings, "pg-one"),
+    )
+    .await;
+    // The instance started first takes the polling lease before the second one starts.
+    let ledger = PgPool::connect_with(schema.options()).await.unwrap();
+    let poller =
+        || sqlx::query_scalar::<_, String>("SELECT owner FROM leaders").fetch_optional(&ledger);
+    let started = std::time::Instant::now();
+    while poller().await.unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "nobody polls");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut settings = demo.app.settings.clone();
+    configure(&mut settings, "pg-two");
+    let second = Arc::new(
+        App::build(settings)
+            .await
+            .expect("the second instance starts"),
+    );
+    let second_shutdown = tokio_util::sync::CancellationToken::new();
+    let second_running = tokio::spawn(second.clone().run(second_shutdown.clone()));
+
+    let started = std::time::Instant::now();
+    loop {
+        let counts = demo.app.store.counts().await.unwrap();
+        if counts.total() > 0
+            && counts.outstanding() == 0
+            && check_portal(&demo.source, &demo.portal, &demo.app.tables()).is_empty()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the backlog did not drain: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Without faults and without changes at the source, every dossier has one version, sent once. The one
+    // legitimate second send: a row served again at the start of the next page (the feed's anchor) whose
+    // ledger view was read before the previous page committed is written again as new, and if it was in
+    // flight meanwhile it goes once more (the pipelined ingest's harmless resend). Such a row was written
+    // twice (`changed_at` after `first_seen_at`); a dossier claimed by both instances was not.
+    let written_again: HashSet<String> = sqlx::query_scalar(
+        "SELECT dossier_code FROM dossiers WHERE changed_at > first_seen_at AND dossier_code IS NOT NULL",
+    )
+    .fetch_all(&ledger)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let stored_twice: Vec<(String, usize)> = demo
+        .portal
+        .stored()
+        .into_iter()
+        .filter(|(code, stored)| {
+            stored.times_stored > 1 + usize::from(written_again.contains(code))
+        })
+        .map(|(code, stored)| (code, stored.times_stored))
+        .collect();
+    assert!(
+        stored_twice.is_empty(),
+        "{} dossiers stored more than once: {:?}",
+        stored_twice.len(),
+        &stored_twice[..stored_twice.len().min(10)]
+    );
+    let pushed = |app: &App| app.counters.calls.load(Ordering::Relaxed);
+    assert!(
+        pushed(&demo.app) > 0 && pushed(&second) > 0,
+        "both instances push: {} and {} calls",
+        pushed(&demo.app),
+        pushed(&second)
+    );
+    let polled = |app: &App| app.health.polls.load(Ordering::Relaxed);
+    assert!(
+        polled(&demo.app) > 0 && polled(&second) == 0,
+        "only the lease holder polls the source: {} and {} polls",
+        polled(&demo.app),
+        polled(&second)
+    );
+
+    // The polling instance gives its lease back as it stops, and the other one takes it at its next
+    // round instead of waiting for the lease to run out.
+    demo.stop().await.unwrap();
+    let handed_over = std::time::Instant::now();
+    while poller().await.unwrap().as_deref() != Some("pg-two") {
+        assert!(
+            handed_over.elapsed() < Duration::from_secs(10),
+            "the other instance did not take over polling after the first stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second_shutdown.cancel();
+    second_running.await.unwrap().unwrap();
+    second.store.close().await;
+    ledger.close().await;
+    schema.drop().await;
+}

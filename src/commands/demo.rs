@@ -195,7 +195,7 @@ impl Demo {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.running.await??;
-        self.app.sqlite.close().await;
+        self.app.store.close().await;
         Ok(())
     }
 }

@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -23,8 +22,6 @@ use crate::normalize::units::UnitCode;
 use crate::normalize::{MappingTables, Normalized, Outcome, codes, normalize_bytes};
 use crate::source::client::SourceClient;
 use crate::source::wire::{AgencyItem, ProcedureItem};
-use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 
 #[derive(Subcommand, Debug)]
 pub enum MappingsCommand {
@@ -45,14 +42,7 @@ pub async fn run(command: MappingsCommand) -> anyhow::Result<ExitCode> {
     let MappingsCommand::Suggest(args) = command;
     let settings = Settings::load(Some(&args.config))?;
     let tables = load_tables(&settings)?;
-    let store = SqliteStore::open_read_only(&settings.store.path)
-        .await
-        .with_context(|| {
-            format!(
-                "failed to open the ledger {}",
-                settings.store.path.display()
-            )
-        })?;
+    let store = crate::store::open_read_only(&settings.store).await?;
     let mut gaps = Gaps::default();
     let now = jiff::Timestamp::now();
     let mut after = String::new();

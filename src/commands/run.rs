@@ -40,7 +40,7 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
             "work in flight did not finish before the deadline; its claims are taken back at the next start"
         ),
     }
-    app.sqlite.close().await;
+    app.store.close().await;
     tracing::info!("tthc-sync stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -82,6 +82,7 @@ pub fn check_config(config: &Path) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(Some(config))?;
     crate::portal::client::PortalClient::new(&settings.portal, RetryPolicy::none())?;
     crate::source::client::SourceClient::new(&settings.source, RetryPolicy::none())?;
+    settings.store.password()?;
     if let Some(path) = &settings.mapping.tables_file {
         match MappingTables::load(path) {
             Ok(tables) => println!("{}", describe_tables(path, &tables)),

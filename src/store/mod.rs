@@ -1,16 +1,21 @@
 //! The ledger behind one interface: every dossier seen, its payload and where it stands with the portal,
-//! progress entries, cursors and the attempt log. SQLite by default ([`sqlite`]); a PostgreSQL
-//! implementation serves the same trait when several instances share the work.
+//! progress entries, cursors and the attempt log. SQLite by default ([`sqlite`]); PostgreSQL
+//! ([`postgres`]) serves the same trait when several instances share the work.
 //!
 //! Work in flight is claimed with a lease (owner, expiry): a crashed owner's claims fall back to the pool
-//! when the lease runs out, or at once when the same owner starts again.
+//! when the lease runs out, or at once when the same owner starts again. Roles only one instance may hold
+//! (polling the source) are leased the same way ([`Store::try_lead`]).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use anyhow::Context;
 use async_trait::async_trait;
 
+use crate::config::{StoreSettings, masked_url};
 use crate::sync::decide::{DossierState, IngestAction, LedgerView};
 
 /// Unix milliseconds, the store's one representation of time.
@@ -379,4 +384,136 @@ pub trait Store: Send + Sync {
 
     /// The earliest time a pending dossier or progress entry becomes due, if any.
     async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// Takes or renews `role` for `owner` until `until`, unless another owner holds it beyond `now`.
+    /// True when `owner` holds the role now.
+    async fn try_lead(
+        &self,
+        role: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool, StoreError>;
+
+    /// Closes the connections once the work in flight is recorded.
+    async fn close(&self);
+}
+
+/// Opens the ledger the settings name: PostgreSQL when `store.url` is set, else the SQLite file
+/// `store.path`. A password in the URL is masked in the error.
+pub async fn open(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Store>> {
+    match &settings.url {
+        Some(url) => {
+            let password = settings.password()?;
+            let store = postgres::PostgresStore::open(url, password.as_deref(), settings.pool_size)
+                .await
+                .with_context(|| format!("failed to open the ledger {}", masked_url(url)))?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let store = sqlite::SqliteStore::open(&settings.path)
+                .await
+                .with_context(|| {
+                    format!("failed to open the ledger {}", settings.path.display())
+                })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Opens the ledger the settings name for an operator's command beside a running daemon: reads only, no
+/// migration, and (SQLite) no write lock that would delay the daemon.
+pub async fn open_read_only(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Store>> {
+    match &settings.url {
+        Some(url) => {
+            let password = settings.password()?;
+            let store = postgres::PostgresStore::open_read_only(url, password.as_deref())
+                .await
+                .with_context(|| format!("failed to open the ledger {}", masked_url(url)))?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let store = sqlite::SqliteStore::open_read_only(&settings.path)
+                .await
+                .with_context(|| {
+                    format!("failed to open the ledger {}", settings.path.display())
+                })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn state_of(text: &str) -> DossierState {
+    // The column only ever holds values written by this module; an unknown one is treated as pending so
+    // that it is looked at again rather than forgotten.
+    DossierState::parse(text).unwrap_or(DossierState::Pending)
+}
+
+/// The columns a delivery outcome writes: (outcome, portal code, message, next attempt).
+fn outcome_columns(
+    outcome: &DeliveryOutcome,
+) -> (&'static str, Option<i64>, Option<&str>, Option<Millis>) {
+    match outcome {
+        DeliveryOutcome::Accepted => ("accepted", None, None, None),
+        DeliveryOutcome::Refused { code, message } => ("refused", Some(*code), Some(message), None),
+        DeliveryOutcome::Retry {
+            error,
+            next_attempt_at,
+        } => ("retry", None, Some(error), Some(*next_attempt_at)),
+    }
+}
+
+/// Adds one (state, reason code) group of the ledger to the counts.
+fn add_to_counts(
+    counts: &mut LedgerCounts,
+    state: DossierState,
+    reason: Option<String>,
+    count: i64,
+) {
+    *counts.by_state.entry(state).or_default() += count;
+    if let Some(reason) = reason
+        && matches!(
+            state,
+            DossierState::Held | DossierState::Refused | DossierState::Skipped
+        )
+    {
+        counts.by_reason.push((state, reason, count));
+    }
+}
+
+/// Adds one (unit, source agency, state, reason code) group of the ledger to the per-unit summary. The
+/// groups come ordered by unit and agency.
+fn add_to_units(
+    units: &mut Vec<UnitCounts>,
+    unit: Option<String>,
+    agency: Option<String>,
+    state: DossierState,
+    reason: Option<String>,
+    count: i64,
+) {
+    // A resolved unit groups all its agencies; an unresolved one is shown per source agency.
+    let key_agency = if unit.is_some() { None } else { agency };
+    let position = units
+        .iter()
+        .position(|entry| entry.unit == unit && entry.source_agency_id == key_agency);
+    let entry = match position {
+        Some(index) => &mut units[index],
+        None => {
+            units.push(UnitCounts {
+                unit,
+                source_agency_id: key_agency,
+                ..UnitCounts::default()
+            });
+            units.last_mut().expect("just pushed")
+        }
+    };
+    *entry.counts.entry(state).or_default() += count;
+    if let Some(reason) = reason
+        && matches!(state, DossierState::Held | DossierState::Refused)
+    {
+        match entry.reasons.iter_mut().find(|(code, _)| *code == reason) {
+            Some((_, total)) => *total += count,
+            None => entry.reasons.push((reason, count)),
+        }
+    }
 }

@@ -11,11 +11,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
-    ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, DossierFilter, FailureRow,
-    HeldRecord, IngestRow, LedgerBucket, LedgerCounts, Millis, ProgressResult,
+    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, DossierFilter,
+    FailureRow, HeldRecord, IngestRow, LedgerBucket, LedgerCounts, Millis, ProgressResult,
     RENORMALIZE_REQUESTED, ReconciliationRecord, Requeued, Store, StoreError, UnitCounts,
+    add_to_counts, add_to_units, outcome_columns, state_of,
 };
-use crate::store::AttemptRecord;
 use crate::sync::decide::{DossierState, IngestAction, LedgerView};
 
 /// SQLite allows 32,766 bound parameters per statement; chunks stay well below.
@@ -102,11 +102,6 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.reader
     }
-
-    pub async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
-    }
 }
 
 /// Creates the directory (0700) and the file (0600) before SQLite does, so that the file holding personal
@@ -141,12 +136,6 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
             .map_err(file_error)?;
     }
     Ok(())
-}
-
-fn state_of(text: &str) -> DossierState {
-    // The column only ever holds values written by this module; an unknown one is treated as pending so
-    // that it is looked at again rather than forgotten.
-    DossierState::parse(text).unwrap_or(DossierState::Pending)
 }
 
 #[async_trait]
@@ -683,17 +672,12 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         for row in rows {
-            let state = state_of(row.get::<&str, _>(0));
-            let count: i64 = row.get(2);
-            *counts.by_state.entry(state).or_default() += count;
-            if let Some(reason) = row.get::<Option<String>, _>(1)
-                && matches!(
-                    state,
-                    DossierState::Held | DossierState::Refused | DossierState::Skipped
-                )
-            {
-                counts.by_reason.push((state, reason, count));
-            }
+            add_to_counts(
+                &mut counts,
+                state_of(row.get::<&str, _>(0)),
+                row.get(1),
+                row.get(2),
+            );
         }
         counts.progress_unsent = sqlx::query_scalar(
             "SELECT COUNT(*) FROM progress JOIN dossiers USING (source_id) \
@@ -712,38 +696,16 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.reader)
         .await?;
-        let mut units: Vec<UnitCounts> = Vec::new();
+        let mut units = Vec::new();
         for row in rows {
-            let unit: Option<String> = row.get(0);
-            let agency: Option<String> = row.get(1);
-            let state = state_of(row.get::<&str, _>(2));
-            let reason: Option<String> = row.get(3);
-            let count: i64 = row.get(4);
-            // A resolved unit groups all its agencies; an unresolved one is shown per source agency.
-            let key_agency = if unit.is_some() { None } else { agency.clone() };
-            let position = units
-                .iter()
-                .position(|entry| entry.unit == unit && entry.source_agency_id == key_agency);
-            let entry = match position {
-                Some(index) => &mut units[index],
-                None => {
-                    units.push(UnitCounts {
-                        unit: unit.clone(),
-                        source_agency_id: key_agency,
-                        ..UnitCounts::default()
-                    });
-                    units.last_mut().expect("just pushed")
-                }
-            };
-            *entry.counts.entry(state).or_default() += count;
-            if let Some(reason) = reason
-                && matches!(state, DossierState::Held | DossierState::Refused)
-            {
-                match entry.reasons.iter_mut().find(|(code, _)| *code == reason) {
-                    Some((_, total)) => *total += count,
-                    None => entry.reasons.push((reason, count)),
-                }
-            }
+            add_to_units(
+                &mut units,
+                row.get(0),
+                row.get(1),
+                state_of(row.get::<&str, _>(2)),
+                row.get(3),
+                row.get(4),
+            );
         }
         Ok(units)
     }
@@ -1035,6 +997,33 @@ impl Store for SqliteStore {
         .fetch_one(&self.reader)
         .await?)
     }
+
+    async fn try_lead(
+        &self,
+        role: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        let held: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leaders (role, owner, expires_at) VALUES (?1, ?2, ?4) \
+             ON CONFLICT (role) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE leaders.owner = excluded.owner OR leaders.expires_at <= ?3 \
+             RETURNING owner",
+        )
+        .bind(role)
+        .bind(owner)
+        .bind(now)
+        .bind(until)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(held.is_some())
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
 }
 
 /// Makes the waiting progress entries of these dossiers due when the portal already has their dossier
@@ -1087,18 +1076,4 @@ async fn release_waiting_progress(
         query.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-/// The columns a delivery outcome writes: (outcome, portal code, message, next attempt).
-fn outcome_columns(
-    outcome: &DeliveryOutcome,
-) -> (&'static str, Option<i64>, Option<&str>, Option<Millis>) {
-    match outcome {
-        DeliveryOutcome::Accepted => ("accepted", None, None, None),
-        DeliveryOutcome::Refused { code, message } => ("refused", Some(*code), Some(message), None),
-        DeliveryOutcome::Retry {
-            error,
-            next_attempt_at,
-        } => ("retry", None, Some(error), Some(*next_attempt_at)),
-    }
 }

@@ -1,19 +1,24 @@
-//! Shared set-up of the end-to-end tests: simulators on loopback ports, the daemon on a temporary SQLite
-//! file, and what the ledger says of each dossier.
+//! Shared set-up of the tests: simulators on loopback ports, the daemon on a temporary SQLite file, what
+//! the ledger says of each dossier, and a schema of its own on the tests' PostgreSQL server.
 
 #![allow(dead_code)]
 
 pub mod leak;
 
 use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use sqlx::{AssertSqlSafe, Row};
 use tthc_sync::commands::demo::Demo;
-use tthc_sync::config::Settings;
+use tthc_sync::config::{Settings, masked_url};
 use tthc_sync::sim::FaultLevel;
 use tthc_sync::sim::portal::{PortalFaults, PortalSimConfig};
 use tthc_sync::sim::source::{SourceFaults, SourceSimConfig};
+use tthc_sync::store::postgres::PostgresStore;
 
 pub fn source_config(
     dossiers: usize,
@@ -65,15 +70,22 @@ pub struct LedgerRow {
     pub findings: String,
 }
 
-/// The whole ledger, by source id.
+/// The whole ledger, by source id, read through a connection of its own to the SQLite file.
 pub async fn ledger(demo: &Demo) -> HashMap<String, LedgerRow> {
-    sqlx::query(
+    let options = SqliteConnectOptions::new()
+        .filename(&demo.app.settings.store.path)
+        .read_only(true);
+    let pool = SqlitePool::connect_with(options)
+        .await
+        .expect("ledger opens");
+    let rows = sqlx::query(
         "SELECT source_id, state, reason_code, findings FROM dossiers JOIN dossier_bodies USING (source_id)",
     )
-        .fetch_all(demo.app.sqlite.pool())
-        .await
-        .expect("ledger readable")
-        .into_iter()
+    .fetch_all(&pool)
+    .await
+    .expect("ledger readable");
+    pool.close().await;
+    rows.into_iter()
         .map(|row| {
             (
                 row.get::<String, _>(0),
@@ -85,6 +97,85 @@ pub async fn ledger(demo: &Demo) -> HashMap<String, LedgerRow> {
             )
         })
         .collect()
+}
+
+/// The variable naming the PostgreSQL server of the tests, e.g. `postgres://postgres@127.0.0.1:5432/test`.
+pub const POSTGRES_URL_VAR: &str = "TTHC_SYNC_TEST_POSTGRES_URL";
+
+/// A schema of its own for one test on the tests' PostgreSQL server: tests run in parallel on one
+/// database without seeing each other's ledgers.
+pub struct PgSchema {
+    pub name: String,
+    url: String,
+    admin: PgPool,
+}
+
+/// A fresh schema for a PostgreSQL test, or None after saying that the test is skipped when
+/// `TTHC_SYNC_TEST_POSTGRES_URL` is not set. Under `CI=true` a missing variable fails the test, and so
+/// does a server that cannot be reached whenever the variable is set.
+pub async fn postgres_schema() -> Option<PgSchema> {
+    static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
+    let Ok(url) = std::env::var(POSTGRES_URL_VAR) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{POSTGRES_URL_VAR} is not set: under CI=true the PostgreSQL tests run, they are not skipped"
+        );
+        eprintln!("PostgreSQL tests skipped: {POSTGRES_URL_VAR} is not set");
+        return None;
+    };
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot reach PostgreSQL at {} ({POSTGRES_URL_VAR}): {error}",
+                masked_url(&url)
+            )
+        });
+    // Unique across parallel tests and across runs (a failed test leaves its schema behind).
+    let name = format!(
+        "tthc_test_{}_{}_{}",
+        std::process::id(),
+        SCHEMAS.fetch_add(1, Ordering::Relaxed),
+        jiff::Timestamp::now().as_millisecond()
+    );
+    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+        .execute(&admin)
+        .await
+        .expect("the test schema is created");
+    Some(PgSchema { name, url, admin })
+}
+
+impl PgSchema {
+    /// Connection options whose connections work in this schema only.
+    pub fn options(&self) -> PgConnectOptions {
+        PgConnectOptions::from_str(&self.url)
+            .expect("a valid PostgreSQL URL")
+            .options([("search_path", &self.name)])
+    }
+
+    /// The URL of this schema, as `store.url` takes it.
+    pub fn url(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{separator}options[search_path]={}", self.url, self.name)
+    }
+
+    /// A store in this schema (each call is one more instance sharing it).
+    pub async fn store(&self) -> PostgresStore {
+        PostgresStore::connect(self.options(), 4)
+            .await
+            .expect("the PostgreSQL ledger opens")
+    }
+
+    pub async fn drop(self) {
+        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name)))
+            .execute(&self.admin)
+            .await
+            .expect("the test schema is dropped");
+        self.admin.close().await;
+    }
 }
 
 /// The daemon binary running `run --config`, its standard error appended to a log file.

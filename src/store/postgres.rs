@@ -1,0 +1,910 @@
+//! The PostgreSQL ledger, for production when several instances share the work. The same trait, the same
+//! states and the same guards as the SQLite ledger (`sqlite.rs`); what differs is how concurrent writers
+//! meet. Claims lock the rows they take with `FOR UPDATE SKIP LOCKED`, so that two instances claiming at
+//! once take disjoint sets without waiting for each other, and every multi-row write sends its rows as
+//! arrays (`UNNEST`), one statement per table whatever the number of rows.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::{
+    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryResult, DossierFilter, FailureRow,
+    HeldRecord, IngestRow, LedgerBucket, LedgerCounts, Millis, ProgressResult,
+    RENORMALIZE_REQUESTED, ReconciliationRecord, Requeued, Store, StoreError, UnitCounts,
+    add_to_counts, add_to_units, outcome_columns, state_of,
+};
+use crate::sync::decide::{DossierState, IngestAction, LedgerView};
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database of `url` (`postgres://user@host/db`), with `password` when given rather
+    /// than in the URL, and applies the embedded migrations.
+    pub async fn open(
+        url: &str,
+        password: Option<&str>,
+        max_connections: u32,
+    ) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect(connect_options(url, password)?, max_connections).await
+    }
+
+    /// Connects for reading only (the operator's commands beside a running daemon): no migration runs,
+    /// and every transaction is read-only, so a write through this store fails.
+    pub async fn open_read_only(
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<PostgresStore, StoreError> {
+        let options =
+            connect_options(url, password)?.options([("default_transaction_read_only", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Connects with these options (tests set a schema through them) and applies the migrations. Several
+    /// instances may start at once: the migrator serializes them with an advisory lock.
+    pub async fn connect(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+/// The options of `url`, with `password` when given rather than in the URL.
+fn connect_options(url: &str, password: Option<&str>) -> Result<PgConnectOptions, StoreError> {
+    let mut options = PgConnectOptions::from_str(url)?.application_name("tthc-sync");
+    if let Some(password) = password {
+        options = options.password(password);
+    }
+    Ok(options)
+}
+
+/// Keeps the last of several items with the same key, in their first position. PostgreSQL refuses an
+/// `INSERT ... ON CONFLICT DO UPDATE` that touches one row twice, where SQLite applies the rows in order;
+/// keeping the last one gives the same result (two malformed records with the same content share an id).
+fn last_wins<'a, T, K: std::hash::Hash + Eq>(
+    items: impl IntoIterator<Item = &'a T>,
+    key: impl Fn(&'a T) -> K,
+) -> Vec<&'a T> {
+    let mut position: HashMap<K, usize> = HashMap::new();
+    let mut kept: Vec<&T> = Vec::new();
+    for item in items {
+        match position.entry(key(item)) {
+            std::collections::hash_map::Entry::Occupied(entry) => kept[*entry.get()] = item,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(kept.len());
+                kept.push(item);
+            }
+        }
+    }
+    kept
+}
+
+/// Narrows a query (which already has a WHERE clause) by an operator's filter; `prefix` is the
+/// `dossiers` table's alias with its dot, or empty. As in the SQLite ledger.
+fn push_filter(query: &mut QueryBuilder<Postgres>, filter: &DossierFilter, prefix: &str) {
+    let columns = [
+        ("unit", &filter.unit),
+        ("reason_code", &filter.reason),
+        ("dossier_code", &filter.dossier_code),
+    ];
+    for (column, value) in columns {
+        if let Some(value) = value {
+            query
+                .push(format_args!(" AND {prefix}{column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    if let Some(from) = &filter.from_day {
+        query
+            .push(format_args!(" AND {prefix}reception_day >= "))
+            .push_bind(from.clone());
+    }
+    if let Some(to) = &filter.to_day {
+        query
+            .push(format_args!(" AND {prefix}reception_day <= "))
+            .push_bind(to.clone());
+    }
+}
+
+/// One column of the rows, bound as an array parameter and read back by `UNNEST`.
+fn column<'a, R, T>(rows: &[&'a R], get: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(|row| get(row)).collect()
+}
+
+fn claimed_progress(row: PgRow) -> ClaimedProgress {
+    ClaimedProgress {
+        source_id: row.get(0),
+        entry_key: row.get(1),
+        payload: row.get(2),
+        payload_hash: row.get(3),
+        attempts: row.get::<i32, _>(4).max(0) as u32,
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ledger_views(
+        &self,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, LedgerView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT source_id, raw_hash, state, payload_hash, accepted_hash FROM dossiers \
+             WHERE source_id = ANY($1)",
+        )
+        .bind(source_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                (
+                    row.get::<String, _>(0),
+                    LedgerView {
+                        raw_hash: row.get(1),
+                        state: state_of(row.get::<&str, _>(2)),
+                        payload_hash: row.get(3),
+                        accepted_hash: row.get(4),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn ingest(
+        &self,
+        rows: &[IngestRow],
+        cursor: Option<(&str, &str)>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let written = last_wins(
+            rows.iter()
+                .filter(|row| row.action != IngestAction::Unchanged),
+            |row| row.source_id.as_str(),
+        );
+        let (keep, set): (Vec<&IngestRow>, Vec<&IngestRow>) = written
+            .iter()
+            .partition(|row| row.action == IngestAction::KeepState);
+        let mut tx = self.pool.begin().await?;
+
+        if !set.is_empty() {
+            sqlx::query(
+                "INSERT INTO dossiers (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, \
+                 unit, procedure_code, reception_day, payload_hash, state, reason_code, reason_detail, \
+                 attempts, next_attempt_at, first_seen_at, changed_at) \
+                 SELECT incoming.*, 0, $13, $13, $13 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], \
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                     $12::text[]) AS incoming \
+                 ON CONFLICT (source_id) DO UPDATE SET dossier_code = excluded.dossier_code, \
+                 raw_hash = excluded.raw_hash, source_updated_at = excluded.source_updated_at, \
+                 source_agency_id = excluded.source_agency_id, unit = excluded.unit, \
+                 procedure_code = excluded.procedure_code, reception_day = excluded.reception_day, \
+                 payload_hash = excluded.payload_hash, state = excluded.state, \
+                 reason_code = excluded.reason_code, reason_detail = excluded.reason_detail, \
+                 attempts = 0, next_attempt_at = excluded.next_attempt_at, \
+                 last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, changed_at = excluded.changed_at",
+            )
+            .bind(column(&set, |row| row.source_id.as_str()))
+            .bind(column(&set, |row| row.dossier_code.as_deref()))
+            .bind(column(&set, |row| row.raw_hash.as_str()))
+            .bind(column(&set, |row| row.source_updated_at))
+            .bind(column(&set, |row| row.source_agency_id.as_deref()))
+            .bind(column(&set, |row| row.unit.as_deref()))
+            .bind(column(&set, |row| row.procedure_code.as_deref()))
+            .bind(column(&set, |row| row.reception_day.as_deref()))
+            .bind(column(&set, |row| row.payload_hash.as_deref()))
+            .bind(column(&set, |row| match row.action {
+                IngestAction::Set(state) => state.as_str(),
+                _ => DossierState::Pending.as_str(),
+            }))
+            .bind(column(&set, |row| row.reason_code.as_deref()))
+            .bind(column(&set, |row| row.reason_detail.as_deref()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !keep.is_empty() {
+            sqlx::query(
+                "UPDATE dossiers SET dossier_code = incoming.dossier_code, \
+                 raw_hash = incoming.raw_hash, source_updated_at = incoming.source_updated_at, \
+                 source_agency_id = incoming.source_agency_id, unit = incoming.unit, \
+                 procedure_code = incoming.procedure_code, reception_day = incoming.reception_day, \
+                 changed_at = $9 \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
+                     $7::text[], $8::text[]) \
+                     AS incoming (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, \
+                                  unit, procedure_code, reception_day) \
+                 WHERE dossiers.source_id = incoming.source_id",
+            )
+            .bind(column(&keep, |row| row.source_id.as_str()))
+            .bind(column(&keep, |row| row.dossier_code.as_deref()))
+            .bind(column(&keep, |row| row.raw_hash.as_str()))
+            .bind(column(&keep, |row| row.source_updated_at))
+            .bind(column(&keep, |row| row.source_agency_id.as_deref()))
+            .bind(column(&keep, |row| row.unit.as_deref()))
+            .bind(column(&keep, |row| row.procedure_code.as_deref()))
+            .bind(column(&keep, |row| row.reception_day.as_deref()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !written.is_empty() {
+            sqlx::query(
+                "INSERT INTO dossier_bodies (source_id, raw, payload, findings) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
+                 ON CONFLICT (source_id) DO UPDATE SET raw = excluded.raw, payload = excluded.payload, \
+                 findings = excluded.findings",
+            )
+            .bind(column(&written, |row| row.source_id.as_str()))
+            .bind(column(&written, |row| row.raw.as_str()))
+            .bind(column(&written, |row| row.payload.as_deref()))
+            .bind(column(&written, |row| row.findings.as_str()))
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let entries: Vec<(&str, &String, &String, &String)> = written
+            .iter()
+            .filter(|row| {
+                matches!(
+                    row.action,
+                    IngestAction::Set(DossierState::Pending | DossierState::Accepted)
+                        | IngestAction::KeepState
+                )
+            })
+            .flat_map(|row| {
+                row.progress
+                    .iter()
+                    .map(move |(key, payload, hash)| (row.source_id.as_str(), key, payload, hash))
+            })
+            .collect();
+        let progress = last_wins(&entries, |entry| (entry.0, entry.1));
+        if !progress.is_empty() {
+            // A changed entry waits for its dossier again (or is `sent` when it went back to what the portal
+            // has); an unchanged one keeps its state and attempts.
+            sqlx::query(
+                "INSERT INTO progress (source_id, entry_key, payload, payload_hash, state, next_attempt_at) \
+                 SELECT entry.*, 'waiting', $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS entry \
+                 ON CONFLICT (source_id, entry_key) DO UPDATE SET payload = excluded.payload, \
+                 payload_hash = excluded.payload_hash, \
+                 state = CASE WHEN progress.sent_hash = excluded.payload_hash THEN 'sent' ELSE 'waiting' END, \
+                 attempts = 0 \
+                 WHERE progress.payload_hash <> excluded.payload_hash",
+            )
+            .bind(progress.iter().map(|entry| entry.0).collect::<Vec<_>>())
+            .bind(progress.iter().map(|entry| entry.1.as_str()).collect::<Vec<_>>())
+            .bind(progress.iter().map(|entry| entry.2.as_str()).collect::<Vec<_>>())
+            .bind(progress.iter().map(|entry| entry.3.as_str()).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // Entries of dossiers the portal already has can go at once; the others wait for their dossier.
+        let with_progress: Vec<&str> = rows
+            .iter()
+            .filter(|row| !row.progress.is_empty())
+            .map(|row| row.source_id.as_str())
+            .collect();
+        if !with_progress.is_empty() {
+            sqlx::query(
+                "UPDATE progress SET state = 'pending' \
+                 WHERE state = 'waiting' AND source_id = ANY($1) \
+                   AND EXISTS (SELECT 1 FROM dossiers \
+                               WHERE dossiers.source_id = progress.source_id AND dossiers.portal_has)",
+            )
+            .bind(with_progress)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if let Some((name, value)) = cursor {
+            sqlx::query(
+                "INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM cursors WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn held_records(&self, after: &str, limit: usize) -> Result<Vec<HeldRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.source_id, b.raw, d.raw_hash, d.payload_hash, d.accepted_hash, d.reason_code \
+             FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.state = 'held' AND d.source_id > $1 ORDER BY d.source_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| HeldRecord {
+                source_id: row.get(0),
+                raw: row.get(1),
+                reason_code: row.get(5),
+                view: LedgerView {
+                    raw_hash: row.get(2),
+                    state: DossierState::Held,
+                    payload_hash: row.get(3),
+                    accepted_hash: row.get(4),
+                },
+            })
+            .collect())
+    }
+
+    async fn claim_dossiers(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<ClaimedDossier>, StoreError> {
+        // The due rows are locked as they are picked, and rows another instance is claiming right now are
+        // skipped rather than waited for (or, worse, claimed twice). Expired leases are only looked at when
+        // the pending rows do not fill the claim. One statement: the payloads are those of the hashes
+        // claimed.
+        let rows = sqlx::query(
+            "WITH pending AS (SELECT source_id FROM dossiers \
+                 WHERE state = 'pending' AND next_attempt_at <= $3 ORDER BY next_attempt_at LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED), \
+             expired AS (SELECT source_id FROM dossiers \
+                 WHERE state = 'in_flight' AND lease_expires_at < $3 LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED), \
+             due AS (SELECT source_id FROM pending UNION ALL SELECT source_id FROM expired LIMIT $4) \
+             UPDATE dossiers SET state = 'in_flight', lease_owner = $1, lease_expires_at = $2 \
+             FROM due LEFT JOIN dossier_bodies ON dossier_bodies.source_id = due.source_id \
+             WHERE dossiers.source_id = due.source_id \
+             RETURNING dossiers.source_id, dossiers.dossier_code, dossiers.unit, dossier_bodies.payload, \
+                 dossiers.payload_hash, dossiers.portal_has, dossiers.attempts",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ClaimedDossier {
+                source_id: row.get(0),
+                dossier_code: row.get::<Option<String>, _>(1).unwrap_or_default(),
+                unit: row.get(2),
+                payload: row.get::<Option<String>, _>(3).unwrap_or_default(),
+                payload_hash: row.get::<Option<String>, _>(4).unwrap_or_default(),
+                portal_has: row.get(5),
+                attempts: row.get::<i32, _>(6).max(0) as u32,
+            })
+            .collect())
+    }
+
+    async fn record_deliveries(
+        &self,
+        owner: &str,
+        results: &[DeliveryResult],
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<ClaimedProgress>, StoreError> {
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns: Vec<_> = results
+            .iter()
+            .map(|result| outcome_columns(&result.outcome))
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        // An acceptance always records that the portal holds the sent version; the row only becomes
+        // `accepted` while that is still its payload (a newer version may have arrived meanwhile).
+        // Refusals and retries only land on a row still in flight for this owner with that payload.
+        // Every CASE reads the row as it was before this statement, as in the SQLite ledger.
+        sqlx::query(
+            "UPDATE dossiers SET \
+             portal_has = CASE WHEN result.outcome = 'accepted' THEN TRUE ELSE dossiers.portal_has END, \
+             accepted_hash = CASE WHEN result.outcome = 'accepted' THEN result.sent_hash ELSE dossiers.accepted_hash END, \
+             accepted_at = CASE WHEN result.outcome = 'accepted' THEN $7 ELSE dossiers.accepted_at END, \
+             state = CASE WHEN dossiers.payload_hash <> result.sent_hash OR dossiers.state <> 'in_flight' \
+                               OR dossiers.lease_owner IS DISTINCT FROM $8 THEN dossiers.state \
+                          WHEN result.outcome = 'accepted' THEN 'accepted' \
+                          WHEN result.outcome = 'refused' THEN 'refused' \
+                          ELSE 'pending' END, \
+             reason_code = CASE WHEN result.outcome = 'refused' AND dossiers.payload_hash = result.sent_hash \
+                                THEN 'portal_' || result.code \
+                                WHEN result.outcome = 'accepted' AND dossiers.payload_hash = result.sent_hash \
+                                THEN NULL ELSE dossiers.reason_code END, \
+             reason_detail = CASE WHEN result.outcome = 'refused' AND dossiers.payload_hash = result.sent_hash \
+                                  THEN result.message \
+                                  WHEN result.outcome = 'accepted' AND dossiers.payload_hash = result.sent_hash \
+                                  THEN NULL ELSE dossiers.reason_detail END, \
+             attempts = CASE WHEN dossiers.payload_hash = result.sent_hash THEN dossiers.attempts + 1 \
+                             ELSE dossiers.attempts END, \
+             last_error = CASE WHEN result.outcome = 'retry' THEN result.message \
+                               WHEN dossiers.payload_hash = result.sent_hash THEN NULL ELSE dossiers.last_error END, \
+             next_attempt_at = CASE WHEN result.outcome = 'retry' AND dossiers.payload_hash = result.sent_hash \
+                                    THEN result.next_at ELSE dossiers.next_attempt_at END, \
+             lease_owner = CASE WHEN dossiers.state = 'in_flight' AND dossiers.payload_hash = result.sent_hash \
+                                THEN NULL ELSE dossiers.lease_owner END, \
+             lease_expires_at = CASE WHEN dossiers.state = 'in_flight' AND dossiers.payload_hash = result.sent_hash \
+                                     THEN NULL ELSE dossiers.lease_expires_at END \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[]) \
+                 AS result (source_id, sent_hash, outcome, code, message, next_at) \
+             WHERE dossiers.source_id = result.source_id",
+        )
+        .bind(results.iter().map(|result| result.source_id.as_str()).collect::<Vec<_>>())
+        .bind(results.iter().map(|result| result.payload_hash.as_str()).collect::<Vec<_>>())
+        .bind(columns.iter().map(|column| column.0).collect::<Vec<_>>())
+        .bind(columns.iter().map(|column| column.1).collect::<Vec<_>>())
+        .bind(columns.iter().map(|column| column.2).collect::<Vec<_>>())
+        .bind(columns.iter().map(|column| column.3).collect::<Vec<_>>())
+        .bind(now)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+
+        let accepted: Vec<&str> = results
+            .iter()
+            .filter(|result| matches!(result.outcome, super::DeliveryOutcome::Accepted))
+            .map(|result| result.source_id.as_str())
+            .collect();
+        let mut progress = Vec::new();
+        if !accepted.is_empty() {
+            progress = sqlx::query(
+                "UPDATE progress SET state = 'in_flight', lease_owner = $1, lease_expires_at = $2 \
+                 WHERE state = 'waiting' AND source_id = ANY($3) \
+                 RETURNING source_id, entry_key, payload, payload_hash, attempts",
+            )
+            .bind(owner)
+            .bind(lease_until)
+            .bind(accepted)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(claimed_progress)
+            .collect();
+        }
+        tx.commit().await?;
+        Ok(progress)
+    }
+
+    async fn claim_progress(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<ClaimedProgress>, StoreError> {
+        // As `claim_dossiers`: rows locked as picked, rows being claimed elsewhere skipped. Entries of
+        // dossiers the portal does not have yet are `waiting`, not `pending`, so this walks only what can
+        // be sent.
+        let rows = sqlx::query(
+            "WITH pending AS (SELECT source_id, entry_key FROM progress \
+                 WHERE state = 'pending' AND next_attempt_at <= $3 ORDER BY next_attempt_at LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED), \
+             expired AS (SELECT source_id, entry_key FROM progress \
+                 WHERE state = 'in_flight' AND lease_expires_at < $3 LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED), \
+             due AS (SELECT * FROM pending UNION ALL SELECT * FROM expired LIMIT $4) \
+             UPDATE progress SET state = 'in_flight', lease_owner = $1, lease_expires_at = $2 \
+             FROM due WHERE progress.source_id = due.source_id AND progress.entry_key = due.entry_key \
+             RETURNING progress.source_id, progress.entry_key, progress.payload, progress.payload_hash, \
+                 progress.attempts",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(claimed_progress).collect())
+    }
+
+    async fn record_progress(
+        &self,
+        owner: &str,
+        results: &[ProgressResult],
+        _now: Millis,
+    ) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<_> = results
+            .iter()
+            .map(|result| outcome_columns(&result.outcome))
+            .collect();
+        // One statement, so one transaction, as SQLite's. The state only moves on an entry still in
+        // flight for this owner with the payload that was sent.
+        sqlx::query(
+            "UPDATE progress SET \
+             sent_hash = CASE WHEN result.outcome = 'accepted' THEN result.hash_sent ELSE progress.sent_hash END, \
+             state = CASE WHEN progress.payload_hash <> result.hash_sent OR progress.state <> 'in_flight' \
+                               OR progress.lease_owner IS DISTINCT FROM $8 THEN progress.state \
+                          WHEN result.outcome = 'accepted' THEN 'sent' \
+                          WHEN result.outcome = 'refused' THEN 'refused' \
+                          ELSE 'pending' END, \
+             attempts = progress.attempts + 1, \
+             last_error = CASE WHEN result.outcome = 'accepted' THEN NULL ELSE result.message END, \
+             next_attempt_at = CASE WHEN result.outcome = 'retry' THEN result.next_at ELSE progress.next_attempt_at END, \
+             lease_owner = NULL, lease_expires_at = NULL \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[]) \
+                 AS result (source_id, entry_key, hash_sent, outcome, code, message, next_at) \
+             WHERE progress.source_id = result.source_id AND progress.entry_key = result.entry_key",
+        )
+        .bind(results.iter().map(|result| result.source_id.as_str()).collect::<Vec<_>>())
+        .bind(results.iter().map(|result| result.entry_key.as_str()).collect::<Vec<_>>())
+        .bind(results.iter().map(|result| result.payload_hash.as_str()).collect::<Vec<_>>())
+        .bind(columns.iter().map(|column| column.0).collect::<Vec<_>>())
+        .bind(columns.iter().map(|column| column.1).collect::<Vec<_>>())
+        .bind(columns.iter().map(|column| column.2).collect::<Vec<_>>())
+        .bind(columns.iter().map(|column| column.3).collect::<Vec<_>>())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let dossiers = sqlx::query(
+            "UPDATE dossiers SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL \
+             WHERE state = 'in_flight' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let progress = sqlx::query(
+            "UPDATE progress SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL \
+             WHERE state = 'in_flight' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(dossiers + progress)
+    }
+
+    async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO attempts (at, owner, service, items, outcome, detail, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(attempt.at)
+        .bind(&attempt.owner)
+        .bind(&attempt.service)
+        .bind(attempt.items)
+        .bind(attempt.outcome)
+        .bind(&attempt.detail)
+        .bind(attempt.duration_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<LedgerCounts, StoreError> {
+        let mut counts = LedgerCounts::default();
+        let rows = sqlx::query(
+            "SELECT state, reason_code, COUNT(*) FROM dossiers GROUP BY state, reason_code",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            add_to_counts(
+                &mut counts,
+                state_of(row.get::<&str, _>(0)),
+                row.get(1),
+                row.get(2),
+            );
+        }
+        counts.progress_unsent = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM progress JOIN dossiers USING (source_id) \
+             WHERE progress.state IN ('waiting', 'pending', 'in_flight') \
+               AND dossiers.state NOT IN ('held', 'skipped', 'refused')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(counts)
+    }
+
+    async fn unit_counts(&self) -> Result<Vec<UnitCounts>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT unit, source_agency_id, state, reason_code, COUNT(*) FROM dossiers \
+             GROUP BY unit, source_agency_id, state, reason_code ORDER BY unit, source_agency_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut units = Vec::new();
+        for row in rows {
+            add_to_units(
+                &mut units,
+                row.get(0),
+                row.get(1),
+                state_of(row.get::<&str, _>(2)),
+                row.get(3),
+                row.get(4),
+            );
+        }
+        Ok(units)
+    }
+
+    async fn ledger_buckets(
+        &self,
+        from: &str,
+        to: &str,
+        unit: Option<&str>,
+    ) -> Result<Vec<LedgerBucket>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT unit, source_agency_id, reception_day, state, reason_code, COUNT(*), \
+             MIN(CASE WHEN state IN ('accepted', 'skipped') THEN NULL ELSE changed_at END) \
+             FROM dossiers WHERE (reception_day BETWEEN ",
+        );
+        query.push_bind(from).push(" AND ").push_bind(to);
+        query.push(" OR reception_day IS NULL)");
+        if let Some(unit) = unit {
+            query.push(" AND unit = ").push_bind(unit);
+        }
+        query.push(" GROUP BY unit, source_agency_id, reception_day, state, reason_code");
+        let rows = query.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| LedgerBucket {
+                unit: row.get(0),
+                source_agency_id: row.get(1),
+                day: row.get(2),
+                state: state_of(row.get::<&str, _>(3)),
+                reason_code: row.get(4),
+                count: row.get(5),
+                oldest_unsent_at: row.get(6),
+            })
+            .collect())
+    }
+
+    async fn ledger_ids(
+        &self,
+        source_agency_id: &str,
+        day: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT source_id FROM dossiers WHERE source_agency_id = $1 AND reception_day = $2",
+        )
+        .bind(source_agency_id)
+        .bind(day)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn failures(
+        &self,
+        filter: &DossierFilter,
+        limit: usize,
+    ) -> Result<Vec<FailureRow>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT d.source_id, d.dossier_code, d.unit, d.source_agency_id, d.reception_day, d.state, \
+             d.reason_code, d.reason_detail, b.findings, d.attempts, d.changed_at \
+             FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.state IN ('held', 'refused')",
+        );
+        push_filter(&mut query, filter, "d.");
+        query
+            .push(" ORDER BY d.changed_at, d.source_id LIMIT ")
+            .push_bind(limit as i64);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| FailureRow {
+                source_id: row.get(0),
+                dossier_code: row.get(1),
+                unit: row.get(2),
+                source_agency_id: row.get(3),
+                reception_day: row.get(4),
+                state: state_of(row.get::<&str, _>(5)),
+                reason_code: row.get(6),
+                reason_detail: row.get(7),
+                findings: row.get(8),
+                attempts: row.get::<i32, _>(9).into(),
+                changed_at: row.get(10),
+            })
+            .collect())
+    }
+
+    async fn requeue(&self, filter: &DossierFilter, now: Millis) -> Result<Requeued, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut refused = QueryBuilder::<Postgres>::new(
+            "UPDATE dossiers SET state = 'pending', attempts = 0, last_error = NULL, next_attempt_at = ",
+        );
+        refused.push_bind(now).push(" WHERE state = 'refused'");
+        push_filter(&mut refused, filter, "");
+        let refused = refused.build().execute(&mut *tx).await?;
+
+        let mut pending = QueryBuilder::<Postgres>::new("UPDATE dossiers SET next_attempt_at = ");
+        pending
+            .push_bind(now)
+            .push(" WHERE state = 'pending' AND next_attempt_at > ")
+            .push_bind(now);
+        push_filter(&mut pending, filter, "");
+        let pending = pending.build().execute(&mut *tx).await?;
+
+        let mut held =
+            QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM dossiers WHERE state = 'held'");
+        push_filter(&mut held, filter, "");
+        let held: i64 = held.build_query_scalar().fetch_one(&mut *tx).await?;
+        if held > 0 {
+            sqlx::query(
+                "INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(RENORMALIZE_REQUESTED)
+            .bind(now.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Requeued {
+            refused: refused.rows_affected(),
+            pending: pending.rows_affected(),
+            held: held as u64,
+        })
+    }
+
+    async fn payloads(
+        &self,
+        from: &str,
+        to: &str,
+        unit: Option<&str>,
+    ) -> Result<Vec<(Option<String>, DossierState, String)>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT d.unit, d.state, b.payload FROM dossiers d \
+             JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE b.payload IS NOT NULL AND d.reception_day BETWEEN ",
+        );
+        query.push_bind(from).push(" AND ").push_bind(to);
+        if let Some(unit) = unit {
+            query.push(" AND d.unit = ").push_bind(unit);
+        }
+        let rows = query.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), state_of(row.get::<&str, _>(1)), row.get(2)))
+            .collect())
+    }
+
+    async fn record_reconciliation(
+        &self,
+        records: &[ReconciliationRecord],
+    ) -> Result<(), StoreError> {
+        // A line stored again for the same run and unit replaces the earlier one (SQLite's
+        // INSERT OR REPLACE), the last of a batch winning.
+        let records = last_wins(records, |record| {
+            (record.run_id.as_str(), record.unit.as_str())
+        });
+        if records.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO reconciliations (run_id, unit, started_at, from_day, to_day, source_count, \
+             ledger_count, accepted, portal_count, missing, complete, summary) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], \
+                 $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::bool[], $12::text[]) \
+             ON CONFLICT (run_id, unit) DO UPDATE SET started_at = excluded.started_at, \
+             from_day = excluded.from_day, to_day = excluded.to_day, source_count = excluded.source_count, \
+             ledger_count = excluded.ledger_count, accepted = excluded.accepted, \
+             portal_count = excluded.portal_count, missing = excluded.missing, \
+             complete = excluded.complete, summary = excluded.summary",
+        )
+        .bind(column(&records, |record| record.run_id.as_str()))
+        .bind(column(&records, |record| record.unit.as_str()))
+        .bind(column(&records, |record| record.started_at))
+        .bind(column(&records, |record| record.from_day.as_str()))
+        .bind(column(&records, |record| record.to_day.as_str()))
+        .bind(column(&records, |record| record.source_count))
+        .bind(column(&records, |record| record.ledger_count))
+        .bind(column(&records, |record| record.accepted))
+        .bind(column(&records, |record| record.portal_count))
+        .bind(column(&records, |record| record.missing))
+        .bind(column(&records, |record| record.complete))
+        .bind(column(&records, |record| record.summary.as_str()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn latest_reconciliation(&self) -> Result<Vec<ReconciliationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.run_id, r.unit, r.started_at, r.from_day, r.to_day, r.source_count, r.ledger_count, \
+             r.accepted, r.portal_count, r.missing, r.complete, r.summary FROM reconciliations r \
+             WHERE r.started_at = (SELECT MAX(started_at) FROM reconciliations WHERE unit = r.unit) \
+             ORDER BY r.unit",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ReconciliationRecord {
+                run_id: row.get(0),
+                unit: row.get(1),
+                started_at: row.get(2),
+                from_day: row.get(3),
+                to_day: row.get(4),
+                source_count: row.get(5),
+                ledger_count: row.get(6),
+                accepted: row.get(7),
+                portal_count: row.get(8),
+                missing: row.get(9),
+                complete: row.get(10),
+                summary: row.get(11),
+            })
+            .collect())
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(at) FROM (SELECT MIN(next_attempt_at) AS at FROM dossiers WHERE state = 'pending' \
+             UNION ALL SELECT MIN(lease_expires_at) FROM dossiers WHERE state = 'in_flight' \
+             UNION ALL SELECT MIN(next_attempt_at) FROM progress WHERE state = 'pending') AS due",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn try_lead(
+        &self,
+        role: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        // The upsert locks the role's row, so two instances asking at once are answered one after the
+        // other, the second against the first one's lease.
+        let held: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leaders (role, owner, expires_at) VALUES ($1, $2, $4) \
+             ON CONFLICT (role) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE leaders.owner = excluded.owner OR leaders.expires_at <= $3 \
+             RETURNING owner",
+        )
+        .bind(role)
+        .bind(owner)
+        .bind(now)
+        .bind(until)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(held.is_some())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
