@@ -54,7 +54,99 @@ on_both_stores!(
     the_polling_lease_has_one_holder_until_it_lapses,
     held_records_come_in_pages_of_source_ids_with_their_records,
     operators_count_list_requeue_and_reconcile,
+    dossiers_the_portal_lost_are_sent_again_with_their_progress,
 );
+
+async fn dossiers_the_portal_lost_are_sent_again_with_their_progress(store: &dyn Store) {
+    let pending = IngestAction::Set(DossierState::Pending);
+    store
+        .ingest(
+            &[row("a", "r1", "p1", pending), row("b", "r1", "p1", pending)],
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
+    let accepted = |id: &str| DeliveryResult {
+        source_id: id.into(),
+        payload_hash: "p1".into(),
+        outcome: DeliveryOutcome::Accepted,
+    };
+    let progress = store
+        .record_deliveries("me", &[accepted("a"), accepted("b")], 30, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(progress.len(), 2);
+    let sent: Vec<tthc_sync::store::ProgressResult> = progress
+        .iter()
+        .map(|entry| tthc_sync::store::ProgressResult {
+            source_id: entry.source_id.clone(),
+            entry_key: entry.entry_key.clone(),
+            payload_hash: entry.payload_hash.clone(),
+            outcome: DeliveryOutcome::Accepted,
+        })
+        .collect();
+    store.record_progress("me", &sent, 40).await.unwrap();
+
+    let sample = store
+        .accepted_sample("000.00.31.H60", "2024-01-15", "2024-01-15", 10)
+        .await
+        .unwrap();
+    assert_eq!(sample.len(), 2);
+    assert!(
+        store
+            .accepted_sample("000.00.31.H60", "2024-01-16", "2024-01-31", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .accepted_sample("000.00.31.H60", "2024-01-15", "2024-01-15", 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    assert_eq!(
+        store
+            .mark_missing_on_portal(&["a".into()], 50)
+            .await
+            .unwrap(),
+        1
+    );
+    // `a` goes again as a create (the portal no longer has it), then its progress entry after it.
+    let claimed = store.claim_dossiers("me", 10, 60, 1_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].source_id, "a");
+    assert!(!claimed[0].portal_has);
+    assert!(
+        store
+            .claim_progress("me", 10, 60, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .record_deliveries("me", &[accepted("a")], 70, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "the progress entry follows its dossier again"
+    );
+    // An id that is not accepted is left alone.
+    assert_eq!(
+        store
+            .mark_missing_on_portal(&["zzz".into()], 80)
+            .await
+            .unwrap(),
+        0
+    );
+}
 
 fn row(id: &str, raw_hash: &str, payload_hash: &str, action: IngestAction) -> IngestRow {
     IngestRow {

@@ -780,6 +780,55 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn accepted_sample(
+        &self,
+        unit: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT source_id, dossier_code FROM dossiers WHERE unit = $1 AND state = 'accepted' \
+             AND dossier_code IS NOT NULL AND reception_day BETWEEN $2 AND $3 ORDER BY random() LIMIT $4",
+        )
+        .bind(unit)
+        .bind(from)
+        .bind(to)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect())
+    }
+
+    async fn mark_missing_on_portal(
+        &self,
+        source_ids: &[String],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let marked = sqlx::query(
+            "UPDATE dossiers SET state = 'pending', portal_has = FALSE, accepted_hash = NULL, attempts = 0, \
+             last_error = NULL, next_attempt_at = $2 WHERE state = 'accepted' AND source_id = ANY($1)",
+        )
+        .bind(source_ids)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE progress SET state = 'waiting', sent_hash = NULL, attempts = 0 \
+             WHERE source_id = ANY($1)",
+        )
+        .bind(source_ids)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(marked)
+    }
+
     async fn payloads(
         &self,
         from: &str,

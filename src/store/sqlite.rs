@@ -825,10 +825,11 @@ impl Store for SqliteStore {
             .await?;
         if held > 0 {
             sqlx::query(
-                "INSERT INTO cursors (name, value, updated_at) VALUES (?1, ?2, ?2) \
+                "INSERT INTO cursors (name, value, updated_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             )
             .bind(RENORMALIZE_REQUESTED)
+            .bind(now.to_string())
             .bind(now)
             .execute(&mut *tx)
             .await?;
