@@ -57,7 +57,7 @@ pub fn clean(raw: &str, limit: Option<usize>) -> CleanText {
             truncated = true;
         }
     }
-    let invalid = text.chars().any(is_invalid_char);
+    let invalid = !text.is_ascii() && text.chars().any(is_invalid_char);
     CleanText {
         text,
         converted,
@@ -85,8 +85,10 @@ fn is_invisible(character: char) -> bool {
 /// Additional (U+1E00–U+1EFF, the toned Vietnamese vowels) is a starter that NFC leaves as it is. Only
 /// text with other characters goes through the full quick check.
 fn surely_nfc(text: &str) -> bool {
-    text.chars()
-        .all(|character| character < '\u{300}' || ('\u{1E00}'..='\u{1EFF}').contains(&character))
+    text.is_ascii()
+        || text.chars().all(|character| {
+            character < '\u{300}' || ('\u{1E00}'..='\u{1EFF}').contains(&character)
+        })
 }
 
 /// True when steps 3 and 4 would change `text`: a control, invisible or non-space white-space character,
@@ -95,6 +97,10 @@ fn needs_stripping(text: &str) -> bool {
     let bytes = text.as_bytes();
     if bytes.first() == Some(&b' ') || bytes.last() == Some(&b' ') || text.contains("  ") {
         return true;
+    }
+    // Codes, ids and links are ASCII: a byte test is enough for them.
+    if text.is_ascii() {
+        return text.bytes().any(|byte| byte.is_ascii_control());
     }
     text.chars().any(|character| match character {
         ' ' => false,
@@ -220,6 +226,10 @@ pub fn tcvn3_code(letter: char) -> Option<char> {
 
 /// Decodes `raw` when it is TCVN3 read as Latin-1 (mapping.md, Text step 1); `None` leaves it alone.
 pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
+    // TCVN3's letter codes are all beyond ASCII; most values are plain ASCII and need no closer look.
+    if raw.is_ascii() {
+        return None;
+    }
     let mut has_letter_code = false;
     for character in raw.chars() {
         // Anything beyond Latin-1 was written by a Unicode system: ordinary text bails out here, early.
