@@ -617,7 +617,7 @@ fn seal((dossier, progress): (Dossier, Vec<crate::portal::wire::ProgressEntry>))
     });
     match sealed {
         Ok((payload, progress)) => Outcome::Dossier(Box::new(PortalDossier {
-            hash: blake3::hash(&payload).to_hex().to_string(),
+            hash: blake3::hash(&payload).to_hex().as_str().to_owned(),
             payload,
             dossier,
             progress,

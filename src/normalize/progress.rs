@@ -98,9 +98,9 @@ pub fn seal(entry: ProgressEntry) -> Result<PortalProgress, serde_json::Error> {
     key.update(entry.thoi_diem_xu_ly.as_bytes());
     key.update(KEY_SEPARATOR.as_bytes());
     key.update(entry.noi_dung_xu_ly.as_bytes());
-    let hash = blake3::hash(&payload).to_hex().to_string();
+    let hash = blake3::hash(&payload).to_hex().as_str().to_owned();
     Ok(PortalProgress {
-        key: key.finalize().to_hex().to_string(),
+        key: key.finalize().to_hex().as_str().to_owned(),
         hash,
         payload,
         entry,

@@ -242,7 +242,18 @@ pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
         return None;
     }
     let decoded: String = raw.chars().map(|c| tcvn3_letter(c).unwrap_or(c)).collect();
-    (count_syllables(&decoded) > count_syllables(raw)).then_some(decoded)
+    // `count_syllables(&decoded) > count_syllables(raw)`, counted only where it can differ: no letter code
+    // is white space, so the words of both pair up, and a word without a letter code is the same in both.
+    let gained: isize = decoded
+        .split_whitespace()
+        .zip(raw.split_whitespace())
+        .filter(|(decoded_word, raw_word)| decoded_word != raw_word)
+        .map(|(decoded_word, raw_word)| {
+            isize::from(counts_as_syllable(decoded_word))
+                - isize::from(counts_as_syllable(raw_word))
+        })
+        .sum();
+    (gained > 0).then_some(decoded)
 }
 
 /// How many white-space separated words of `text` are Vietnamese syllables (ASCII punctuation and
@@ -251,21 +262,23 @@ pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
 /// will read: otherwise a stray control character could hide a word now and expose it on a second pass.
 pub fn count_syllables(text: &str) -> usize {
     text.split_whitespace()
-        .filter(|word| {
-            let letters: Cow<'_, str> = if word.chars().any(|c| c.is_control() || is_invisible(c)) {
-                Cow::Owned(
-                    word.chars()
-                        .filter(|c| !c.is_control() && !is_invisible(*c))
-                        .collect(),
-                )
-            } else {
-                Cow::Borrowed(word)
-            };
-            let core =
-                letters.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_ascii_digit());
-            !core.is_empty() && is_syllable(core)
-        })
+        .filter(|word| counts_as_syllable(word))
         .count()
+}
+
+/// Whether one white-space separated word counts in [`count_syllables`].
+fn counts_as_syllable(word: &str) -> bool {
+    let letters: Cow<'_, str> = if word.chars().any(|c| c.is_control() || is_invisible(c)) {
+        Cow::Owned(
+            word.chars()
+                .filter(|c| !c.is_control() && !is_invisible(*c))
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(word)
+    };
+    let core = letters.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_ascii_digit());
+    !core.is_empty() && is_syllable(core)
 }
 
 #[cfg(test)]
@@ -287,6 +300,25 @@ mod tests {
         );
         // TCVN3's ư is U+00AD, which the invisible-character step would otherwise remove.
         assert_eq!(clean("Tr\u{AD}êng", None).text, "Trường");
+    }
+
+    #[test]
+    fn decodes_exactly_when_decoding_gains_syllables() {
+        for raw in [
+            "NguyÔn V¨n An",
+            "Võ Thu Hà",
+            "Lê Thu Hà",
+            "cÊp cÊp Hµ 12 ©",
+            "x©y dùng 12 c¨n",
+            "Tr\u{AD}êng \u{AD}",
+            "Ö\u{0}Ö",
+            "café crème",
+            "UBND ©",
+        ] {
+            let decoded: String = raw.chars().map(|c| tcvn3_letter(c).unwrap_or(c)).collect();
+            let gains = count_syllables(&decoded) > count_syllables(raw);
+            assert_eq!(decode_if_tcvn3(raw).is_some(), gains, "{raw}");
+        }
     }
 
     #[test]
