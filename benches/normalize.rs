@@ -16,6 +16,10 @@ use tthc_sync::normalize::{MappingTables, Outcome, normalize_bytes, parse_record
 use tthc_sync::sim::FaultLevel;
 use tthc_sync::sim::generator::{GeneratorConfig, generate};
 
+/// The daemon's allocator (src/main.rs), so that the benchmark measures what the daemon runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, and a
     // measurement has nothing to check there (it stays compiled, which is what the test run needs).
