@@ -116,8 +116,8 @@ fn is_toneless_syllable(toneless: &str, tone: usize) -> bool {
     })
 }
 
-/// [`RHYMES`] as a set: a word is tried against every onset it starts with, and a linear search of the list for
-/// each made TCVN3 detection the costliest step of normalizing a dossier.
+/// [`RHYMES`] as a set: a word is tried against every onset it starts with, and a linear search of the
+/// list for each made TCVN3 detection the costliest step of normalizing a dossier.
 static RHYME_SET: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| RHYMES.iter().copied().collect());
 
