@@ -81,7 +81,9 @@ impl SourceTime {
         write_digits(&mut out[8..10], i64::from(local.hour()));
         write_digits(&mut out[10..12], i64::from(local.minute()));
         write_digits(&mut out[12..14], i64::from(local.second()));
-        out.iter().map(|byte| char::from(*byte)).collect()
+        // Collecting the digits as chars grew the string one character at a time; they are ASCII, so the
+        // bytes are the string.
+        String::from_utf8(out.to_vec()).unwrap_or_default()
     }
 }
 

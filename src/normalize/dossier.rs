@@ -19,6 +19,9 @@ use super::{
     progress,
 };
 
+/// Bytes reserved for a payload before serializing it: most are 1 to 2 KB.
+const PAYLOAD_CAPACITY: usize = 2048;
+
 /// An event date more than this far after `now` is `inconsistent_dates` (mapping.md, Dates).
 const FUTURE_TOLERANCE_SECONDS: i64 = 24 * 60 * 60;
 
@@ -603,7 +606,9 @@ fn check_date_order(
 
 /// Serializes the dossier and its progress: the payload bytes and their hashes.
 fn seal((dossier, progress): (Dossier, Vec<crate::portal::wire::ProgressEntry>)) -> Outcome {
-    let sealed = serde_json::to_vec(&dossier).and_then(|payload| {
+    // Room for a typical payload up front, rather than growing from `to_vec`'s small start by copying.
+    let mut payload = Vec::with_capacity(PAYLOAD_CAPACITY);
+    let sealed = serde_json::to_writer(&mut payload, &dossier).and_then(|()| {
         let progress = progress
             .into_iter()
             .map(progress::seal)
@@ -612,7 +617,7 @@ fn seal((dossier, progress): (Dossier, Vec<crate::portal::wire::ProgressEntry>))
     });
     match sealed {
         Ok((payload, progress)) => Outcome::Dossier(Box::new(PortalDossier {
-            hash: blake3::hash(&payload).to_hex().to_string(),
+            hash: blake3::hash(&payload).to_hex().as_str().to_owned(),
             payload,
             dossier,
             progress,

@@ -11,6 +11,9 @@ use super::status::StatusMapping;
 use super::tables::MappingTables;
 use super::text::{LIMIT_ACTOR, LIMIT_PROGRESS_CONTENT};
 
+/// Bytes reserved for an entry's payload before serializing it: most are 300 to 500 bytes.
+const PAYLOAD_CAPACITY: usize = 512;
+
 /// Separates the parts of the identifying triple before hashing; it cannot occur in cleaned text.
 const KEY_SEPARATOR: &str = "\u{1f}";
 
@@ -86,16 +89,18 @@ pub fn entries(
 
 /// Serializes an entry and derives its key and hash.
 pub fn seal(entry: ProgressEntry) -> Result<PortalProgress, serde_json::Error> {
-    let payload = serde_json::to_vec(&entry)?;
+    // Room for a typical entry up front, rather than growing from `to_vec`'s small start by copying.
+    let mut payload = Vec::with_capacity(PAYLOAD_CAPACITY);
+    serde_json::to_writer(&mut payload, &entry)?;
     let mut key = blake3::Hasher::new();
     key.update(entry.ma_ho_so.as_bytes());
     key.update(KEY_SEPARATOR.as_bytes());
     key.update(entry.thoi_diem_xu_ly.as_bytes());
     key.update(KEY_SEPARATOR.as_bytes());
     key.update(entry.noi_dung_xu_ly.as_bytes());
-    let hash = blake3::hash(&payload).to_hex().to_string();
+    let hash = blake3::hash(&payload).to_hex().as_str().to_owned();
     Ok(PortalProgress {
-        key: key.finalize().to_hex().to_string(),
+        key: key.finalize().to_hex().as_str().to_owned(),
         hash,
         payload,
         entry,

@@ -6,6 +6,9 @@
 //! `t`) only with the sắc or nặng tone, and the spelling constraints `k`/`gh`/`ngh` before front vowels,
 //! `c`/`g`/`ng` elsewhere.
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
 /// Vowel letters with their five toned forms, in the order: no tone, huyền, sắc, hỏi, ngã, nặng.
 const TONED_VOWELS: [(char, [char; 6]); 12] = [
     ('a', ['a', 'à', 'á', 'ả', 'ã', 'ạ']),
@@ -53,6 +56,10 @@ const MAX_SYLLABLE_LETTERS: usize = 7;
 
 /// Splits a lower-case letter into its toneless base and its tone index.
 fn split_tone(letter: char) -> (char, usize) {
+    // Every toned form is beyond ASCII, and an ASCII letter is its own toneless base: no search needed.
+    if letter.is_ascii() {
+        return (letter, 0);
+    }
     for (base, forms) in TONED_VOWELS.iter() {
         if let Some(tone) = forms.iter().position(|form| *form == letter) {
             return (*base, tone);
@@ -109,8 +116,13 @@ fn is_toneless_syllable(toneless: &str, tone: usize) -> bool {
     })
 }
 
+/// [`RHYMES`] as a set: a word is tried against every onset it starts with, and a linear search of the
+/// list for each made TCVN3 detection the costliest step of normalizing a dossier.
+static RHYME_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| RHYMES.iter().copied().collect());
+
 fn rhyme_fits(onset: &str, rhyme: &str, tone: usize) -> bool {
-    if !RHYMES.contains(&rhyme) {
+    if !RHYME_SET.contains(rhyme) {
         return false;
     }
     let ends_in_stop = ["c", "ch", "p", "t"]

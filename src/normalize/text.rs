@@ -57,7 +57,7 @@ pub fn clean(raw: &str, limit: Option<usize>) -> CleanText {
             truncated = true;
         }
     }
-    let invalid = text.chars().any(is_invalid_char);
+    let invalid = !text.is_ascii() && text.chars().any(is_invalid_char);
     CleanText {
         text,
         converted,
@@ -85,8 +85,10 @@ fn is_invisible(character: char) -> bool {
 /// Additional (U+1E00–U+1EFF, the toned Vietnamese vowels) is a starter that NFC leaves as it is. Only
 /// text with other characters goes through the full quick check.
 fn surely_nfc(text: &str) -> bool {
-    text.chars()
-        .all(|character| character < '\u{300}' || ('\u{1E00}'..='\u{1EFF}').contains(&character))
+    text.is_ascii()
+        || text.chars().all(|character| {
+            character < '\u{300}' || ('\u{1E00}'..='\u{1EFF}').contains(&character)
+        })
 }
 
 /// True when steps 3 and 4 would change `text`: a control, invisible or non-space white-space character,
@@ -95,6 +97,10 @@ fn needs_stripping(text: &str) -> bool {
     let bytes = text.as_bytes();
     if bytes.first() == Some(&b' ') || bytes.last() == Some(&b' ') || text.contains("  ") {
         return true;
+    }
+    // Codes, ids and links are ASCII: a byte test is enough for them.
+    if text.is_ascii() {
+        return text.bytes().any(|byte| byte.is_ascii_control());
     }
     text.chars().any(|character| match character {
         ' ' => false,
@@ -220,6 +226,10 @@ pub fn tcvn3_code(letter: char) -> Option<char> {
 
 /// Decodes `raw` when it is TCVN3 read as Latin-1 (mapping.md, Text step 1); `None` leaves it alone.
 pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
+    // TCVN3's letter codes are all beyond ASCII; most values are plain ASCII and need no closer look.
+    if raw.is_ascii() {
+        return None;
+    }
     let mut has_letter_code = false;
     for character in raw.chars() {
         // Anything beyond Latin-1 was written by a Unicode system: ordinary text bails out here, early.
@@ -232,7 +242,18 @@ pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
         return None;
     }
     let decoded: String = raw.chars().map(|c| tcvn3_letter(c).unwrap_or(c)).collect();
-    (count_syllables(&decoded) > count_syllables(raw)).then_some(decoded)
+    // `count_syllables(&decoded) > count_syllables(raw)`, counted only where it can differ: no letter code
+    // is white space, so the words of both pair up, and a word without a letter code is the same in both.
+    let gained: isize = decoded
+        .split_whitespace()
+        .zip(raw.split_whitespace())
+        .filter(|(decoded_word, raw_word)| decoded_word != raw_word)
+        .map(|(decoded_word, raw_word)| {
+            isize::from(counts_as_syllable(decoded_word))
+                - isize::from(counts_as_syllable(raw_word))
+        })
+        .sum();
+    (gained > 0).then_some(decoded)
 }
 
 /// How many white-space separated words of `text` are Vietnamese syllables (ASCII punctuation and
@@ -241,21 +262,23 @@ pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
 /// will read: otherwise a stray control character could hide a word now and expose it on a second pass.
 pub fn count_syllables(text: &str) -> usize {
     text.split_whitespace()
-        .filter(|word| {
-            let letters: Cow<'_, str> = if word.chars().any(|c| c.is_control() || is_invisible(c)) {
-                Cow::Owned(
-                    word.chars()
-                        .filter(|c| !c.is_control() && !is_invisible(*c))
-                        .collect(),
-                )
-            } else {
-                Cow::Borrowed(word)
-            };
-            let core =
-                letters.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_ascii_digit());
-            !core.is_empty() && is_syllable(core)
-        })
+        .filter(|word| counts_as_syllable(word))
         .count()
+}
+
+/// Whether one white-space separated word counts in [`count_syllables`].
+fn counts_as_syllable(word: &str) -> bool {
+    let letters: Cow<'_, str> = if word.chars().any(|c| c.is_control() || is_invisible(c)) {
+        Cow::Owned(
+            word.chars()
+                .filter(|c| !c.is_control() && !is_invisible(*c))
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(word)
+    };
+    let core = letters.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_ascii_digit());
+    !core.is_empty() && is_syllable(core)
 }
 
 #[cfg(test)]
@@ -277,6 +300,25 @@ mod tests {
         );
         // TCVN3's ư is U+00AD, which the invisible-character step would otherwise remove.
         assert_eq!(clean("Tr\u{AD}êng", None).text, "Trường");
+    }
+
+    #[test]
+    fn decodes_exactly_when_decoding_gains_syllables() {
+        for raw in [
+            "NguyÔn V¨n An",
+            "Võ Thu Hà",
+            "Lê Thu Hà",
+            "cÊp cÊp Hµ 12 ©",
+            "x©y dùng 12 c¨n",
+            "Tr\u{AD}êng \u{AD}",
+            "Ö\u{0}Ö",
+            "café crème",
+            "UBND ©",
+        ] {
+            let decoded: String = raw.chars().map(|c| tcvn3_letter(c).unwrap_or(c)).collect();
+            let gains = count_syllables(&decoded) > count_syllables(raw);
+            assert_eq!(decode_if_tcvn3(raw).is_some(), gains, "{raw}");
+        }
     }
 
     #[test]
