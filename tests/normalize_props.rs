@@ -322,10 +322,13 @@ proptest! {
         let once = clean(&raw, Some(200));
         assert_clean_text(&once.text);
         prop_assert!(once.text.chars().count() <= 200);
-        // Cleaning clean text changes nothing (unless the first pass decoded TCVN3, whose output may in
-        // principle look like TCVN3 again).
-        if !once.converted {
-            prop_assert_eq!(&clean(&once.text, Some(200)).text, &once.text);
+        // Cleaning clean text changes nothing, unless either pass decoded TCVN3: the first pass's output
+        // may in principle look like TCVN3 again, and removing invisible characters can uncover a word
+        // that reads as TCVN3 (U+00AD is TCVN3's `ư`, so detection runs before the soft hyphen goes:
+        // "Î\t\u{ad}Y" is not decoded, "Î Y" may be).
+        let twice = clean(&once.text, Some(200));
+        if !once.converted && !twice.converted {
+            prop_assert_eq!(&twice.text, &once.text);
         }
     }
 

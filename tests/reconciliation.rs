@@ -432,6 +432,25 @@ async fn the_report_names_the_failing_units_and_retry_completes_them() {
     .await;
     assert!(back, "the dossiers the portal lost should be sent again");
 
+    // A backfill of D's period reads every one of its dossiers again; nothing changed, nothing is queued.
+    let today = tthc_sync::app::vietnam_today().to_string();
+    let (ok, stdout, stderr) = run_binary(&[
+        "resync",
+        "--config",
+        config,
+        "--from",
+        "2000-01-01",
+        "--to",
+        &today,
+        "--unit",
+        &units["ag-004"],
+    ])
+    .await;
+    assert!(ok, "resync failed: {stderr}");
+    let expected = format!("read {0} of {0} dossier(s)", at_source("ag-004"));
+    assert!(stdout.contains(&expected), "{stdout}");
+    assert!(stdout.contains("0 changed, queued 0"), "{stdout}");
+
     let (ok, _, _) = run_binary(&[
         "report",
         "--config",
