@@ -11,6 +11,7 @@ pub mod render;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::Serialize;
@@ -136,8 +137,18 @@ pub fn agency_units(buckets: &[LedgerBucket]) -> HashMap<String, String> {
 pub fn lines(buckets: &[LedgerBucket], counts: &Counts) -> Vec<UnitLine> {
     let mut units: BTreeMap<String, UnitLine> = BTreeMap::new();
     let mut agencies: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let owner = agency_units(buckets);
     for bucket in buckets {
-        let key = unit_key(bucket.unit.as_deref(), bucket.source_agency_id.as_deref());
+        // A record that resolved to no unit (malformed, or rejected before its unit was known) counts
+        // against the unit its agency's other dossiers go to; only an agency that never resolves is
+        // shown on its own.
+        let key = match (&bucket.unit, &bucket.source_agency_id) {
+            (None, Some(agency)) => owner
+                .get(agency)
+                .cloned()
+                .unwrap_or_else(|| unit_key(None, Some(agency))),
+            (unit, agency) => unit_key(unit.as_deref(), agency.as_deref()),
+        };
         let line = units.entry(key.clone()).or_insert_with(|| UnitLine {
             unit: key.clone(),
             ..UnitLine::default()
@@ -180,7 +191,6 @@ pub fn lines(buckets: &[LedgerBucket], counts: &Counts) -> Vec<UnitLine> {
         }
     }
 
-    let owner = agency_units(buckets);
     if let Some(source) = &counts.source {
         for ((agency, _day), count) in source {
             let key = owner
@@ -362,6 +372,7 @@ impl Reconciler {
 
         // Where the source and the ledger disagree, compare identifier sets and fetch what is missing.
         let mut missing: HashMap<String, i64> = HashMap::new();
+        let mut unseen: Vec<String> = Vec::new();
         let mut fetched = 0;
         if let Some(source) = &source {
             let mut ledger_days: HashMap<(&str, &str), i64> = HashMap::new();
@@ -400,17 +411,27 @@ impl Reconciler {
                     .await?
                     .into_iter()
                     .collect();
-                let unseen: Vec<String> = at_source
+                let other_bucket: Vec<String> = at_source
                     .into_iter()
                     .map(|item| item.id)
                     .filter(|id| !known.contains(id))
                     .collect();
-                if unseen.is_empty() {
+                if other_bucket.is_empty() {
                     continue;
                 }
-                *missing.entry(agency.clone()).or_default() += unseen.len() as i64;
-                fetched += self.fetch_and_queue(&unseen, &mut notes).await?;
+                // A dossier the ledger files under another agency or day (a bad date, an agency
+                // changed) is not missing: only those the ledger has never seen are.
+                let seen = self.store.ledger_views(&other_bucket).await?;
+                let never_seen: Vec<String> = other_bucket
+                    .into_iter()
+                    .filter(|id| !seen.contains_key(id))
+                    .collect();
+                if !never_seen.is_empty() {
+                    *missing.entry(agency.clone()).or_default() += never_seen.len() as i64;
+                    unseen.extend(never_seen);
+                }
             }
+            fetched = self.fetch_and_queue(&unseen, &mut notes).await?;
             if fetched > 0 {
                 // The fetched dossiers are in the ledger now: count them where they belong.
                 buckets = self.store.ledger_buckets(&from_day, &to_day, unit).await?;
@@ -572,17 +593,30 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Fetches dossiers by id and writes them to the ledger (without moving the feed cursor).
+    /// Fetches dossiers by id (eight at a time: the source is a production system with its own users)
+    /// and writes them to the ledger in pages, without moving the feed cursor.
     async fn fetch_and_queue(
         &self,
         ids: &[String],
         notes: &mut Vec<String>,
     ) -> Result<u64, ReconcileError> {
-        let mut records = Vec::with_capacity(ids.len());
-        for id in ids {
-            match self.source.dossier(id).await {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let answers: Vec<(String, Result<Option<Box<serde_json::value::RawValue>>, _>)> =
+            futures::stream::iter(ids.iter().cloned())
+                .map(|id| async move {
+                    let answer = self.source.dossier(&id).await;
+                    (id, answer)
+                })
+                .buffer_unordered(8)
+                .collect()
+                .await;
+        let mut records = Vec::with_capacity(answers.len());
+        for (id, answer) in answers {
+            match answer {
                 Ok(Some(raw)) => records.push(FeedRecord {
-                    id: Some(id.clone()),
+                    id: Some(id),
                     updated: None,
                     raw,
                 }),
@@ -599,9 +633,12 @@ impl Reconciler {
             self.catalog.clone(),
         )
         .without_cursor();
-        sink.write(records, None)
-            .await
-            .map_err(|error| ReconcileError::Queue(error.to_string()))?;
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            sink.write(records.by_ref().take(500).collect(), None)
+                .await
+                .map_err(|error| ReconcileError::Queue(error.to_string()))?;
+        }
         sink.flush()
             .await
             .map_err(|error| ReconcileError::Queue(error.to_string()))?;
@@ -708,6 +745,42 @@ mod tests {
         assert_eq!(clean.ledger.received, 10);
         assert_eq!(clean.completeness, Some(1.0));
         assert_eq!(clean.oldest_unsent_at, None);
+    }
+
+    #[test]
+    fn a_record_without_a_unit_counts_against_its_agency_s_unit() {
+        let a = "000.00.01.H60";
+        let buckets = vec![
+            bucket(
+                Some(a),
+                "ag-1",
+                "2026-11-01",
+                DossierState::Accepted,
+                None,
+                9,
+            ),
+            bucket(
+                None,
+                "ag-1",
+                "2026-11-01",
+                DossierState::Held,
+                Some("malformed_record"),
+                1,
+            ),
+            bucket(
+                None,
+                "ag-9",
+                "2026-11-01",
+                DossierState::Held,
+                Some("unmapped_unit"),
+                2,
+            ),
+        ];
+        let lines = lines(&buckets, &Counts::default());
+        let units: Vec<&str> = lines.iter().map(|line| line.unit.as_str()).collect();
+        assert_eq!(units, ["agency:ag-9", a]);
+        assert_eq!(lines[1].ledger.received, 10);
+        assert_eq!(lines[1].reasons[0].code, "malformed_record");
     }
 
     #[test]

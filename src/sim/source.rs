@@ -221,9 +221,24 @@ struct Row {
     updated_ms: i64,
     hidden: bool,
     bad: Option<&'static str>,
+    /// (agency id, reception day) when the counts see this row: kept with the record, so that the
+    /// count and identifier endpoints do not parse every record's dates on every request.
+    counted: Option<(String, civil::Date)>,
 }
 
 impl Row {
+    /// Recomputes what the counts see of the row; call after every change of `record`.
+    fn recount(&mut self) {
+        self.counted = if self.deleted() || self.cancelled() {
+            None
+        } else {
+            let agency = self.record.pointer("/agency/id").and_then(Value::as_str);
+            agency
+                .zip(reception_day(&self.record))
+                .map(|(agency, day)| (agency.to_owned(), day))
+        };
+    }
+
     fn deleted(&self) -> bool {
         self.record.get("deletedDate").is_some_and(|d| !d.is_null())
     }
@@ -310,12 +325,17 @@ impl SourceSim {
         let rows: Vec<Row> = dataset
             .dossiers
             .into_iter()
-            .map(|d| Row {
-                id: d.id,
-                record: d.record,
-                updated_ms: ms(d.updated),
-                hidden: d.hidden,
-                bad: d.bad,
+            .map(|d| {
+                let mut row = Row {
+                    id: d.id,
+                    record: d.record,
+                    updated_ms: ms(d.updated),
+                    hidden: d.hidden,
+                    bad: d.bad,
+                    counted: None,
+                };
+                row.recount();
+                row
             })
             .collect();
         let by_id = rows
@@ -432,6 +452,7 @@ impl SourceSim {
         let mut count = 0;
         for row in &mut state.rows {
             if edit(&mut row.record) {
+                row.recount();
                 count += 1;
             }
         }
@@ -510,6 +531,7 @@ impl SimState {
     fn touch(&mut self, index: usize, now: Timestamp, stamp: Timestamp) {
         let row = &mut self.rows[index];
         evolve(&mut row.record, &mut self.rng, now);
+        row.recount();
         self.by_updated.remove(&(row.updated_ms, index));
         row.updated_ms = ms(stamp);
         row.hidden = false;
@@ -994,15 +1016,10 @@ fn date_param(
 
 /// Rows the counts see, with their agency id and reception day.
 fn counted_rows(state: &SimState) -> impl Iterator<Item = (usize, &str, civil::Date)> + '_ {
-    state
-        .rows
-        .iter()
-        .enumerate()
-        .filter(|(_, row)| !row.deleted() && !row.cancelled())
-        .filter_map(|(index, row)| {
-            let agency = row.record.pointer("/agency/id").and_then(Value::as_str)?;
-            Some((index, agency, reception_day(&row.record)?))
-        })
+    state.rows.iter().enumerate().filter_map(|(index, row)| {
+        let (agency, day) = row.counted.as_ref()?;
+        Some((index, agency.as_str(), *day))
+    })
 }
 
 async fn count_by_agency(
