@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Settings, initial_from};
 use crate::http::RetryPolicy;
+use crate::metrics::SyncMetrics;
 use crate::normalize::MappingTables;
 use crate::portal::client::PortalClient;
 use crate::reconcile::Reconciler;
@@ -49,6 +50,7 @@ pub struct App {
     /// The catalog pre-flight (`portal.preflight`).
     pub catalog: Option<Arc<PortalCatalog>>,
     pub counters: Arc<PushCounters>,
+    pub metrics: Arc<SyncMetrics>,
     pub health: Arc<Health>,
     work_available: Arc<Notify>,
     /// Set by a reload that changed the tables: the poll loop normalizes held-back dossiers again.
@@ -95,6 +97,7 @@ impl App {
             tables: RwLock::new(Arc::new(tables)),
             catalog,
             counters: Arc::new(PushCounters::default()),
+            metrics: Arc::new(SyncMetrics::default()),
             health: Arc::new(Health::default()),
             work_available: Arc::new(Notify::new()),
             renormalize_requested: AtomicBool::new(false),
@@ -347,6 +350,7 @@ impl App {
             redeliver_base: Duration::from_secs(self.settings.portal.redeliver_base_seconds),
             redeliver_cap: Duration::from_secs(self.settings.portal.redeliver_cap_seconds),
             counters: self.counters.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -434,6 +438,7 @@ impl App {
             match outcome {
                 None => return,
                 Some(Ok((poll, ingest))) => {
+                    self.metrics.record_poll(&ingest, started.elapsed());
                     self.health
                         .last_poll_ok
                         .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
@@ -452,6 +457,8 @@ impl App {
                 }
                 Some(Err(error)) => {
                     self.health.poll_failures.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .record_poll_failure(error.kind(), started.elapsed());
                     tracing::warn!(error = %error, "poll failed; the cursor stays where the last committed page left it");
                 }
             }
@@ -504,9 +511,12 @@ impl App {
             let pushed = pusher.push_due_batch().await;
             let progressed = match &pushed {
                 Ok(stats) if stats.claimed > 0 => {
-                    self.health
-                        .last_push_ok
-                        .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
+                    // A batch whose every item goes back to the queue was not answered by the portal.
+                    if stats.accepted + stats.refused > 0 {
+                        self.health
+                            .last_push_ok
+                            .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
+                    }
                     true
                 }
                 Ok(_) => false,
