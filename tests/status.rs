@@ -204,7 +204,10 @@ async fn readiness_metrics_report_and_pages_against_a_running_daemon() {
                 && matches!(sample.value, prometheus_parse::Value::Histogram(_))),
             "{name} is a histogram"
         );
-        assert!(metrics.contains(&format!("{name}_bucket{{le=\"")), "{name} has buckets");
+        assert!(
+            metrics.contains(&format!("{name}_bucket{{le=\"")),
+            "{name} has buckets"
+        );
     }
     for line in &outcome.lines {
         let complete = samples.iter().find(|sample| {

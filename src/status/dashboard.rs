@@ -93,21 +93,23 @@ fn ago(now: i64, at: i64, lang: Lang) -> String {
 }
 
 const STYLE: &str = "
-body{font-family:'Noto Sans','DejaVu Sans',Arial,sans-serif;margin:0;padding:12px 16px;color:#1c2430;background:#f4f6f9;font-size:14px}
-h1{font-size:20px;margin:0 0 8px}h2{font-size:16px;margin:14px 0 6px}
+body{font-family:'Noto Sans','DejaVu Sans',Arial,sans-serif;margin:0;padding:10px 14px;color:#1c2430;background:#f4f6f9;font-size:13px}
+h1{font-size:20px;margin:0 0 6px}h2{font-size:15px;margin:8px 0 2px;display:inline-block}
 header{display:flex;justify-content:space-between;align-items:baseline;flex-wrap:wrap;gap:8px}
 .state{display:inline-block;padding:4px 10px;border-radius:4px;font-weight:bold;color:#fff}
 .ok{background:#2e7d32}.bad{background:#c62828}
-.cards{display:flex;gap:10px;flex-wrap:wrap;margin:8px 0}
-.card{background:#fff;border:1px solid #d5dbe3;border-radius:6px;padding:6px 12px;min-width:150px}
-.card b{display:block;font-size:18px}.card span{color:#556}
+.cards{display:flex;gap:6px;margin:6px 0}
+.card{flex:1 1 0;min-width:0;background:#fff;border:1px solid #d5dbe3;border-radius:6px;padding:4px 8px}
+.card b{display:block;font-size:17px}.card span{color:#556;font-size:12px}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{border:1px solid #d5dbe3;padding:4px 6px;text-align:left;vertical-align:top}
-th{background:#e8edf3;position:sticky;top:0}
+th{background:#e8edf3;position:sticky;top:0;font-size:12px}
+#failures td{overflow-wrap:anywhere}
+td.s{white-space:nowrap}td.ind{white-space:nowrap;font-size:12px}.legend{font-size:12px}
 td.n{text-align:right;white-space:nowrap}
 tr.problem td:first-child{border-left:4px solid #c62828}
 tr.fine td:first-child{border-left:4px solid #2e7d32}
-ul{margin:0;padding-left:16px}small,.muted{color:#556}
+ul{margin:0;padding-left:14px}small,.muted{color:#556}.muted{margin:2px 0 6px}
 a{color:#0d47a1}
 ";
 
@@ -182,11 +184,11 @@ pub fn page(view: &DashboardView, throughput: Option<f64>, refresh: u64, lang: L
     );
     let cards = [
         (
-            pick(lang, "Độ trễ: lần lấy dữ liệu gần nhất", "Lag: last poll"),
+            pick(lang, "Độ trễ (lấy dữ liệu)", "Lag (last poll)"),
             ago(view.now, view.last_poll_ok, lang),
         ),
         (
-            pick(lang, "Độ trễ: lần gửi gần nhất", "Lag: last push"),
+            pick(lang, "Độ trễ (gửi đi)", "Lag (last push)"),
             ago(view.now, view.last_push_ok, lang),
         ),
         (pick(lang, "Tốc độ đồng bộ", "Throughput"), rate),
@@ -228,7 +230,7 @@ pub fn page(view: &DashboardView, throughput: Option<f64>, refresh: u64, lang: L
     );
     let _ = write!(
         out,
-        "<h2>{}</h2><p class=\"muted\">{} {} → {} · {} {}</p>",
+        "<h2>{}</h2> <span class=\"muted\">· {} {} → {} · {} {}</span>",
         pick(lang, "Đơn vị", "Units"),
         pick(lang, "Ngày tiếp nhận", "Reception days"),
         escape(&view.from),
@@ -315,7 +317,7 @@ fn unit_table(out: &mut String, lines: &[UnitLine], now: i64, lang: Lang) {
         };
         let _ = write!(
             out,
-            "</td><td>{state}</td><td class=\"n\">{completeness}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>",
+            "</td><td class=\"s\">{state}</td><td class=\"n\">{completeness}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>",
             group_thousands(line.ledger.accepted, lang),
             group_thousands(line.ledger.pending, lang),
             group_thousands(line.ledger.held, lang),
@@ -336,30 +338,53 @@ fn unit_table(out: &mut String, lines: &[UnitLine], now: i64, lang: Lang) {
         let oldest = line
             .oldest_unsent_at
             .map_or_else(|| "–".to_owned(), |at| ago(now, at, lang));
-        let _ = write!(out, "</td><td class=\"n\">{}</td><td>", escape(&oldest));
+        let _ = write!(
+            out,
+            "</td><td class=\"n\">{}</td><td class=\"ind\">",
+            escape(&oldest)
+        );
         if let Some(preview) = &line.indicators {
-            out.push_str("<ul>");
+            // Numbers only, two to a line; the legend under the table names them.
             let rates = preview.current.rates();
-            for (indicator, rate) in rates
+            let shown: Vec<String> = rates
                 .iter()
                 .skip(1)
-                .filter_map(|(indicator, rate)| rate.map(|rate| (indicator, rate)))
+                .filter_map(|(indicator, rate)| {
+                    rate.map(|rate| {
+                        format!(
+                            "<span title=\"{}\">{}</span>&nbsp;{}",
+                            escape(pick(lang, indicator.name_vi, indicator.name_en)),
+                            escape(indicator.id),
+                            percent(rate, lang)
+                        )
+                    })
+                })
                 .take(4)
-            {
-                let _ = write!(
-                    out,
-                    "<li>{} {}: {}</li>",
-                    escape(indicator.id),
-                    escape(pick(lang, indicator.name_vi, indicator.name_en)),
-                    percent(rate, lang)
-                );
+                .collect();
+            for (index, pair) in shown.chunks(2).enumerate() {
+                if index > 0 {
+                    out.push_str("<br>");
+                }
+                out.push_str(&pair.join(" · "));
             }
-            out.push_str("</ul>");
         }
         out.push_str("</td></tr>");
     }
-    out.push_str("</tbody></table>");
-    debug_assert_eq!(INDICATORS.len(), 8);
+    out.push_str("</tbody></table><p class=\"legend muted\">");
+    out.push_str(pick(
+        lang,
+        "Dự báo chỉ số (QĐ 766):",
+        "Indicator preview (Decision 766):",
+    ));
+    for indicator in &INDICATORS[1..] {
+        let _ = write!(
+            out,
+            " <b>{}</b> {};",
+            escape(indicator.id),
+            escape(pick(lang, indicator.name_vi, indicator.name_en))
+        );
+    }
+    out.push_str("</p>");
 }
 
 /// A unit's held-back and refused dossiers (findings with masked values only).
