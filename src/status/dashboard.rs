@@ -294,7 +294,7 @@ fn unit_table(out: &mut String, lines: &[UnitLine], now: i64, lang: Lang) {
                 out,
                 "<br><a href=\"/units/{}/failures{lang_query}\">{}</a>",
                 path_segment(&line.unit),
-                pick(lang, "Hồ sơ lỗi", "Failing dossiers")
+                pick(lang, "Hồ sơ lỗi", "Failures")
             );
         }
         let state = if line.complete {
