@@ -38,6 +38,8 @@ pub struct Health {
     pub last_push_ok: AtomicI64,
     pub polls: AtomicI64,
     pub poll_failures: AtomicI64,
+    /// Another instance sharing the ledger holds the polling lease: this one only pushes.
+    pub polled_elsewhere: AtomicBool,
 }
 
 pub struct App {
@@ -395,6 +397,9 @@ impl App {
         loop {
             // Of several instances sharing a ledger, one polls the source (the lease holder); all push.
             let now_leading = self.lead_polling().await;
+            self.health
+                .polled_elsewhere
+                .store(!now_leading, Ordering::Relaxed);
             if now_leading != leading {
                 leading = now_leading;
                 if leading {

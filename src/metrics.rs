@@ -246,7 +246,7 @@ impl SyncMetrics {
         );
         registry.register(
             "tthc_sync_oldest_unsent_seconds",
-            "Age of the oldest dossier not yet on the portal",
+            "Age of the oldest dossier not on the portal (waiting, held back or refused)",
             gauge_f64(snapshot.oldest_unsent_seconds),
         );
         registry.register(

@@ -36,7 +36,9 @@ pub async fn readiness(app: &App, shutdown: &CancellationToken) -> Result<(), Ve
     let settings = &app.settings.status;
     let last_poll = app.health.last_poll_ok.load(Ordering::Relaxed);
     let max_poll = settings.ready_max_poll_age_seconds as i64 * 1000;
-    if last_poll == 0 {
+    if app.health.polled_elsewhere.load(Ordering::Relaxed) {
+        // Another instance sharing the ledger polls the source; its own /readyz answers for that.
+    } else if last_poll == 0 {
         reasons.push("no successful poll of the source yet".to_owned());
     } else if now - last_poll > max_poll {
         reasons.push(format!(
