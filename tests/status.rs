@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tthc_sync::commands::demo::Demo;
 use tthc_sync::sim::FaultLevel;
+use tthc_sync::sim::portal::{PortalFaults, PortalSimConfig};
 use tthc_sync::sim::source::SourceFaults;
 
 use common::leak::PersonalData;
@@ -463,5 +464,59 @@ async fn a_real_browser_shows_the_dashboard_in_vietnamese() {
             "the browser shows no row for {unit}"
         );
     }
+    demo.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn not_ready_while_dossiers_wait_and_the_portal_answers_nothing() {
+    let (_dir, demo) = common::start(
+        common::source_config(100, 3, 31, FaultLevel::None),
+        PortalSimConfig {
+            faults: PortalFaults {
+                outage: true,
+                ..PortalFaults::for_level(FaultLevel::None)
+            },
+            ..common::portal_config(31, FaultLevel::None)
+        },
+        |settings| settings.status.ready_max_push_age_seconds = 1,
+    )
+    .await;
+    let url = base(&demo);
+    // The source answers, so polls succeed; the portal is down, so the queue cannot drain.
+    let body = until_status(&format!("{url}/readyz"), 503, Duration::from_secs(30)).await;
+    let started = std::time::Instant::now();
+    let mut body = body;
+    while !body.contains("the portal has answered no batch yet") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not ready for another reason: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        body = get(&format!("{url}/readyz")).await.1;
+    }
+    assert!(
+        !body.contains("no successful poll"),
+        "the source answers: {body}"
+    );
+    // A call fails once its retries are spent.
+    let started = std::time::Instant::now();
+    let metrics = loop {
+        let (_, metrics) = get(&format!("{url}/metrics")).await;
+        if metrics.contains("tthc_sync_errors_total{side=\"portal\"") {
+            break metrics;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "portal errors are not counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(metrics.contains("tthc_sync_ready 0"), "{metrics}");
+
+    // The portal comes back: the queue drains and the daemon is ready again.
+    demo.portal.set_outage(false);
+    until_status(&format!("{url}/readyz"), 200, Duration::from_secs(90)).await;
+    let (_, metrics) = get(&format!("{url}/metrics")).await;
+    assert!(metrics.contains("tthc_sync_ready 1"), "{metrics}");
     demo.stop().await.unwrap();
 }
