@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Settings, initial_from};
 use crate::http::RetryPolicy;
+use crate::metrics::SyncMetrics;
 use crate::normalize::MappingTables;
 use crate::portal::client::PortalClient;
 use crate::reconcile::Reconciler;
@@ -37,6 +38,8 @@ pub struct Health {
     pub last_push_ok: AtomicI64,
     pub polls: AtomicI64,
     pub poll_failures: AtomicI64,
+    /// Another instance sharing the ledger holds the polling lease: this one only pushes.
+    pub polled_elsewhere: AtomicBool,
 }
 
 pub struct App {
@@ -49,6 +52,7 @@ pub struct App {
     /// The catalog pre-flight (`portal.preflight`).
     pub catalog: Option<Arc<PortalCatalog>>,
     pub counters: Arc<PushCounters>,
+    pub metrics: Arc<SyncMetrics>,
     pub health: Arc<Health>,
     work_available: Arc<Notify>,
     /// Set by a reload that changed the tables: the poll loop normalizes held-back dossiers again.
@@ -95,6 +99,7 @@ impl App {
             tables: RwLock::new(Arc::new(tables)),
             catalog,
             counters: Arc::new(PushCounters::default()),
+            metrics: Arc::new(SyncMetrics::default()),
             health: Arc::new(Health::default()),
             work_available: Arc::new(Notify::new()),
             renormalize_requested: AtomicBool::new(false),
@@ -347,6 +352,7 @@ impl App {
             redeliver_base: Duration::from_secs(self.settings.portal.redeliver_base_seconds),
             redeliver_cap: Duration::from_secs(self.settings.portal.redeliver_cap_seconds),
             counters: self.counters.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -391,6 +397,9 @@ impl App {
         loop {
             // Of several instances sharing a ledger, one polls the source (the lease holder); all push.
             let now_leading = self.lead_polling().await;
+            self.health
+                .polled_elsewhere
+                .store(!now_leading, Ordering::Relaxed);
             if now_leading != leading {
                 leading = now_leading;
                 if leading {
@@ -434,6 +443,7 @@ impl App {
             match outcome {
                 None => return,
                 Some(Ok((poll, ingest))) => {
+                    self.metrics.record_poll(&ingest, started.elapsed());
                     self.health
                         .last_poll_ok
                         .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
@@ -452,6 +462,8 @@ impl App {
                 }
                 Some(Err(error)) => {
                     self.health.poll_failures.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .record_poll_failure(error.kind(), started.elapsed());
                     tracing::warn!(error = %error, "poll failed; the cursor stays where the last committed page left it");
                 }
             }
@@ -504,9 +516,12 @@ impl App {
             let pushed = pusher.push_due_batch().await;
             let progressed = match &pushed {
                 Ok(stats) if stats.claimed > 0 => {
-                    self.health
-                        .last_push_ok
-                        .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
+                    // A batch whose every item goes back to the queue was not answered by the portal.
+                    if stats.accepted + stats.refused > 0 {
+                        self.health
+                            .last_push_ok
+                            .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
+                    }
                     true
                 }
                 Ok(_) => false,

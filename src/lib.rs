@@ -6,11 +6,14 @@
 //! - [`normalize`]: pure translation of a source record into the portal's schema, or rejections.
 //! - [`privacy`]: the one masking function every output uses for personal data.
 //! - [`sim`]: simulators of both systems, faults included.
+//! - [`metrics`]: the Prometheus metrics, counted where events happen and read from the ledger at scrape.
+//! - [`status`]: the status server: health checks, `/metrics`, the operators' dashboard and its JSON.
 
 pub mod app;
 pub mod commands;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod normalize;
 pub mod portal;
 pub mod privacy;
@@ -18,6 +21,7 @@ pub mod reconcile;
 pub mod report;
 pub mod sim;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

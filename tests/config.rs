@@ -256,3 +256,39 @@ old_code_still_known_to_portal = true
     assert!(stdout.contains("1 unit(s)"), "{stdout}");
     assert!(stdout.contains("is valid"), "{stdout}");
 }
+
+#[test]
+fn the_status_server_asks_for_a_token_off_loopback_only() {
+    let settings = Settings::from_toml(VALID).unwrap();
+    assert_eq!(settings.status.listen, "127.0.0.1:9464");
+    assert_eq!(settings.status.token().unwrap(), None, "loopback: no token");
+
+    let wrong = error_of(&format!("{VALID}\n[status]\nlisten = \"localhost\"\n"));
+    assert!(wrong.contains("status.listen"), "{wrong}");
+
+    let open =
+        Settings::from_toml(&format!("{VALID}\n[status]\nlisten = \"0.0.0.0:9464\"\n")).unwrap();
+    let error = open
+        .status
+        .token()
+        .expect_err("no token off loopback")
+        .to_string();
+    assert!(error.contains("status.token_file"), "{error}");
+
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "the-status-token").unwrap();
+    let with_token = Settings::from_toml(&format!(
+        "{VALID}\n[status]\nlisten = \"0.0.0.0:9464\"\ntoken_file = {:?}\n",
+        file.path().display().to_string()
+    ))
+    .unwrap();
+    assert_eq!(
+        with_token.status.token().unwrap().as_deref(),
+        Some("the-status-token")
+    );
+    let debug = format!("{with_token:?}");
+    assert!(
+        !debug.contains("the-status-token"),
+        "settings never hold the token itself"
+    );
+}

@@ -45,6 +45,9 @@ pub struct DemoArgs {
     /// Exit after the summary: 0 if the portal holds exactly what it should, 1 otherwise.
     #[arg(long)]
     pub exit_when_synced: bool,
+    /// Where the status server (dashboard, metrics, health checks) listens.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub status_listen: String,
     /// Give up waiting for the backlog to drain after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_seconds: u64,
@@ -56,6 +59,8 @@ pub struct Demo {
     pub portal: PortalSim,
     pub app: Arc<App>,
     pub shutdown: CancellationToken,
+    /// The status server (on the port `status.listen` names; the demo configuration asks for any port).
+    pub status: crate::status::StatusServer,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -81,7 +86,11 @@ impl Demo {
                     .with_context(|| format!("cannot start afresh: {}", path.display()))?;
             }
         }
-        Demo::start_with(source, portal, &database, |_| {}).await
+        let status_listen = args.status_listen.clone();
+        Demo::start_with(source, portal, &database, |settings| {
+            settings.status.listen = status_listen;
+        })
+        .await
     }
 
     /// Starts the simulators with these configurations and the daemon on `database`; `adjust` may change
@@ -116,12 +125,14 @@ impl Demo {
         adjust(&mut settings);
         settings.validate()?;
         let app = Arc::new(App::build(settings).await?);
+        let status = crate::status::start(app.clone(), shutdown.clone()).await?;
         let running = tokio::spawn(app.clone().run(shutdown.clone()));
         Ok(Demo {
             source,
             portal,
             app,
             shutdown,
+            status,
             running,
         })
     }
@@ -194,7 +205,9 @@ impl Demo {
 
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.running.await??;
+        let stopped = self.running.await;
+        self.status.stop().await;
+        stopped??;
         self.app.store.close().await;
         Ok(())
     }
@@ -270,6 +283,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.data_dir.display()
     );
     let demo = Demo::start(&args).await?;
+    println!(
+        "Tình trạng đồng bộ: http://{}/ (metrics: /metrics)",
+        demo.status.address
+    );
     let mut last_line = String::new();
     let synced = demo
         .wait_until_synced(Duration::from_secs(args.timeout_seconds), |line| {

@@ -20,10 +20,12 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let app = Arc::new(App::build(settings).await?);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tthc-sync started");
     let shutdown = CancellationToken::new();
+    let status = crate::status::start(app.clone(), shutdown.clone()).await?;
     let reloader = tokio::spawn(reload_on_sighup(app.clone()));
     let mut running = tokio::spawn(app.clone().run(shutdown.clone()));
     tokio::select! {
         result = &mut running => {
+            status.stop().await;
             result.context("the daemon stopped unexpectedly")??;
             return Ok(ExitCode::SUCCESS);
         }
@@ -40,6 +42,8 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
             "work in flight did not finish before the deadline; its claims are taken back at the next start"
         ),
     }
+    // The status server answered 503 on /readyz while work in flight finished; it stops last.
+    status.stop().await;
     app.store.close().await;
     tracing::info!("tthc-sync stopped");
     Ok(ExitCode::SUCCESS)
@@ -83,6 +87,7 @@ pub fn check_config(config: &Path) -> anyhow::Result<ExitCode> {
     crate::portal::client::PortalClient::new(&settings.portal, RetryPolicy::none())?;
     crate::source::client::SourceClient::new(&settings.source, RetryPolicy::none())?;
     settings.store.password()?;
+    settings.status.token()?;
     if let Some(path) = &settings.mapping.tables_file {
         match MappingTables::load(path) {
             Ok(tables) => println!("{}", describe_tables(path, &tables)),

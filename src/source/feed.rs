@@ -63,6 +63,17 @@ pub enum FeedError {
     Sink(String),
 }
 
+impl FeedError {
+    /// A short label for metrics: the source's error kind, `unstable_tie_block`, or `ledger`.
+    pub fn kind(&self) -> String {
+        match self {
+            FeedError::Source(error) => error.kind(),
+            FeedError::UnstableTieBlock { .. } => "unstable_tie_block".into(),
+            FeedError::Sink(_) => "ledger".into(),
+        }
+    }
+}
+
 /// The knobs of the reader.
 #[derive(Debug, Clone, Copy)]
 pub struct FeedOptions {

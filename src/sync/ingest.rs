@@ -1,7 +1,7 @@
 //! From feed records to ledger rows: duplicates absorbed by content hash, every new version normalized,
 //! the decision of [`super::decide`] applied, and the page written with its cursor in one transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -16,13 +16,15 @@ use crate::store::{HeldRecord, IngestRow, Store};
 pub const FEED_CURSOR: &str = "source_feed";
 
 /// What one commit did, for the poll summary and metrics.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct IngestStats {
     pub received: u64,
     pub unchanged: u64,
     pub queued: u64,
     pub held: u64,
     pub skipped: u64,
+    /// Held-back dossiers by their first reason code (the `tthc_sync_dossiers_held_total` metric).
+    pub held_by_reason: BTreeMap<String, u64>,
 }
 
 /// Normalizes records against the current mapping tables and writes them to the ledger.
@@ -137,8 +139,9 @@ impl IngestSink {
                     &fresh.raw_hash,
                     new_version(&fresh.normalized),
                 );
-                self.count(action);
-                row(fresh, action)
+                let row = row(fresh, action);
+                self.count(action, row.reason_code.as_deref());
+                row
             })
             .collect();
 
@@ -240,10 +243,17 @@ impl IngestSink {
         }
     }
 
-    fn count(&mut self, action: IngestAction) {
+    fn count(&mut self, action: IngestAction, reason: Option<&str>) {
         match action {
             IngestAction::Set(DossierState::Pending) => self.stats.queued += 1,
-            IngestAction::Set(DossierState::Held) => self.stats.held += 1,
+            IngestAction::Set(DossierState::Held) => {
+                self.stats.held += 1;
+                *self
+                    .stats
+                    .held_by_reason
+                    .entry(reason.unwrap_or("unknown").to_owned())
+                    .or_default() += 1;
+            }
             IngestAction::Set(DossierState::Skipped) => self.stats.skipped += 1,
             _ => {}
         }

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use super::decide::{PortalVerdict, retry_delay, verdict};
+use crate::metrics::{Side, SyncMetrics};
 use crate::portal::client::{ItemAnswer, PortalClient, PortalError};
 use crate::store::{
     AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, Millis,
     ProgressResult, Store, StoreError,
 };
 
-/// Running totals, shared by the workers and read by progress lines (and metrics, later).
+/// Running totals, shared by the workers and read by progress lines (the metrics are [`SyncMetrics`]).
 #[derive(Debug, Default)]
 pub struct PushCounters {
     pub calls: AtomicU64,
@@ -45,6 +46,7 @@ pub struct Pusher {
     pub redeliver_base: Duration,
     pub redeliver_cap: Duration,
     pub counters: Arc<PushCounters>,
+    pub metrics: Arc<SyncMetrics>,
 }
 
 fn now_millis() -> Millis {
@@ -146,6 +148,15 @@ impl Pusher {
             .await?;
         // The progress entries of the dossiers just accepted were claimed with their answers.
         self.send_progress(progress).await?;
+        let refused_codes: Vec<i64> = results
+            .iter()
+            .filter_map(|result| match &result.outcome {
+                DeliveryOutcome::Refused { code, .. } => Some(*code),
+                _ => None,
+            })
+            .collect();
+        self.metrics
+            .record_verdicts(stats.accepted, &refused_codes, stats.retried);
         self.counters
             .accepted
             .fetch_add(stats.accepted as u64, Ordering::Relaxed);
@@ -180,6 +191,8 @@ impl Pusher {
             .sent
             .fetch_add(payloads.len() as u64, Ordering::Relaxed);
         let answer = self.portal.sync_dossiers(updating, &payloads).await;
+        self.metrics
+            .record_push_call(payloads.len(), started.elapsed());
         self.log_call("DongBoHoSoMC", payloads.len(), started, &answer)
             .await;
         answer
@@ -201,11 +214,13 @@ impl Pusher {
             Err(error @ PortalError::Credentials(_)) => {
                 // Retrying cannot help until an operator fixes the account: say so loudly, once a call.
                 self.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_error(Side::Portal, error.kind());
                 tracing::error!(service, items, error = %error, "the portal refuses the account; check portal.username and the password");
                 ("failed", Some(error.to_string()))
             }
             Err(error) => {
                 self.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_error(Side::Portal, error.kind());
                 tracing::warn!(service, items, error = %error, "portal call failed after retries; its items go back to the queue");
                 ("failed", Some(error.to_string()))
             }

@@ -1,0 +1,240 @@
+//! What the status server reads from the daemon and its ledger: readiness, the metrics' gauges, and the
+//! per-unit lines of the dashboard and of `/api/v1/report` (the report command's own functions).
+
+use std::sync::atomic::Ordering;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use tokio_util::sync::CancellationToken;
+
+use super::STORE_TIMEOUT;
+use crate::app::{App, vietnam_today};
+use crate::metrics::{Snapshot, UnitSnapshot};
+use crate::reconcile::{Counts, UnitLine, attach_indicators, lines};
+use crate::store::{LedgerCounts, ReconciliationRecord};
+use crate::sync::ingest::FEED_CURSOR;
+
+/// Reception days of all time: the bounds the ledger's buckets take for "everything".
+const ALL_DAYS: (&str, &str) = ("0001-01-01", "9999-12-31");
+
+/// 200 from `/readyz`, or the reasons for a 503.
+pub async fn readiness(app: &App, shutdown: &CancellationToken) -> Result<(), Vec<String>> {
+    let mut reasons = Vec::new();
+    if shutdown.is_cancelled() {
+        reasons.push("the daemon is stopping".to_owned());
+    }
+    // The cheapest question the ledger answers: one row by primary key.
+    match tokio::time::timeout(STORE_TIMEOUT, app.store.cursor(FEED_CURSOR)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => reasons.push(format!("the ledger does not answer: {error}")),
+        Err(_) => reasons.push(format!(
+            "the ledger did not answer within {} s",
+            STORE_TIMEOUT.as_secs()
+        )),
+    }
+    let now = Timestamp::now().as_millisecond();
+    let settings = &app.settings.status;
+    let last_poll = app.health.last_poll_ok.load(Ordering::Relaxed);
+    let max_poll = settings.ready_max_poll_age_seconds as i64 * 1000;
+    if app.health.polled_elsewhere.load(Ordering::Relaxed) {
+        // Another instance sharing the ledger polls the source; its own /readyz answers for that.
+    } else if last_poll == 0 {
+        reasons.push("no successful poll of the source yet".to_owned());
+    } else if now - last_poll > max_poll {
+        reasons.push(format!(
+            "the last successful poll of the source was {} s ago (more than {} s)",
+            (now - last_poll) / 1000,
+            settings.ready_max_poll_age_seconds
+        ));
+    }
+    let last_push = app.health.last_push_ok.load(Ordering::Relaxed);
+    let max_push = settings.ready_max_push_age_seconds as i64 * 1000;
+    if last_push == 0 || now - last_push > max_push {
+        // Nothing to send is as good as a fresh push.
+        let waiting = match tokio::time::timeout(STORE_TIMEOUT, app.store.counts()).await {
+            Ok(Ok(counts)) => counts.outstanding(),
+            _ => 1,
+        };
+        if waiting > 0 {
+            reasons.push(if last_push == 0 {
+                format!("{waiting} dossier(s) or progress entries wait and the portal has answered no batch yet")
+            } else {
+                format!(
+                    "{waiting} dossier(s) or progress entries wait and the portal last answered a batch {} s ago (more than {} s)",
+                    (now - last_push) / 1000,
+                    settings.ready_max_push_age_seconds
+                )
+            });
+        }
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons)
+    }
+}
+
+/// The gauges of `/metrics`, read now. A ledger that cannot be read leaves its gauges at 0 (and the
+/// readiness gauge at 0 with it).
+pub async fn snapshot(app: &App, shutdown: &CancellationToken) -> Snapshot {
+    let now = Timestamp::now().as_millisecond();
+    let ready = readiness(app, shutdown).await.is_ok();
+    let counts = app.store.counts().await.unwrap_or_default();
+    let oldest = oldest_unsent(app).await;
+    let units = app
+        .store
+        .latest_reconciliation()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|record| UnitSnapshot {
+            unit: record.unit.clone(),
+            complete: record.complete,
+            missing: record_gap(record),
+            reconciled_at: record.started_at as f64 / 1000.0,
+        })
+        .collect();
+    let seconds = |millis: i64| millis as f64 / 1000.0;
+    Snapshot {
+        queue_depth: counts.outstanding(),
+        oldest_unsent_seconds: oldest.map_or(0.0, |at| seconds((now - at).max(0))),
+        last_poll_success: seconds(app.health.last_poll_ok.load(Ordering::Relaxed)),
+        last_push_success: seconds(app.health.last_push_ok.load(Ordering::Relaxed)),
+        ready,
+        units,
+    }
+}
+
+/// When the oldest dossier not yet on the portal arrived (Unix ms), over the whole ledger.
+async fn oldest_unsent(app: &App) -> Option<i64> {
+    app.store
+        .ledger_buckets(ALL_DAYS.0, ALL_DAYS.1, None)
+        .await
+        .ok()?
+        .iter()
+        .filter_map(|bucket| bucket.oldest_unsent_at)
+        .min()
+}
+
+/// Dossiers of a reconciled unit that should be on the portal and are not (as [`UnitLine::gap`]).
+fn record_gap(record: &ReconciliationRecord) -> i64 {
+    let expected = record.source_count.unwrap_or(record.ledger_count);
+    (expected - record.accepted).max(0)
+}
+
+/// The period of a report: `from`/`to` as given (`YYYY-MM-DD`), by default the last 30 days, as the
+/// `report` command does.
+pub fn period(from: Option<&str>, to: Option<&str>) -> Result<(String, String), String> {
+    let parse = |text: &str, name: &str| {
+        text.parse::<Date>()
+            .map_err(|_| format!("{name} must be a date YYYY-MM-DD, got {text:?}"))
+    };
+    let to = match to {
+        Some(text) => parse(text, "to")?,
+        None => vietnam_today(),
+    };
+    let from = match from {
+        Some(text) => parse(text, "from")?,
+        None => to
+            .checked_sub(jiff::Span::new().days(29))
+            .map_err(|error| error.to_string())?,
+    };
+    if from > to {
+        return Err(format!("from ({from}) is after to ({to})"));
+    }
+    Ok((from.to_string(), to.to_string()))
+}
+
+/// The per-unit lines of a period, problems first, with the indicator preview: the ledger's counts, and
+/// the source's and portal's from the latest reconciliation when it covered the same period.
+pub async fn unit_lines(
+    app: &App,
+    from: &str,
+    to: &str,
+    unit: Option<&str>,
+) -> anyhow::Result<Vec<UnitLine>> {
+    let buckets = app.store.ledger_buckets(from, to, unit).await?;
+    let mut lines = lines(&buckets, &Counts::default());
+    if let Some(unit) = unit {
+        lines.retain(|line| line.unit == unit);
+    }
+    let records = app.store.latest_reconciliation().await?;
+    for line in &mut lines {
+        if let Some(record) = records.iter().find(|record| {
+            record.unit == line.unit && record.from_day == from && record.to_day == to
+        }) {
+            apply_reconciliation(line, record);
+        }
+    }
+    lines.sort_by(|a, b| {
+        a.complete
+            .cmp(&b.complete)
+            .then_with(|| b.gap().cmp(&a.gap()))
+            .then_with(|| a.unit.cmp(&b.unit))
+    });
+    attach_indicators(app.store.as_ref(), &mut lines, from, to, unit).await?;
+    Ok(lines)
+}
+
+/// The other sides' counts a reconciliation of the same period found, applied to a ledger-only line with
+/// the rules of [`crate::reconcile::lines`].
+fn apply_reconciliation(line: &mut UnitLine, record: &ReconciliationRecord) {
+    line.source_count = record.source_count;
+    line.portal_count = record.portal_count;
+    line.missing = record.missing;
+    line.completeness = line
+        .source_count
+        .filter(|count| *count > 0)
+        .map(|count| line.ledger.accepted as f64 / count as f64);
+    let nothing_waiting =
+        line.ledger.pending + line.ledger.held + line.ledger.refused + line.missing == 0;
+    line.complete = nothing_waiting
+        && line
+            .source_count
+            .is_none_or(|count| line.ledger.accepted >= count);
+}
+
+/// Everything the dashboard shows.
+pub struct DashboardView {
+    pub from: String,
+    pub to: String,
+    pub lines: Vec<UnitLine>,
+    pub counts: LedgerCounts,
+    /// Unix ms of the last successful poll and push (0: none yet).
+    pub last_poll_ok: i64,
+    pub last_push_ok: i64,
+    pub oldest_unsent_at: Option<i64>,
+    /// When the latest reconciliation ran (Unix ms), if any.
+    pub reconciled_at: Option<i64>,
+    pub ready: Result<(), Vec<String>>,
+    pub now: i64,
+}
+
+/// The dashboard's period is the latest reconciliation's, so that its source counts apply; before any
+/// reconciliation, the last `reconcile.window_days` days.
+pub async fn dashboard(app: &App, shutdown: &CancellationToken) -> anyhow::Result<DashboardView> {
+    let records = app.store.latest_reconciliation().await?;
+    let latest = records.iter().max_by_key(|record| record.started_at);
+    let (from, to) = match latest {
+        Some(record) => (record.from_day.clone(), record.to_day.clone()),
+        None => {
+            let today = vietnam_today();
+            let days = i64::from(app.settings.reconcile.window_days.max(1)) - 1;
+            let from = today.checked_sub(jiff::Span::new().days(days))?;
+            (from.to_string(), today.to_string())
+        }
+    };
+    let lines = unit_lines(app, &from, &to, None).await?;
+    Ok(DashboardView {
+        reconciled_at: latest.map(|record| record.started_at),
+        from,
+        to,
+        lines,
+        counts: app.store.counts().await?,
+        last_poll_ok: app.health.last_poll_ok.load(Ordering::Relaxed),
+        last_push_ok: app.health.last_push_ok.load(Ordering::Relaxed),
+        oldest_unsent_at: oldest_unsent(app).await,
+        ready: readiness(app, shutdown).await,
+        now: Timestamp::now().as_millisecond(),
+    })
+}
