@@ -15,11 +15,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Settings, initial_from};
 use crate::http::RetryPolicy;
 use crate::normalize::MappingTables;
+use crate::notify::{HEARTBEAT_EVERY, unix_millis};
 use crate::portal::client::PortalClient;
 use crate::reconcile::Reconciler;
 use crate::reconcile::log::ReconciliationLog;
 use crate::source::client::SourceClient;
-use crate::source::feed::{self, FeedError, FeedOptions, PollStats};
+use crate::source::feed::{self, FeedError, FeedOptions, FeedRecord, FeedSink, PollStats};
 use crate::store::{RENORMALIZE_REQUESTED, Store};
 use crate::sync::catalog::{CatalogOptions, PortalCatalog};
 use crate::sync::ingest::{FEED_CURSOR, IngestSink, IngestStats, RenormalizeStats};
@@ -37,7 +38,40 @@ pub struct Health {
     pub last_push_ok: AtomicI64,
     pub polls: AtomicI64,
     pub poll_failures: AtomicI64,
+    /// Unix ms of the poll loop's last sign of life, read by the systemd watchdog task: written at every
+    /// turn of the loop, while it waits between polls, and during a poll or a re-normalization pass as
+    /// long as that commits a page at least every [`POLL_STALL`].
+    pub heartbeat: Arc<AtomicI64>,
+    /// Unix ms of the last page a poll or re-normalization pass committed (or of its start).
+    poll_progress: AtomicI64,
 }
+
+impl Health {
+    fn beat(&self) {
+        self.heartbeat.store(unix_millis(), Ordering::Relaxed);
+    }
+
+    fn progressed(&self) {
+        self.poll_progress.store(unix_millis(), Ordering::Relaxed);
+        self.beat();
+    }
+
+    /// Beats while the poll or pass running beside it commits pages; never returns.
+    async fn beat_while_progressing(&self) {
+        loop {
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            let since = unix_millis().saturating_sub(self.poll_progress.load(Ordering::Relaxed));
+            if since < POLL_STALL.as_millis() as i64 {
+                self.beat();
+            }
+        }
+    }
+}
+
+/// A poll that commits no page for this long is stalled: the heartbeat stops, and systemd's watchdog
+/// restarts the service. It is longer than the worst a page fetch may take with its retries (5 tries of
+/// 30 s plus back-off).
+pub const POLL_STALL: Duration = Duration::from_secs(600);
 
 pub struct App {
     pub settings: Settings,
@@ -195,6 +229,7 @@ impl App {
             let Some(last) = held.last() else { break };
             after = last.source_id.clone();
             let stats = sink.renormalize(&held).await?;
+            self.health.progressed();
             total.examined += stats.examined;
             total.released += stats.released;
             total.still_held += stats.still_held;
@@ -326,7 +361,10 @@ impl App {
             self.feed_options(),
             cursor,
             initial_from(&self.settings.source),
-            &mut sink,
+            &mut ProgressSink {
+                inner: &mut sink,
+                health: &self.health,
+            },
         )
         .await;
         if sink.stats.queued > 0 {
@@ -389,6 +427,7 @@ impl App {
     async fn poll_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut leading = false;
         loop {
+            self.health.beat();
             // Of several instances sharing a ledger, one polls the source (the lease holder); all push.
             let now_leading = self.lead_polling().await;
             if now_leading != leading {
@@ -402,14 +441,16 @@ impl App {
                 }
             }
             if !leading {
-                tokio::select! {
-                    () = tokio::time::sleep(self.settings.poll_interval()) => continue,
-                    () = shutdown.cancelled() => return,
+                if self.wait_beating(&shutdown).await {
+                    continue;
                 }
+                return;
             }
             // Normalizing held-back dossiers again writes the ledger as a poll does: the leader's work too.
+            self.health.progressed();
             let renormalized = tokio::select! {
                 outcome = self.renormalize_if_due() => outcome,
+                () = self.health.beat_while_progressing() => unreachable!("beats forever"),
                 () = self.keep_polling_lease() => {
                     tracing::warn!("lost the polling lease to another instance; re-normalization stops");
                     continue;
@@ -420,10 +461,12 @@ impl App {
                 tracing::warn!(error = %format!("{error:#}"), "cannot normalize held-back dossiers again; trying at the next poll");
             }
             let started = std::time::Instant::now();
+            self.health.progressed();
             // Stopping mid-poll loses nothing: each page commits atomically with its cursor, and a page
             // whose transaction was not committed is simply read again by the next poll.
             let outcome = tokio::select! {
                 outcome = self.poll_once() => Some(outcome),
+                () = self.health.beat_while_progressing() => unreachable!("beats forever"),
                 () = self.keep_polling_lease() => {
                     tracing::warn!("lost the polling lease to another instance; this poll stops");
                     continue;
@@ -455,10 +498,29 @@ impl App {
                     tracing::warn!(error = %error, "poll failed; the cursor stays where the last committed page left it");
                 }
             }
+            if !self.wait_beating(&shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits out the poll interval (or until a reload wakes the loop), beating the heartbeat at least
+    /// every [`HEARTBEAT_EVERY`], so that a long interval is not taken for a stall. Returns false when
+    /// `shutdown` fired.
+    async fn wait_beating(&self, shutdown: &CancellationToken) -> bool {
+        let until = tokio::time::Instant::now() + self.settings.poll_interval();
+        let woken = self.poll_now.notified();
+        tokio::pin!(woken);
+        loop {
+            self.health.beat();
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return true;
+            }
             tokio::select! {
-                () = tokio::time::sleep(self.settings.poll_interval()) => {}
-                () = self.poll_now.notified() => {}
-                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep((until - now).min(HEARTBEAT_EVERY)) => {}
+                () = &mut woken => return true,
+                () = shutdown.cancelled() => return false,
             }
         }
     }
@@ -530,6 +592,29 @@ impl App {
                 }
             }
         }
+    }
+}
+
+/// The ingest sink, noting each committed page for the heartbeat.
+struct ProgressSink<'a> {
+    inner: &'a mut IngestSink,
+    health: &'a Health,
+}
+
+#[async_trait::async_trait]
+impl FeedSink for ProgressSink<'_> {
+    async fn commit(
+        &mut self,
+        records: Vec<FeedRecord>,
+        cursor: Option<Timestamp>,
+    ) -> Result<(), FeedError> {
+        let committed = self.inner.commit(records, cursor).await;
+        self.health.progressed();
+        committed
+    }
+
+    async fn flush(&mut self) -> Result<(), FeedError> {
+        self.inner.flush().await
     }
 }
 
