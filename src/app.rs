@@ -21,7 +21,7 @@ use crate::reconcile::Reconciler;
 use crate::reconcile::log::ReconciliationLog;
 use crate::source::client::SourceClient;
 use crate::source::feed::{self, FeedError, FeedOptions, FeedRecord, FeedSink, PollStats};
-use crate::store::{RENORMALIZE_REQUESTED, Store};
+use crate::store::{RENORMALIZE_REQUESTED, Redaction, Store};
 use crate::sync::catalog::{CatalogOptions, PortalCatalog};
 use crate::sync::ingest::{FEED_CURSOR, IngestSink, IngestStats, RenormalizeStats};
 use crate::sync::push::{PushCounters, Pusher};
@@ -97,6 +97,12 @@ const TABLES_FINGERPRINT: &str = "mapping_tables_fingerprint";
 const RENORMALIZED_AT: &str = "held_renormalized_at";
 /// Held-back dossiers normalized again per transaction.
 const RENORMALIZE_PAGE: usize = 500;
+/// When the retention pass last ran (Unix ms).
+const RETENTION_RAN_AT: &str = "retention_ran_at";
+/// How often the retention pass runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Dossiers redacted per transaction.
+const RETENTION_PAGE: usize = 500;
 
 impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
@@ -253,6 +259,59 @@ impl App {
             "held-back dossiers normalized again"
         );
         Ok(Some(total))
+    }
+
+    /// Retention (`store.retention_days`): clears the personal fields of the finished dossiers the portal
+    /// accepted longer ago than that; the ledger rows reconciliation reads stay. Runs at most every
+    /// hour, between polls, by the instance that polls. Returns how many dossiers it redacted, or None
+    /// when it was not due.
+    pub async fn retention_if_due(&self) -> anyhow::Result<Option<u64>> {
+        let now = Timestamp::now().as_millisecond();
+        let last = self
+            .store
+            .cursor(RETENTION_RAN_AT)
+            .await?
+            .and_then(|text| text.parse::<i64>().ok());
+        if last.is_some_and(|at| now.saturating_sub(at) < RETENTION_EVERY.as_millis() as i64) {
+            return Ok(None);
+        }
+        let redacted = self.apply_retention(now).await?;
+        self.store
+            .set_cursor(RETENTION_RAN_AT, &now.to_string(), now)
+            .await?;
+        Ok(Some(redacted))
+    }
+
+    /// One retention pass over the whole ledger, as of `now`.
+    pub async fn apply_retention(&self, now: i64) -> anyhow::Result<u64> {
+        let days = i64::from(self.settings.store.retention_days);
+        let accepted_before = now.saturating_sub(days.saturating_mul(86_400_000));
+        let mut redacted = 0;
+        let mut after = String::new();
+        loop {
+            let candidates = self
+                .store
+                .retention_candidates(accepted_before, &after, RETENTION_PAGE)
+                .await?;
+            let Some(last) = candidates.last() else { break };
+            after = last.source_id.clone();
+            let redactions: Vec<Redaction> = candidates
+                .into_iter()
+                .map(|candidate| Redaction {
+                    payload: crate::privacy::redact_payload(&candidate.payload),
+                    source_id: candidate.source_id,
+                    raw_hash: candidate.raw_hash,
+                })
+                .collect();
+            redacted += self.store.redact(&redactions, now).await?;
+            self.health.progressed();
+        }
+        tracing::info!(
+            redacted,
+            retention_days = days,
+            "retention: personal fields of finished dossiers cleared"
+        );
+        Ok(redacted)
     }
 
     /// A reconciler over this daemon's clients, store and tables.
@@ -459,6 +518,19 @@ impl App {
             };
             if let Err(error) = renormalized {
                 tracing::warn!(error = %format!("{error:#}"), "cannot normalize held-back dossiers again; trying at the next poll");
+            }
+            self.health.progressed();
+            let retention = tokio::select! {
+                outcome = self.retention_if_due() => outcome,
+                () = self.health.beat_while_progressing() => unreachable!("beats forever"),
+                () = self.keep_polling_lease() => {
+                    tracing::warn!("lost the polling lease to another instance; the retention pass stops");
+                    continue;
+                }
+                () = shutdown.cancelled() => return,
+            };
+            if let Err(error) = retention {
+                tracing::warn!(error = %format!("{error:#}"), "the retention pass failed; trying at the next poll");
             }
             let started = std::time::Instant::now();
             self.health.progressed();
