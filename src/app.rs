@@ -44,9 +44,26 @@ pub struct Health {
     pub heartbeat: Arc<AtomicI64>,
     /// Unix ms of the last page a poll or re-normalization pass committed (or of its start).
     poll_progress: AtomicI64,
+    /// How often, in ms, a waiting loop beats at the least (0: [`HEARTBEAT_EVERY`]).
+    beat_every_ms: AtomicI64,
 }
 
 impl Health {
+    /// Beats often enough for a watchdog of `interval`: at least three times per interval, and at least
+    /// every [`HEARTBEAT_EVERY`].
+    pub fn pace_for_watchdog(&self, interval: Duration) {
+        let every = (interval / 3).clamp(Duration::from_millis(10), HEARTBEAT_EVERY);
+        self.beat_every_ms
+            .store(every.as_millis() as i64, Ordering::Relaxed);
+    }
+
+    fn beat_every(&self) -> Duration {
+        match self.beat_every_ms.load(Ordering::Relaxed) {
+            millis if millis > 0 => Duration::from_millis(millis as u64),
+            _ => HEARTBEAT_EVERY,
+        }
+    }
+
     fn beat(&self) {
         self.heartbeat.store(unix_millis(), Ordering::Relaxed);
     }
@@ -59,7 +76,7 @@ impl Health {
     /// Beats while the poll or pass running beside it commits pages; never returns.
     async fn beat_while_progressing(&self) {
         loop {
-            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            tokio::time::sleep(self.beat_every()).await;
             let since = unix_millis().saturating_sub(self.poll_progress.load(Ordering::Relaxed));
             if since < POLL_STALL.as_millis() as i64 {
                 self.beat();
@@ -577,7 +594,8 @@ impl App {
     }
 
     /// Waits out the poll interval (or until a reload wakes the loop), beating the heartbeat at least
-    /// every [`HEARTBEAT_EVERY`], so that a long interval is not taken for a stall. Returns false when
+    /// every [`HEARTBEAT_EVERY`] (or a third of the watchdog's interval), so that a long interval is not
+    /// taken for a stall. Returns false when
     /// `shutdown` fired.
     async fn wait_beating(&self, shutdown: &CancellationToken) -> bool {
         let until = tokio::time::Instant::now() + self.settings.poll_interval();
@@ -590,7 +608,7 @@ impl App {
                 return true;
             }
             tokio::select! {
-                () = tokio::time::sleep((until - now).min(HEARTBEAT_EVERY)) => {}
+                () = tokio::time::sleep((until - now).min(self.health.beat_every())) => {}
                 () = &mut woken => return true,
                 () = shutdown.cancelled() => return false,
             }

@@ -101,8 +101,8 @@ impl Notifier {
     }
 }
 
-/// How often a waiting loop beats at the least: often enough for any `WatchdogSec=` of 15 s or more
-/// (the unit uses 60 s).
+/// How often a waiting loop beats at the least; a watchdog shorter than 15 s makes it beat at a third of
+/// its interval instead (`Health::pace_for_watchdog`). The unit uses `WatchdogSec=60s`.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// Now, in Unix milliseconds (the heartbeat's unit).

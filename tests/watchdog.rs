@@ -1,7 +1,8 @@
 //! The daemon under a service manager's eye (`Type=notify`): the real binary, given a notify socket of the
 //! test's own, says READY=1 once running, pings the watchdog while its poll loop beats, says RELOADING=1
-//! then READY=1 around a SIGHUP, and STOPPING=1 on SIGTERM. (That a stalled loop stops the pings is the
-//! unit test `notify::tests::a_stalled_heartbeat_stops_the_pings`.)
+//! then READY=1 around a SIGHUP, and STOPPING=1 on SIGTERM; and the daemon's own poll loop keeps the
+//! watchdog fed while it runs, however long its poll interval, and stops feeding it when it stops. (The
+//! watchdog task's own rule is the unit test `notify::tests::a_stalled_heartbeat_stops_the_pings`.)
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use tokio::net::UnixDatagram;
 use tokio_util::sync::CancellationToken;
 use tthc_sync::commands::demo::{Demo, demo_settings};
+use tthc_sync::notify::Notifier;
 use tthc_sync::sim::FaultLevel;
 
 /// The next notification, or None after `timeout`.
@@ -114,4 +116,61 @@ async fn the_daemon_speaks_the_notify_protocol() {
     let status = child.0.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     shutdown.cancel();
+}
+
+/// Counts the pings that arrive within `window`.
+async fn pings_within(socket: &UnixDatagram, window: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut pings = 0;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return pings;
+        }
+        match next(socket, left).await {
+            Some(message) => {
+                assert_eq!(message, "WATCHDOG=1\n");
+                pings += 1;
+            }
+            None => return pings,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_loop_feeds_the_watchdog_while_it_runs_and_not_after() {
+    let mut source = common::source_config(30, 2, 5, FaultLevel::None);
+    source.live_mutation = false;
+    // A poll interval far longer than the watchdog's: waiting between polls must not look like a stall.
+    let (dir, demo) = common::start(
+        source,
+        common::portal_config(5, FaultLevel::None),
+        |settings| {
+            settings.source.poll_interval_seconds = 600;
+        },
+    )
+    .await;
+    let interval = Duration::from_millis(900);
+    demo.app.health.pace_for_watchdog(interval);
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let watchdog_stop = CancellationToken::new();
+    let watchdog = tokio::spawn(
+        Notifier::new(Some(socket_path), Some(interval))
+            .watchdog_loop(demo.app.health.heartbeat.clone(), watchdog_stop.clone()),
+    );
+
+    // Running (the first poll, then a long wait): a ping every 450 ms, none missed for long.
+    let running = pings_within(&socket, Duration::from_secs(4)).await;
+    assert!(running >= 6, "{running} pings in 4 s while the loop runs");
+
+    // The loop stops while the process goes on: within an interval the pings stop, and stay stopped.
+    let app = demo.app.clone();
+    demo.stop().await.unwrap();
+    pings_within(&socket, interval * 2).await;
+    let stalled = pings_within(&socket, Duration::from_secs(3)).await;
+    assert_eq!(stalled, 0, "pings after the loop stopped");
+    drop(app);
+    watchdog_stop.cancel();
+    watchdog.await.unwrap();
 }

@@ -22,6 +22,9 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tthc-sync started");
     let shutdown = CancellationToken::new();
     let notifier = Notifier::from_env();
+    if let Some(interval) = notifier.watchdog() {
+        app.health.pace_for_watchdog(interval);
+    }
     let reloader = tokio::spawn(reload_on_sighup(app.clone(), notifier.clone()));
     let mut running = tokio::spawn(app.clone().run(shutdown.clone()));
     let watchdog = tokio::spawn(
