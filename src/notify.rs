@@ -77,8 +77,14 @@ impl Notifier {
         };
         let every = interval / 2;
         let mut stalled = false;
+        // A loop that has not beaten yet gets one interval from now to do so.
+        let started = unix_millis();
         loop {
-            let age = unix_millis().saturating_sub(heartbeat.load(Ordering::Relaxed));
+            let last_beat = match heartbeat.load(Ordering::Relaxed) {
+                0 => started,
+                beat => beat,
+            };
+            let age = unix_millis().saturating_sub(last_beat);
             if age < interval.as_millis() as i64 {
                 if stalled {
                     tracing::info!("the poll loop beats again; watchdog pings resume");
@@ -168,6 +174,22 @@ mod tests {
         assert!(messages[0].starts_with("READY=1\n"), "{messages:?}");
         assert!(messages[1].starts_with("RELOADING=1\nMONOTONIC_USEC="));
         assert!(messages[2].starts_with("STOPPING=1\n"));
+    }
+
+    /// A loop that has not beaten yet is not taken for stalled at once: it gets one interval from the start.
+    #[tokio::test(start_paused = true)]
+    async fn a_loop_that_never_beats_gets_one_interval() {
+        let (_dir, path, receiver) = socket();
+        let interval = Duration::from_secs(10);
+        let heartbeat = Arc::new(AtomicI64::new(0));
+        let shutdown = CancellationToken::new();
+        let watchdog = tokio::spawn(
+            Notifier::new(Some(path), Some(interval)).watchdog_loop(heartbeat, shutdown.clone()),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(drain(&receiver), ["WATCHDOG=1\n"]);
+        shutdown.cancel();
+        watchdog.await.unwrap();
     }
 
     /// Pings arrive while the heartbeat advances, and stop once it stalls.

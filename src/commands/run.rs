@@ -27,12 +27,13 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     }
     let reloader = tokio::spawn(reload_on_sighup(app.clone(), notifier.clone()));
     let mut running = tokio::spawn(app.clone().run(shutdown.clone()));
+    // READY first: a watchdog ping before it would be taken as coming from a service still starting.
+    notifier.ready();
     let watchdog = tokio::spawn(
         notifier
             .clone()
             .watchdog_loop(app.health.heartbeat.clone(), shutdown.clone()),
     );
-    notifier.ready();
     tokio::select! {
         result = &mut running => {
             notifier.stopping();
