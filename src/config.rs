@@ -278,8 +278,9 @@ pub struct StoreSettings {
     #[serde(default = "default_lease")]
     pub lease_seconds: u64,
     /// Days after the portal accepted a finished dossier (portal status 9 or 10) before its personal
-    /// fields are cleared from the ledger (the source record dropped, the payload and its progress
-    /// entries stripped of names, numbers and free texts); the rest, which reconciliation reads, stays.
+    /// fields are cleared from the ledger (the source record dropped, the payload stripped of names,
+    /// numbers, contacts and free texts, the sent progress entries emptied); the rest, which
+    /// reconciliation and the reports read, stays.
     /// Longer than `reconcile.nightly_window_days`, so that a dossier the portal lost can still be sent
     /// again.
     #[serde(default = "default_retention_days")]
