@@ -16,12 +16,13 @@ use crate::config::{Settings, initial_from};
 use crate::http::RetryPolicy;
 use crate::metrics::SyncMetrics;
 use crate::normalize::MappingTables;
+use crate::notify::{HEARTBEAT_EVERY, unix_millis};
 use crate::portal::client::PortalClient;
 use crate::reconcile::Reconciler;
 use crate::reconcile::log::ReconciliationLog;
 use crate::source::client::SourceClient;
-use crate::source::feed::{self, FeedError, FeedOptions, PollStats};
-use crate::store::{RENORMALIZE_REQUESTED, Store};
+use crate::source::feed::{self, FeedError, FeedOptions, FeedRecord, FeedSink, PollStats};
+use crate::store::{RENORMALIZE_REQUESTED, Redaction, Store};
 use crate::sync::catalog::{CatalogOptions, PortalCatalog};
 use crate::sync::ingest::{FEED_CURSOR, IngestSink, IngestStats, RenormalizeStats};
 use crate::sync::push::{PushCounters, Pusher};
@@ -40,7 +41,57 @@ pub struct Health {
     pub poll_failures: AtomicI64,
     /// Another instance sharing the ledger holds the polling lease: this one only pushes.
     pub polled_elsewhere: AtomicBool,
+    /// Unix ms of the poll loop's last sign of life, read by the systemd watchdog task: written at every
+    /// turn of the loop, while it waits between polls, and during a poll or a re-normalization pass as
+    /// long as that commits a page at least every [`POLL_STALL`].
+    pub heartbeat: Arc<AtomicI64>,
+    /// Unix ms of the last page a poll or re-normalization pass committed (or of its start).
+    poll_progress: AtomicI64,
+    /// How often, in ms, a waiting loop beats at the least (0: [`HEARTBEAT_EVERY`]).
+    beat_every_ms: AtomicI64,
 }
+
+impl Health {
+    /// Beats often enough for a watchdog of `interval`: at least three times per interval, and at least
+    /// every [`HEARTBEAT_EVERY`].
+    pub fn pace_for_watchdog(&self, interval: Duration) {
+        let every = (interval / 3).clamp(Duration::from_millis(10), HEARTBEAT_EVERY);
+        self.beat_every_ms
+            .store(every.as_millis() as i64, Ordering::Relaxed);
+    }
+
+    fn beat_every(&self) -> Duration {
+        match self.beat_every_ms.load(Ordering::Relaxed) {
+            millis if millis > 0 => Duration::from_millis(millis as u64),
+            _ => HEARTBEAT_EVERY,
+        }
+    }
+
+    fn beat(&self) {
+        self.heartbeat.store(unix_millis(), Ordering::Relaxed);
+    }
+
+    fn progressed(&self) {
+        self.poll_progress.store(unix_millis(), Ordering::Relaxed);
+        self.beat();
+    }
+
+    /// Beats while the poll or pass running beside it commits pages; never returns.
+    async fn beat_while_progressing(&self) {
+        loop {
+            tokio::time::sleep(self.beat_every()).await;
+            let since = unix_millis().saturating_sub(self.poll_progress.load(Ordering::Relaxed));
+            if since < POLL_STALL.as_millis() as i64 {
+                self.beat();
+            }
+        }
+    }
+}
+
+/// A poll that commits no page for this long is stalled: the heartbeat stops, and systemd's watchdog
+/// restarts the service. It is longer than the worst a page fetch may take with its retries (5 tries of
+/// 30 s plus back-off).
+pub const POLL_STALL: Duration = Duration::from_secs(600);
 
 pub struct App {
     pub settings: Settings,
@@ -67,6 +118,12 @@ const TABLES_FINGERPRINT: &str = "mapping_tables_fingerprint";
 const RENORMALIZED_AT: &str = "held_renormalized_at";
 /// Held-back dossiers normalized again per transaction.
 const RENORMALIZE_PAGE: usize = 500;
+/// When the retention pass last ran (Unix ms).
+const RETENTION_RAN_AT: &str = "retention_ran_at";
+/// How often the retention pass runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Dossiers redacted per transaction.
+const RETENTION_PAGE: usize = 500;
 
 impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
@@ -200,6 +257,7 @@ impl App {
             let Some(last) = held.last() else { break };
             after = last.source_id.clone();
             let stats = sink.renormalize(&held).await?;
+            self.health.progressed();
             total.examined += stats.examined;
             total.released += stats.released;
             total.still_held += stats.still_held;
@@ -223,6 +281,59 @@ impl App {
             "held-back dossiers normalized again"
         );
         Ok(Some(total))
+    }
+
+    /// Retention (`store.retention_days`): clears the personal fields of the finished dossiers the portal
+    /// accepted longer ago than that; the ledger rows reconciliation reads stay. Runs at most every
+    /// hour, between polls, by the instance that polls. Returns how many dossiers it redacted, or None
+    /// when it was not due.
+    pub async fn retention_if_due(&self) -> anyhow::Result<Option<u64>> {
+        let now = Timestamp::now().as_millisecond();
+        let last = self
+            .store
+            .cursor(RETENTION_RAN_AT)
+            .await?
+            .and_then(|text| text.parse::<i64>().ok());
+        if last.is_some_and(|at| now.saturating_sub(at) < RETENTION_EVERY.as_millis() as i64) {
+            return Ok(None);
+        }
+        let redacted = self.apply_retention(now).await?;
+        self.store
+            .set_cursor(RETENTION_RAN_AT, &now.to_string(), now)
+            .await?;
+        Ok(Some(redacted))
+    }
+
+    /// One retention pass over the whole ledger, as of `now`.
+    pub async fn apply_retention(&self, now: i64) -> anyhow::Result<u64> {
+        let days = i64::from(self.settings.store.retention_days);
+        let accepted_before = now.saturating_sub(days.saturating_mul(86_400_000));
+        let mut redacted = 0;
+        let mut after = String::new();
+        loop {
+            let candidates = self
+                .store
+                .retention_candidates(accepted_before, &after, RETENTION_PAGE)
+                .await?;
+            let Some(last) = candidates.last() else { break };
+            after = last.source_id.clone();
+            let redactions: Vec<Redaction> = candidates
+                .into_iter()
+                .map(|candidate| Redaction {
+                    payload: crate::privacy::redact_payload(&candidate.payload),
+                    source_id: candidate.source_id,
+                    raw_hash: candidate.raw_hash,
+                })
+                .collect();
+            redacted += self.store.redact(&redactions, now).await?;
+            self.health.progressed();
+        }
+        tracing::info!(
+            redacted,
+            retention_days = days,
+            "retention: personal fields of finished dossiers cleared"
+        );
+        Ok(redacted)
     }
 
     /// A reconciler over this daemon's clients, store and tables.
@@ -331,7 +442,10 @@ impl App {
             self.feed_options(),
             cursor,
             initial_from(&self.settings.source),
-            &mut sink,
+            &mut ProgressSink {
+                inner: &mut sink,
+                health: &self.health,
+            },
         )
         .await;
         if sink.stats.queued > 0 {
@@ -395,6 +509,7 @@ impl App {
     async fn poll_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut leading = false;
         loop {
+            self.health.beat();
             // Of several instances sharing a ledger, one polls the source (the lease holder); all push.
             let now_leading = self.lead_polling().await;
             self.health
@@ -411,14 +526,16 @@ impl App {
                 }
             }
             if !leading {
-                tokio::select! {
-                    () = tokio::time::sleep(self.settings.poll_interval()) => continue,
-                    () = shutdown.cancelled() => return,
+                if self.wait_beating(&shutdown).await {
+                    continue;
                 }
+                return;
             }
             // Normalizing held-back dossiers again writes the ledger as a poll does: the leader's work too.
+            self.health.progressed();
             let renormalized = tokio::select! {
                 outcome = self.renormalize_if_due() => outcome,
+                () = self.health.beat_while_progressing() => unreachable!("beats forever"),
                 () = self.keep_polling_lease() => {
                     tracing::warn!("lost the polling lease to another instance; re-normalization stops");
                     continue;
@@ -428,11 +545,26 @@ impl App {
             if let Err(error) = renormalized {
                 tracing::warn!(error = %format!("{error:#}"), "cannot normalize held-back dossiers again; trying at the next poll");
             }
+            self.health.progressed();
+            let retention = tokio::select! {
+                outcome = self.retention_if_due() => outcome,
+                () = self.health.beat_while_progressing() => unreachable!("beats forever"),
+                () = self.keep_polling_lease() => {
+                    tracing::warn!("lost the polling lease to another instance; the retention pass stops");
+                    continue;
+                }
+                () = shutdown.cancelled() => return,
+            };
+            if let Err(error) = retention {
+                tracing::warn!(error = %format!("{error:#}"), "the retention pass failed; trying at the next poll");
+            }
             let started = std::time::Instant::now();
+            self.health.progressed();
             // Stopping mid-poll loses nothing: each page commits atomically with its cursor, and a page
             // whose transaction was not committed is simply read again by the next poll.
             let outcome = tokio::select! {
                 outcome = self.poll_once() => Some(outcome),
+                () = self.health.beat_while_progressing() => unreachable!("beats forever"),
                 () = self.keep_polling_lease() => {
                     tracing::warn!("lost the polling lease to another instance; this poll stops");
                     continue;
@@ -467,10 +599,30 @@ impl App {
                     tracing::warn!(error = %error, "poll failed; the cursor stays where the last committed page left it");
                 }
             }
+            if !self.wait_beating(&shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits out the poll interval (or until a reload wakes the loop), beating the heartbeat at least
+    /// every [`HEARTBEAT_EVERY`] (or a third of the watchdog's interval), so that a long interval is not
+    /// taken for a stall. Returns false when
+    /// `shutdown` fired.
+    async fn wait_beating(&self, shutdown: &CancellationToken) -> bool {
+        let until = tokio::time::Instant::now() + self.settings.poll_interval();
+        let woken = self.poll_now.notified();
+        tokio::pin!(woken);
+        loop {
+            self.health.beat();
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return true;
+            }
             tokio::select! {
-                () = tokio::time::sleep(self.settings.poll_interval()) => {}
-                () = self.poll_now.notified() => {}
-                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep((until - now).min(self.health.beat_every())) => {}
+                () = &mut woken => return true,
+                () = shutdown.cancelled() => return false,
             }
         }
     }
@@ -545,6 +697,29 @@ impl App {
                 }
             }
         }
+    }
+}
+
+/// The ingest sink, noting each committed page for the heartbeat.
+struct ProgressSink<'a> {
+    inner: &'a mut IngestSink,
+    health: &'a Health,
+}
+
+#[async_trait::async_trait]
+impl FeedSink for ProgressSink<'_> {
+    async fn commit(
+        &mut self,
+        records: Vec<FeedRecord>,
+        cursor: Option<Timestamp>,
+    ) -> Result<(), FeedError> {
+        let committed = self.inner.commit(records, cursor).await;
+        self.health.progressed();
+        committed
+    }
+
+    async fn flush(&mut self) -> Result<(), FeedError> {
+        self.inner.flush().await
     }
 }
 

@@ -279,6 +279,14 @@ pub struct StoreSettings {
     /// Seconds a claim on work in flight lasts before another worker may take it over.
     #[serde(default = "default_lease")]
     pub lease_seconds: u64,
+    /// Days after the portal accepted a finished dossier (portal status 9 or 10) before its personal
+    /// fields are cleared from the ledger (the source record dropped, the payload stripped of names,
+    /// numbers, contacts and free texts, the sent progress entries emptied); the rest, which
+    /// reconciliation and the reports read, stays.
+    /// Longer than `reconcile.nightly_window_days`, so that a dossier the portal lost can still be sent
+    /// again.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
 }
 
 impl StoreSettings {
@@ -314,6 +322,7 @@ impl Default for StoreSettings {
             pool_size: default_pool_size(),
             instance: default_instance(),
             lease_seconds: default_lease(),
+            retention_days: default_retention_days(),
         }
     }
 }
@@ -465,6 +474,9 @@ fn default_page_size() -> u32 {
 }
 fn default_lookback() -> u64 {
     600
+}
+fn default_retention_days() -> u32 {
+    180
 }
 fn default_poll_interval() -> u64 {
     30
@@ -726,6 +738,15 @@ impl Settings {
                     ));
                 }
             }
+        }
+        if self.store.retention_days <= self.reconcile.nightly_window_days {
+            return Err(invalid(
+                "store.retention_days",
+                format!(
+                    "must be longer than reconcile.nightly_window_days ({}), got {}",
+                    self.reconcile.nightly_window_days, self.store.retention_days
+                ),
+            ));
         }
         if self.store.lease_seconds < 10 {
             return Err(invalid("store.lease_seconds", "must be at least 10"));

@@ -4,6 +4,7 @@
 //! - [`source`]: the provincial system's adapter (wire types, client, the feed reader that never skips).
 //! - [`portal`]: the national portal's adapter (wire types, client with sessions and retries).
 //! - [`normalize`]: pure translation of a source record into the portal's schema, or rejections.
+//! - [`notify`]: the systemd notification protocol: READY, RELOADING, STOPPING, watchdog pings.
 //! - [`privacy`]: the one masking function every output uses for personal data.
 //! - [`sim`]: simulators of both systems, faults included.
 //! - [`metrics`]: the Prometheus metrics, counted where events happen and read from the ledger at scrape.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod normalize;
+pub mod notify;
 pub mod portal;
 pub mod privacy;
 pub mod reconcile;

@@ -148,9 +148,101 @@ pub fn mask_finding_value(finding: &crate::normalize::Finding) -> Option<String>
         .map(|value| mask_field(&finding.field, value))
 }
 
+/// Portal payload fields that retention drops: personal numbers and contacts, free texts, file names, the
+/// people behind supplement requests (mapping.md, Personal data).
+const REDACTED_FIELDS: &[&str] = &[
+    "SoGiayToChuHoSo",
+    "DinhDanhCHS",
+    "MaDoiTuong",
+    "Email",
+    "SoDienThoai",
+    "Fax",
+    "TrichYeuHoSo",
+    "GhiChu",
+    "TenTepDinhKem",
+    "TenGiayTo",
+    "NguoiYeuCauBoSung",
+    "NoiDungBoSung",
+    "NoiDungXuLy",
+];
+
+/// Retention: a portal payload without its personal data, for a finished dossier kept past
+/// `store.retention_days`. The applicant's name (a required field) becomes empty, the fields above and
+/// any address (`DiaChi…`) go, and file links keep only the fact that there was one (`[…]`), which the
+/// indicator preview counts. Codes, dates, statuses, flags and fees stay. A payload that is not a JSON
+/// object becomes `{}`.
+pub fn redact_payload(payload: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(payload) {
+        Ok(mut value @ serde_json::Value::Object(_)) => {
+            redact_value(&mut value);
+            value.to_string()
+        }
+        _ => "{}".to_owned(),
+    }
+}
+
+fn redact_value(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            fields.retain(|key, _| {
+                !REDACTED_FIELDS.contains(&key.as_str()) && !key.starts_with("DiaChi")
+            });
+            for (key, field) in fields.iter_mut() {
+                match key.as_str() {
+                    "ChuHoSo" | "NguoiXuLy" => *field = serde_json::Value::String(String::new()),
+                    "DuongDanTaiTepTin" | "DuongDanTepTinKetQua" if !field.is_null() => {
+                        *field = serde_json::Value::String(FREE_TEXT_MASK.to_owned())
+                    }
+                    _ => redact_value(field),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_value),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_keeps_what_the_indicators_read_and_nothing_personal() {
+        let payload = r#"{"MaHoSo":"000.00.31.H60-260115-0012","MaTTHC":"1.004227","TenTTHC":"Cấp phép","MaLinhVuc":"XD","TenLinhVuc":"Xây dựng",
+            "KenhThucHien":"2","ChuHoSo":"Nguyễn Văn A","SoGiayToChuHoSo":"001085001234",
+            "DinhDanhCHS":[{"LoaiDinhDanh":"1","SoDinhDanh":"001085001234"}],"LoaiDoiTuong":"1",
+            "Email":"a@example.vn","SoDienThoai":"0912345678","TrichYeuHoSo":"Xin cấp phép cho Nguyễn Văn A",
+            "NgayTiepNhan":"20260115080000","TrangThaiHoSo":"10","DonViXuLy":"000.00.31.H60",
+            "TaiLieuNop":[{"TenTepDinhKem":"cccd-nguyen-van-a.pdf","DuongDanTaiTepTin":"https://x/a.pdf",
+            "DuocSoHoa":"1","DuocTaiSuDung":"0","DuocLayTuKhoDMQG":"0"}],
+            "DanhSachGiayToKetQua":[{"TenGiayTo":"Giấy phép Nguyễn Văn A","DuongDanTepTinKetQua":"https://k/kq.pdf"}],
+            "DanhSachLePhi":[{"Gia":75000}],"GhiChu":"gọi 0912345678","DiaChiThuongTru":"12 Lê Lợi"}"#;
+        let redacted = redact_payload(payload);
+        for personal in [
+            "Nguyễn",
+            "001085001234",
+            "0912345678",
+            "example.vn",
+            "cccd",
+            "a.pdf",
+            "kq.pdf",
+            "Lê Lợi",
+        ] {
+            assert!(!redacted.contains(personal), "{personal} in {redacted}");
+        }
+        let dossier: crate::portal::wire::Dossier = serde_json::from_str(&redacted).unwrap();
+        assert_eq!(dossier.trang_thai_ho_so, "10");
+        assert_eq!(dossier.chu_ho_so, "");
+        assert_eq!(dossier.tai_lieu_nop.unwrap()[0].duoc_so_hoa, "1");
+        assert_eq!(
+            dossier.danh_sach_giay_to_ket_qua.unwrap()[0]
+                .duong_dan_tep_tin_ket_qua
+                .as_deref(),
+            Some(FREE_TEXT_MASK)
+        );
+        assert_eq!(dossier.danh_sach_le_phi.unwrap()[0].gia, 75000);
+        assert_eq!(redact_payload("not json"), "{}");
+    }
 
     #[test]
     fn masks_as_mapping_md_shows() {

@@ -76,6 +76,10 @@ fn a_wrong_value_names_its_key() {
             format!("{VALID}\n[store]\npool_size = 0\n"),
             "store.pool_size",
         ),
+        (
+            format!("{VALID}\n[store]\nretention_days = 7\n"),
+            "store.retention_days",
+        ),
     ];
     for (text, key) in cases {
         let message = error_of(&text);

@@ -55,7 +55,141 @@ on_both_stores!(
     held_records_come_in_pages_of_source_ids_with_their_records,
     operators_count_list_requeue_and_reconcile,
     dossiers_the_portal_lost_are_sent_again_with_their_progress,
+    retention_clears_the_personal_fields_of_finished_accepted_dossiers,
 );
+
+/// Retention: a finished dossier accepted before the cutoff loses its personal fields (and cannot be
+/// re-sent from what is left); an unfinished or held one keeps them; a new record from the source brings
+/// the dossier back to normal ingest, and the next pass clears it again.
+async fn retention_clears_the_personal_fields_of_finished_accepted_dossiers(store: &dyn Store) {
+    use tthc_sync::store::Redaction;
+    let with_status = |id: &str, raw_hash: &str, status: &str, action: IngestAction| {
+        let mut row = row(id, raw_hash, "p1", action);
+        row.payload = Some(format!(
+            "{{\"MaHoSo\":\"{id}\",\"ChuHoSo\":\"Nguyễn Văn An\",\"SoDienThoai\":\"0912345678\",\
+             \"TrangThaiHoSo\":\"{status}\",\"DonViXuLy\":\"000.00.31.H60\"}}"
+        ));
+        row
+    };
+    let pending = IngestAction::Set(DossierState::Pending);
+    store
+        .ingest(
+            &[
+                with_status("a", "r1", "10", pending),
+                with_status("b", "r1", "4", pending),
+                with_status("c", "r1", "9", IngestAction::Set(DossierState::Held)),
+            ],
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
+    let accepted = |id: &str| DeliveryResult {
+        source_id: id.into(),
+        payload_hash: "p1".into(),
+        outcome: DeliveryOutcome::Accepted,
+    };
+    let progress = store
+        .record_deliveries("me", &[accepted("a"), accepted("b")], 30, 1_000)
+        .await
+        .unwrap();
+    let sent: Vec<tthc_sync::store::ProgressResult> = progress
+        .iter()
+        .map(|entry| tthc_sync::store::ProgressResult {
+            source_id: entry.source_id.clone(),
+            entry_key: entry.entry_key.clone(),
+            payload_hash: entry.payload_hash.clone(),
+            outcome: DeliveryOutcome::Accepted,
+        })
+        .collect();
+    store.record_progress("me", &sent, 40).await.unwrap();
+
+    // Accepted at 30: not before 30, before 31; only the finished, accepted one.
+    assert!(
+        store
+            .retention_candidates(30, "", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let candidates = store.retention_candidates(31, "", 10).await.unwrap();
+    let ids: Vec<&str> = candidates.iter().map(|c| c.source_id.as_str()).collect();
+    assert_eq!(ids, ["a"]);
+    assert!(candidates[0].payload.contains("Nguyễn"));
+    assert!(
+        store
+            .retention_candidates(31, "a", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let redaction = |raw_hash: &str| Redaction {
+        source_id: "a".into(),
+        raw_hash: raw_hash.into(),
+        payload: tthc_sync::privacy::redact_payload(&candidates[0].payload),
+    };
+    // A record that changed since it was read is left alone.
+    assert_eq!(store.redact(&[redaction("r0")], 50).await.unwrap(), 0);
+    assert_eq!(store.redact(&[redaction("r1")], 50).await.unwrap(), 1);
+    assert_eq!(store.redact(&[redaction("r1")], 60).await.unwrap(), 0);
+    assert!(
+        store
+            .retention_candidates(31, "", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let payloads = store
+        .payloads("2024-01-15", "2024-01-15", None)
+        .await
+        .unwrap();
+    let payload_of = |payloads: &[(Option<String>, DossierState, String)], id: &str| {
+        payloads
+            .iter()
+            .find(|(_, _, payload)| payload.contains(&format!("\"MaHoSo\":\"{id}\"")))
+            .map(|(_, _, payload)| payload.clone())
+            .unwrap()
+    };
+    let a = payload_of(&payloads, "a");
+    assert!(!a.contains("Nguyễn") && !a.contains("0912345678"), "{a}");
+    assert!(a.contains("\"TrangThaiHoSo\":\"10\""), "{a}");
+    assert!(payload_of(&payloads, "b").contains("Nguyễn"));
+    assert!(payload_of(&payloads, "c").contains("Nguyễn"));
+    // The ledger row stays for reconciliation.
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.by_state.get(&DossierState::Accepted), Some(&2));
+
+    // Nothing is left to send again: a redacted dossier the portal lost waits for a new record.
+    assert_eq!(
+        store
+            .mark_missing_on_portal(&["a".into()], 70)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // A new record from the source is ingested as usual: its personal fields are back, and the next
+    // pass clears them again.
+    store
+        .ingest(
+            &[with_status("a", "r2", "10", IngestAction::KeepState)],
+            None,
+            80,
+        )
+        .await
+        .unwrap();
+    let payloads = store
+        .payloads("2024-01-15", "2024-01-15", None)
+        .await
+        .unwrap();
+    assert!(payload_of(&payloads, "a").contains("Nguyễn"));
+    let again = store.retention_candidates(31, "", 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].raw_hash, "r2");
+}
 
 async fn dossiers_the_portal_lost_are_sent_again_with_their_progress(store: &dyn Store) {
     let pending = IngestAction::Set(DossierState::Pending);

@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::config::Settings;
 use crate::http::RetryPolicy;
 use crate::normalize::{MappingTables, TablesError};
+use crate::notify::Notifier;
 
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(Some(config))?;
@@ -21,10 +22,22 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tthc-sync started");
     let shutdown = CancellationToken::new();
     let status = crate::status::start(app.clone(), shutdown.clone()).await?;
-    let reloader = tokio::spawn(reload_on_sighup(app.clone()));
+    let notifier = Notifier::from_env();
+    if let Some(interval) = notifier.watchdog() {
+        app.health.pace_for_watchdog(interval);
+    }
+    let reloader = tokio::spawn(reload_on_sighup(app.clone(), notifier.clone()));
     let mut running = tokio::spawn(app.clone().run(shutdown.clone()));
+    // READY first: a watchdog ping before it would be taken as coming from a service still starting.
+    notifier.ready();
+    let watchdog = tokio::spawn(
+        notifier
+            .clone()
+            .watchdog_loop(app.health.heartbeat.clone(), shutdown.clone()),
+    );
     tokio::select! {
         result = &mut running => {
+            notifier.stopping();
             status.stop().await;
             result.context("the daemon stopped unexpectedly")??;
             return Ok(ExitCode::SUCCESS);
@@ -33,8 +46,10 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
             tracing::info!(signal, "stopping: finishing work in flight");
         }
     }
+    notifier.stopping();
     shutdown.cancel();
     reloader.abort();
+    watchdog.abort();
     match tokio::time::timeout(deadline, running).await {
         Ok(result) => result.context("the daemon stopped unexpectedly")??,
         Err(_) => tracing::warn!(
@@ -50,7 +65,7 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Re-reads the mapping tables on every SIGHUP, for as long as the daemon runs.
-async fn reload_on_sighup(app: Arc<App>) {
+async fn reload_on_sighup(app: Arc<App>, notifier: Notifier) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(stream) => stream,
@@ -61,7 +76,9 @@ async fn reload_on_sighup(app: Arc<App>) {
     };
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the mapping tables");
+        notifier.reloading();
         app.reload_tables();
+        notifier.ready();
     }
 }
 

@@ -120,6 +120,26 @@ pub struct HeldRecord {
     pub view: LedgerView,
 }
 
+/// A finished dossier the portal accepted long enough ago that its personal fields are due to be cleared
+/// (`store.retention_days`).
+#[derive(Debug, Clone)]
+pub struct RetentionCandidate {
+    pub source_id: String,
+    /// The record's hash when it was read: the redaction lands only if no newer record arrived since.
+    pub raw_hash: String,
+    /// The payload as sent, to be stripped of its personal fields.
+    pub payload: String,
+}
+
+/// What the retention pass writes for one dossier.
+#[derive(Debug, Clone)]
+pub struct Redaction {
+    pub source_id: String,
+    pub raw_hash: String,
+    /// The payload without its personal fields ([`crate::privacy::redact_payload`]).
+    pub payload: String,
+}
+
 /// Ledger rows counted by unit, source agency, reception day, state and reason: the ledger's side of a
 /// reconciliation and of the reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,6 +417,22 @@ pub trait Store: Send + Sync {
 
     /// Closes the connections once the work in flight is recorded.
     async fn close(&self);
+
+    /// Retention: dossiers in state `accepted`, accepted before `accepted_before`, finished (the payload's
+    /// TrangThaiHoSo is 9 or 10) and not yet redacted, in source id order after `after`.
+    async fn retention_candidates(
+        &self,
+        accepted_before: Millis,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<RetentionCandidate>, StoreError>;
+
+    /// Retention: drops each dossier's source record, replaces its payload with the redacted one, empties
+    /// the payloads of its sent progress entries and stamps `redacted_at`, in one transaction; a dossier
+    /// whose record changed since it was read (another `raw_hash`) or that is no longer accepted is left
+    /// alone. The `dossiers` row (ids, unit, day, state, hashes) stays for reconciliation. Returns how
+    /// many were redacted.
+    async fn redact(&self, redactions: &[Redaction], now: Millis) -> Result<u64, StoreError>;
 }
 
 /// Opens the ledger the settings name: PostgreSQL when `store.url` is set, else the SQLite file

@@ -15,8 +15,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::{
     AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryResult, DossierFilter, FailureRow,
     HeldRecord, IngestRow, LedgerBucket, LedgerCounts, Millis, ProgressResult,
-    RENORMALIZE_REQUESTED, ReconciliationRecord, Requeued, Store, StoreError, UnitCounts,
-    add_to_counts, add_to_units, outcome_columns, state_of,
+    RENORMALIZE_REQUESTED, ReconciliationRecord, Redaction, Requeued, RetentionCandidate, Store,
+    StoreError, UnitCounts, add_to_counts, add_to_units, outcome_columns, state_of,
 };
 use crate::sync::decide::{DossierState, IngestAction, LedgerView};
 
@@ -252,7 +252,7 @@ impl Store for PostgresStore {
                 "INSERT INTO dossier_bodies (source_id, raw, payload, findings) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
                  ON CONFLICT (source_id) DO UPDATE SET raw = excluded.raw, payload = excluded.payload, \
-                 findings = excluded.findings",
+                 findings = excluded.findings, redacted_at = NULL",
             )
             .bind(column(&written, |row| row.source_id.as_str()))
             .bind(column(&written, |row| row.raw.as_str()))
@@ -811,7 +811,8 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let marked = sqlx::query(
             "UPDATE dossiers SET state = 'pending', portal_has = FALSE, accepted_hash = NULL, attempts = 0, \
-             last_error = NULL, next_attempt_at = $2 WHERE state = 'accepted' AND source_id = ANY($1)",
+             last_error = NULL, next_attempt_at = $2 WHERE state = 'accepted' AND source_id = ANY($1) \
+             AND source_id NOT IN (SELECT source_id FROM dossier_bodies WHERE redacted_at IS NOT NULL)",
         )
         .bind(source_ids)
         .bind(now)
@@ -820,7 +821,7 @@ impl Store for PostgresStore {
         .rows_affected();
         sqlx::query(
             "UPDATE progress SET state = 'waiting', sent_hash = NULL, attempts = 0 \
-             WHERE source_id = ANY($1)",
+             WHERE source_id = ANY($1) AND source_id NOT IN (SELECT source_id FROM dossier_bodies WHERE redacted_at IS NOT NULL)",
         )
         .bind(source_ids)
         .execute(&mut *tx)
@@ -955,5 +956,64 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn retention_candidates(
+        &self,
+        accepted_before: Millis,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<RetentionCandidate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.source_id, d.raw_hash, b.payload FROM dossiers d \
+             JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.state = 'accepted' AND d.accepted_at < $1 AND d.source_id > $2 \
+             AND b.redacted_at IS NULL AND b.payload IS NOT NULL \
+             AND (b.payload::jsonb ->> 'TrangThaiHoSo') IN ('9', '10') \
+             ORDER BY d.source_id LIMIT $3",
+        )
+        .bind(accepted_before)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| RetentionCandidate {
+                source_id: row.get(0),
+                raw_hash: row.get(1),
+                payload: row.get(2),
+            })
+            .collect())
+    }
+
+    async fn redact(&self, redactions: &[Redaction], now: Millis) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut redacted = 0;
+        for redaction in redactions {
+            let done = sqlx::query(
+                "UPDATE dossier_bodies b SET raw = '', payload = $1, redacted_at = $2 \
+                 FROM dossiers d WHERE b.source_id = $3 AND d.source_id = b.source_id \
+                 AND b.redacted_at IS NULL AND d.raw_hash = $4 AND d.state = 'accepted'",
+            )
+            .bind(&redaction.payload)
+            .bind(now)
+            .bind(&redaction.source_id)
+            .bind(&redaction.raw_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                sqlx::query(
+                    "UPDATE progress SET payload = '' WHERE source_id = $1 AND state = 'sent'",
+                )
+                .bind(&redaction.source_id)
+                .execute(&mut *tx)
+                .await?;
+                redacted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(redacted)
     }
 }

@@ -13,8 +13,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use super::{
     AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, DossierFilter,
     FailureRow, HeldRecord, IngestRow, LedgerBucket, LedgerCounts, Millis, ProgressResult,
-    RENORMALIZE_REQUESTED, ReconciliationRecord, Requeued, Store, StoreError, UnitCounts,
-    add_to_counts, add_to_units, outcome_columns, state_of,
+    RENORMALIZE_REQUESTED, ReconciliationRecord, Redaction, Requeued, RetentionCandidate, Store,
+    StoreError, UnitCounts, add_to_counts, add_to_units, outcome_columns, state_of,
 };
 use crate::sync::decide::{DossierState, IngestAction, LedgerView};
 
@@ -273,7 +273,7 @@ impl Store for SqliteStore {
             });
             query.push(
                 " ON CONFLICT (source_id) DO UPDATE SET raw = excluded.raw, payload = excluded.payload, \
-                 findings = excluded.findings",
+                 findings = excluded.findings, redacted_at = NULL",
             );
             query.build().persistent(false).execute(&mut *tx).await?;
         }
@@ -904,7 +904,10 @@ impl Store for SqliteStore {
                  last_error = NULL, next_attempt_at = ",
             );
             query.push_bind(now);
-            query.push(" WHERE state = 'accepted' AND source_id IN (");
+            // A redacted dossier has no payload left to send: only a new record from the source does.
+            query.push(
+                " WHERE state = 'accepted' AND source_id NOT IN (SELECT source_id FROM dossier_bodies WHERE redacted_at IS NOT NULL) AND source_id IN (",
+            );
             let mut ids = query.separated(", ");
             for id in chunk {
                 ids.push_bind(id);
@@ -917,7 +920,8 @@ impl Store for SqliteStore {
                 .await?
                 .rows_affected();
             let mut progress = QueryBuilder::<Sqlite>::new(
-                "UPDATE progress SET state = 'waiting', sent_hash = NULL, attempts = 0 WHERE source_id IN (",
+                "UPDATE progress SET state = 'waiting', sent_hash = NULL, attempts = 0 \
+                 WHERE source_id NOT IN (SELECT source_id FROM dossier_bodies WHERE redacted_at IS NOT NULL) AND source_id IN (",
             );
             let mut ids = progress.separated(", ");
             for id in chunk {
@@ -1024,6 +1028,65 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    async fn retention_candidates(
+        &self,
+        accepted_before: Millis,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<RetentionCandidate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.source_id, d.raw_hash, b.payload FROM dossiers d \
+             JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.state = 'accepted' AND d.accepted_at < ? AND d.source_id > ? \
+             AND b.redacted_at IS NULL AND b.payload IS NOT NULL \
+             AND json_extract(b.payload, '$.TrangThaiHoSo') IN ('9', '10') \
+             ORDER BY d.source_id LIMIT ?",
+        )
+        .bind(accepted_before)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| RetentionCandidate {
+                source_id: row.get(0),
+                raw_hash: row.get(1),
+                payload: row.get(2),
+            })
+            .collect())
+    }
+
+    async fn redact(&self, redactions: &[Redaction], now: Millis) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut redacted = 0;
+        for redaction in redactions {
+            let done = sqlx::query(
+                "UPDATE dossier_bodies SET raw = '', payload = ?, redacted_at = ? \
+                 WHERE source_id = ? AND redacted_at IS NULL AND EXISTS (SELECT 1 FROM dossiers d \
+                 WHERE d.source_id = dossier_bodies.source_id AND d.raw_hash = ? AND d.state = 'accepted')",
+            )
+            .bind(&redaction.payload)
+            .bind(now)
+            .bind(&redaction.source_id)
+            .bind(&redaction.raw_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                sqlx::query(
+                    "UPDATE progress SET payload = '' WHERE source_id = ? AND state = 'sent'",
+                )
+                .bind(&redaction.source_id)
+                .execute(&mut *tx)
+                .await?;
+                redacted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(redacted)
     }
 }
 

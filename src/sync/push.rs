@@ -166,7 +166,8 @@ impl Pusher {
         self.counters
             .retried
             .fetch_add(stats.retried as u64, Ordering::Relaxed);
-        tracing::debug!(
+        // The per-batch summary an operator reads (one line per batch, never one per dossier).
+        tracing::info!(
             claimed = stats.claimed,
             accepted = stats.accepted,
             refused = stats.refused,
