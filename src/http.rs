@@ -161,7 +161,9 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<bytes::Bytes, Tran
         .await
         .map_err(|error| TransportError::from_reqwest(&error))?;
     if status.is_client_error() {
-        let detail = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        // The body may echo what was sent (personal data): only a masked excerpt goes into the error,
+        // which reaches logs and the attempt log.
+        let detail = crate::privacy::mask_message(&String::from_utf8_lossy(&body), 200);
         return Err(TransportError::Refused {
             status: status.as_u16(),
             detail,

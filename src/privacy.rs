@@ -49,6 +49,48 @@ pub fn mask_email(email: &str) -> String {
     }
 }
 
+/// A message from the other side (an HTTP error body) made fit for logs: it may echo what we sent, so
+/// every run of five or more digits keeps only its last three, every word with an `@` is masked as an
+/// e-mail, and the text is cut to `limit` characters. Names cannot be told from other words; a body
+/// that echoed a whole payload would still show them, which is why only error bodies come here.
+pub fn mask_message(text: &str, limit: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(limit * 4));
+    for (index, word) in text.split_inclusive(char::is_whitespace).enumerate() {
+        if index > 0 && out.chars().count() >= limit {
+            break;
+        }
+        let (core, space) = word.split_at(word.trim_end().len());
+        if core.contains('@') {
+            out.push_str(&mask_email(core));
+        } else {
+            let mut digits = String::new();
+            for character in core.chars() {
+                if character.is_ascii_digit() {
+                    digits.push(character);
+                    continue;
+                }
+                flush_digits(&mut out, &mut digits);
+                out.push(character);
+            }
+            flush_digits(&mut out, &mut digits);
+        }
+        out.push_str(space);
+    }
+    match out.char_indices().nth(limit) {
+        Some((cut, _)) => format!("{}…", &out[..cut]),
+        None => out,
+    }
+}
+
+fn flush_digits(out: &mut String, digits: &mut String) {
+    if digits.len() >= 5 {
+        out.push_str(&mask_number(digits));
+    } else {
+        out.push_str(digits);
+    }
+    digits.clear();
+}
+
 /// A free text (summary, note, address, file name): not shown at all.
 pub fn mask_free_text(_text: &str) -> String {
     FREE_TEXT_MASK.to_owned()
@@ -204,6 +246,23 @@ fn redact_value(value: &mut serde_json::Value) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn messages_lose_long_numbers_and_addresses() {
+        let masked = mask_message(
+            "400 Bad Request: SoDienThoai 0912345678 of hoa@example.vn, MaHoSo 12 invalid",
+            200,
+        );
+        assert_eq!(
+            masked,
+            "400 Bad Request: SoDienThoai *******678 of h***@example.vn, MaHoSo 12 invalid"
+        );
+        assert_eq!(
+            mask_message(&"x".repeat(500), 10),
+            format!("{}…", "x".repeat(10))
+        );
+    }
+
     use super::*;
 
     #[test]
