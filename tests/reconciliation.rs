@@ -49,25 +49,25 @@ async fn json_report(config: &str) -> Value {
     report
 }
 
-/// Validates a report against `docs/report.schema.json`, the documented schema.
-fn assert_valid(report: &Value) {
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docs/report.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+/// Validates a document against `docs/{name}.schema.json`, its documented schema; returns the validator.
+fn assert_matches_schema(name: &str, document: &Value) -> jsonschema::Validator {
+    let path = format!("{}/docs/{name}.schema.json", env!("CARGO_MANIFEST_DIR"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema is valid JSON Schema");
     let errors: Vec<String> = validator
-        .iter_errors(report)
+        .iter_errors(document)
         .map(|error| format!("{} at {}", error, error.instance_path()))
         .collect();
     assert!(
         errors.is_empty(),
-        "the report breaks its schema: {errors:#?}"
+        "the {name} breaks its schema: {errors:#?}"
     );
+    validator
+}
+
+/// Validates a report against `docs/report.schema.json`, the documented schema.
+fn assert_valid(report: &Value) {
+    let validator = assert_matches_schema("report", report);
     // The check can fail: a count of the wrong type is refused.
     let mut broken = report.clone();
     if let Some(line) = broken["units"].get_mut(0) {
@@ -285,6 +285,14 @@ async fn the_report_names_the_failing_units_and_retry_completes_them() {
         assert!(ok, "{what} failed: {stderr}");
         assert!(!stdout.trim().is_empty(), "{what} printed nothing");
         personal.assert_absent(what, &stdout);
+        if what == "failures json" {
+            let failures: Value = serde_json::from_str(&stdout).unwrap();
+            assert!(!failures["dossiers"].as_array().unwrap().is_empty());
+            let validator = assert_matches_schema("failures", &failures);
+            let mut broken = failures.clone();
+            broken["dossiers"][0]["state"] = Value::from("lost");
+            assert!(!validator.is_valid(&broken));
+        }
     }
     let (ok, csv_text, _) = run_binary(&[
         "report",

@@ -415,7 +415,7 @@ pub fn report_json(
     })
 }
 
-/// The failure list as a versioned JSON document.
+/// The failure list as a versioned JSON document (its schema: `docs/failures.schema.json`).
 pub fn failures_json(failures: &[FailureRow], generated_at: Timestamp) -> Value {
     json!({
         "schema": FAILURES_SCHEMA,
