@@ -15,7 +15,7 @@ use jiff::civil::Date;
 use crate::app::{App, vietnam_today};
 use crate::config::Settings;
 use crate::reconcile::render::{self, Format, Lang, Sheet};
-use crate::reconcile::{Counts, UnitLine, attach_indicators, lines};
+use crate::reconcile::{Counts, UnitLine, attach_indicators, lines, sum_by_unit};
 use crate::source::feed::FeedRecord;
 use crate::store::DossierFilter;
 use crate::sync::ingest::IngestSink;
@@ -185,30 +185,15 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let mut notes = Vec::new();
     let mut counts = Counts::default();
     if !args.offline {
-        match app.source.count_by_agency(&from_day, &to_day).await {
-            Ok(rows) => {
-                counts.source = Some(
-                    rows.into_iter()
-                        .map(|row| ((row.agency_id, row.date), row.count))
-                        .collect(),
-                )
-            }
-            Err(error) => notes.push(format!("the source's counts could not be read: {error}")),
-        }
-        let (compact_from, compact_to) = (
-            from.strftime("%Y%m%d").to_string(),
-            to.strftime("%Y%m%d").to_string(),
-        );
-        match app.portal.counts(&compact_from, &compact_to).await {
-            Ok(rows) => {
-                let mut by_unit = std::collections::HashMap::new();
-                for row in rows {
-                    *by_unit.entry(row.don_vi_xu_ly).or_default() += row.so_ho_so;
-                }
-                counts.portal = Some(by_unit);
-            }
-            Err(error) => notes.push(format!("the portal's counts are not available: {error}")),
-        }
+        let reconciler = app.reconciler();
+        counts.source = reconciler
+            .source_counts(&from_day, &to_day, &mut notes)
+            .await;
+        counts.portal = reconciler
+            .portal_counts(from, to, &mut notes)
+            .await
+            .as_ref()
+            .map(sum_by_unit);
     }
     let mut lines = lines(&buckets, &counts);
     if let Some(unit) = &args.unit {
@@ -227,12 +212,10 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     }
     let now = Timestamp::now();
     match args.format {
-        Format::Json => {
-            let document = render::report_json(&lines, &from_day, &to_day, now, &notes);
-            let mut text = serde_json::to_vec_pretty(&document)?;
-            text.push(b'\n');
-            write_output(args.output.as_ref(), &text)?;
-        }
+        Format::Json => write_json(
+            args.output.as_ref(),
+            &render::report_json(&lines, &from_day, &to_day, now, &notes),
+        )?,
         format => write_sheet(
             &render::report_sheet(&lines, args.lang),
             format,
@@ -273,12 +256,10 @@ pub async fn failures(args: FailuresArgs) -> anyhow::Result<ExitCode> {
     };
     let failures = app.store.failures(&filter, args.limit).await?;
     match args.format {
-        Format::Json => {
-            let mut text =
-                serde_json::to_vec_pretty(&render::failures_json(&failures, Timestamp::now()))?;
-            text.push(b'\n');
-            write_output(args.output.as_ref(), &text)?;
-        }
+        Format::Json => write_json(
+            args.output.as_ref(),
+            &render::failures_json(&failures, Timestamp::now()),
+        )?,
         format => write_sheet(
             &render::failures_sheet(&failures, args.lang),
             format,
@@ -398,6 +379,12 @@ fn write_sheet(
         Format::Json => unreachable!("JSON is written by the caller"),
     };
     write_output(output, &bytes)
+}
+
+fn write_json(output: Option<&PathBuf>, document: &serde_json::Value) -> anyhow::Result<()> {
+    let mut text = serde_json::to_vec_pretty(document)?;
+    text.push(b'\n');
+    write_output(output, &text)
 }
 
 fn write_output(output: Option<&PathBuf>, bytes: &[u8]) -> anyhow::Result<()> {

@@ -297,6 +297,15 @@ pub async fn attach_indicators(
     Ok(())
 }
 
+/// Counts by (unit, day) summed per unit over the period.
+pub fn sum_by_unit(days: &HashMap<(String, String), i64>) -> HashMap<String, i64> {
+    let mut by_unit: HashMap<String, i64> = HashMap::new();
+    for ((unit, _), count) in days {
+        *by_unit.entry(unit.clone()).or_default() += count;
+    }
+    by_unit
+}
+
 /// `YYYY-MM-DD` → the portal's `yyyyMMdd`.
 fn compact(day: Date) -> String {
     day.strftime("%Y%m%d").to_string()
@@ -357,18 +366,13 @@ impl Reconciler {
             |agency: &str| unit.is_none_or(|unit| owner.get(agency).is_some_and(|key| key == unit));
 
         // The source's counts, by agency and day.
-        let source = match self.source.count_by_agency(&from_day, &to_day).await {
-            Ok(rows) => Some(
-                rows.into_iter()
-                    .filter(|row| wanted(&row.agency_id))
-                    .map(|row| ((row.agency_id, row.date), row.count))
-                    .collect::<HashMap<_, _>>(),
-            ),
-            Err(error) => {
-                notes.push(format!("the source's counts could not be read: {error}"));
-                None
-            }
-        };
+        let source = self
+            .source_counts(&from_day, &to_day, &mut notes)
+            .await
+            .map(|mut counts| {
+                counts.retain(|(agency, _), _| wanted(agency));
+                counts
+            });
 
         // Where the source and the ledger disagree, compare identifier sets and fetch what is missing.
         let mut missing: HashMap<String, i64> = HashMap::new();
@@ -440,30 +444,8 @@ impl Reconciler {
 
         // The portal's counts, when it offers them: by unit over the period, and by unit and day (where
         // it falls short of the ledger, the day's dossiers are confirmed one by one).
-        let mut portal_days: Option<HashMap<(String, String), i64>> = None;
-        let portal = match &self.portal {
-            None => None,
-            Some(portal) => match portal.counts(&compact(from), &compact(to)).await {
-                Ok(rows) => {
-                    let mut by_unit: HashMap<String, i64> = HashMap::new();
-                    let mut by_day: HashMap<(String, String), i64> = HashMap::new();
-                    for row in rows {
-                        *by_unit.entry(row.don_vi_xu_ly.clone()).or_default() += row.so_ho_so;
-                        if let Ok(day) = Date::strptime("%Y%m%d", &row.ngay) {
-                            *by_day
-                                .entry((row.don_vi_xu_ly, day.to_string()))
-                                .or_default() += row.so_ho_so;
-                        }
-                    }
-                    portal_days = Some(by_day);
-                    Some(by_unit)
-                }
-                Err(error) => {
-                    notes.push(format!("the portal's counts are not available: {error}"));
-                    None
-                }
-            },
-        };
+        let portal_days = self.portal_counts(from, to, &mut notes).await;
+        let portal = portal_days.as_ref().map(sum_by_unit);
         let counts = Counts {
             source,
             portal,
@@ -541,6 +523,53 @@ impl Reconciler {
             fetched,
             notes,
         })
+    }
+
+    /// The source's counts by (agency id, `YYYY-MM-DD`); `None`, with a note, when they cannot be read.
+    pub async fn source_counts(
+        &self,
+        from: &str,
+        to: &str,
+        notes: &mut Vec<String>,
+    ) -> Option<HashMap<(String, String), i64>> {
+        match self.source.count_by_agency(from, to).await {
+            Ok(rows) => Some(
+                rows.into_iter()
+                    .map(|row| ((row.agency_id, row.date), row.count))
+                    .collect(),
+            ),
+            Err(error) => {
+                notes.push(format!("the source's counts could not be read: {error}"));
+                None
+            }
+        }
+    }
+
+    /// The portal's counts by (unit, `YYYY-MM-DD`); `None`, with a note, when it offers none.
+    pub async fn portal_counts(
+        &self,
+        from: Date,
+        to: Date,
+        notes: &mut Vec<String>,
+    ) -> Option<HashMap<(String, String), i64>> {
+        let portal = self.portal.as_ref()?;
+        match portal.counts(&compact(from), &compact(to)).await {
+            Ok(rows) => {
+                let mut by_day: HashMap<(String, String), i64> = HashMap::new();
+                for row in rows {
+                    if let Ok(day) = Date::strptime("%Y%m%d", &row.ngay) {
+                        *by_day
+                            .entry((row.don_vi_xu_ly, day.to_string()))
+                            .or_default() += row.so_ho_so;
+                    }
+                }
+                Some(by_day)
+            }
+            Err(error) => {
+                notes.push(format!("the portal's counts are not available: {error}"));
+                None
+            }
+        }
     }
 
     /// Looks the unit's accepted dossiers of the given days up on the portal (TraCuuHoSo), at most
