@@ -476,7 +476,10 @@ impl App {
         // same settings never does this: it would take back the running daemon's work).
         let released = self
             .store
-            .release_claims(&self.settings.store.instance)
+            .release_claims(
+                &self.settings.store.instance,
+                Timestamp::now().as_millisecond(),
+            )
             .await
             .context("failed to release this instance's earlier claims")?;
         if released > 0 {

@@ -57,6 +57,10 @@ pub struct SyncMetrics {
     accepted: Counter,
     refused: Family<CodeLabel, Counter>,
     retried: Counter,
+    /// Portal answer entries for a `MaHoSo` that was not sent (ignored).
+    ignored_entries: Counter,
+    /// Items sent without exactly one answer entry of their own (sent again later).
+    unanswered: Counter,
     poll_duration: Histogram,
     push_duration: Histogram,
     errors: Family<ErrorLabels, Counter>,
@@ -72,6 +76,8 @@ impl Default for SyncMetrics {
             accepted: Counter::default(),
             refused: Family::default(),
             retried: Counter::default(),
+            ignored_entries: Counter::default(),
+            unanswered: Counter::default(),
             // 50 ms to about 7 minutes: a poll of a quiet feed, up to a first poll of a large backlog.
             poll_duration: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
             // 10 ms to about 80 s: one portal call, retries included.
@@ -147,6 +153,12 @@ impl SyncMetrics {
         }
     }
 
+    /// A portal answer that did not match the items sent: entries ignored, items left without an answer.
+    pub fn record_unmatched_answers(&self, ignored_entries: usize, unanswered: usize) {
+        self.ignored_entries.inc_by(ignored_entries as u64);
+        self.unanswered.inc_by(unanswered as u64);
+    }
+
     pub fn record_error(&self, side: Side, kind: String) {
         let side = match side {
             Side::Source => "source",
@@ -199,6 +211,16 @@ impl SyncMetrics {
                 "tthc_sync_dossiers_retried",
                 "Dossiers put back to be sent again later",
                 &self.retried,
+            ),
+            (
+                "tthc_sync_portal_answer_entries_ignored",
+                "Portal answer entries for a MaHoSo that was not sent in the call (ignored)",
+                &self.ignored_entries,
+            ),
+            (
+                "tthc_sync_portal_items_unanswered",
+                "Items sent to the portal without exactly one answer entry of their own (sent again)",
+                &self.unanswered,
             ),
         ];
         for (name, help, counter) in counters {

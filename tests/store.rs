@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use tthc_sync::store::postgres::PostgresStore;
 use tthc_sync::store::sqlite::SqliteStore;
-use tthc_sync::store::{DeliveryOutcome, DeliveryResult, IngestRow, Store};
+use tthc_sync::store::{
+    DeliveryOutcome, DeliveryResult, IngestRow, ProgressEntryRow, Store, VersionKind,
+};
 use tthc_sync::sync::decide::{DossierState, IngestAction};
 
 /// Each shared test, once on each store.
@@ -84,26 +86,25 @@ async fn retention_clears_the_personal_fields_of_finished_accepted_dossiers(stor
         )
         .await
         .unwrap();
-    store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
+    let claims = Claims::from(store.claim_dossiers("me", 10, 20, 1_000).await.unwrap());
     let accepted = |id: &str| DeliveryResult {
+        claim: claims.of(id),
         source_id: id.into(),
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
     };
-    let progress = store
-        .record_deliveries("me", &[accepted("a"), accepted("b")], 30, 1_000)
-        .await
-        .unwrap();
+    let progress = deliver(store, &[accepted("a"), accepted("b")], 30).await;
     let sent: Vec<tthc_sync::store::ProgressResult> = progress
         .iter()
         .map(|entry| tthc_sync::store::ProgressResult {
+            claim: entry.claim.clone(),
             source_id: entry.source_id.clone(),
             entry_key: entry.entry_key.clone(),
             payload_hash: entry.payload_hash.clone(),
             outcome: DeliveryOutcome::Accepted,
         })
         .collect();
-    store.record_progress("me", &sent, 40).await.unwrap();
+    store.record_progress(&sent, 40).await.unwrap();
 
     // Accepted at 30: not before 30, before 31; only the finished, accepted one.
     assert!(
@@ -201,27 +202,26 @@ async fn dossiers_the_portal_lost_are_sent_again_with_their_progress(store: &dyn
         )
         .await
         .unwrap();
-    store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
+    let claims = Claims::from(store.claim_dossiers("me", 10, 20, 1_000).await.unwrap());
     let accepted = |id: &str| DeliveryResult {
+        claim: claims.of(id),
         source_id: id.into(),
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
     };
-    let progress = store
-        .record_deliveries("me", &[accepted("a"), accepted("b")], 30, 1_000)
-        .await
-        .unwrap();
+    let progress = deliver(store, &[accepted("a"), accepted("b")], 30).await;
     assert_eq!(progress.len(), 2);
     let sent: Vec<tthc_sync::store::ProgressResult> = progress
         .iter()
         .map(|entry| tthc_sync::store::ProgressResult {
+            claim: entry.claim.clone(),
             source_id: entry.source_id.clone(),
             entry_key: entry.entry_key.clone(),
             payload_hash: entry.payload_hash.clone(),
             outcome: DeliveryOutcome::Accepted,
         })
         .collect();
-    store.record_progress("me", &sent, 40).await.unwrap();
+    store.record_progress(&sent, 40).await.unwrap();
 
     let sample = store
         .accepted_sample("000.00.31.H60", "2024-01-15", "2024-01-15", 10)
@@ -263,10 +263,11 @@ async fn dossiers_the_portal_lost_are_sent_again_with_their_progress(store: &dyn
             .unwrap()
             .is_empty()
     );
-    let again = store
-        .record_deliveries("me", &[accepted("a")], 70, 1_000)
-        .await
-        .unwrap();
+    let resent = DeliveryResult {
+        claim: claimed[0].claim.clone(),
+        ..accepted("a")
+    };
+    let again = deliver(store, &[resent], 70).await;
     assert_eq!(
         again.len(),
         1,
@@ -288,7 +289,8 @@ fn row(id: &str, raw_hash: &str, payload_hash: &str, action: IngestAction) -> In
         dossier_code: Some(format!("000.00.31.H60-240115-{id}")),
         raw: format!("{{\"id\":\"{id}\"}}"),
         raw_hash: raw_hash.into(),
-        source_updated_at: Some(1),
+        // r1, r2, r3: successive versions.
+        source_updated_at: raw_hash.trim_start_matches('r').parse().ok(),
         source_agency_id: Some("ag-1".into()),
         unit: Some("000.00.31.H60".into()),
         procedure_code: Some("1.004227".into()),
@@ -298,9 +300,60 @@ fn row(id: &str, raw_hash: &str, payload_hash: &str, action: IngestAction) -> In
         reason_code: None,
         reason_detail: None,
         findings: "[]".into(),
-        action,
-        progress: vec![("k1".into(), "{}".into(), "ph1".into())],
+        kind: match action {
+            IngestAction::Set(DossierState::Held) => VersionKind::Held,
+            IngestAction::Set(DossierState::Skipped) => VersionKind::Skipped,
+            _ => VersionKind::Sendable,
+        },
+        renormalized: false,
+        progress: vec![entry("{}", "ph1")],
     }
+}
+
+fn entry(payload: &str, hash: &str) -> ProgressEntryRow {
+    ProgressEntryRow {
+        key: "k1".into(),
+        step_at: "20240116090000".into(),
+        payload: payload.into(),
+        hash: hash.into(),
+    }
+}
+
+/// The claim ids of claimed dossiers, by source id.
+struct Claims(std::collections::HashMap<String, String>);
+
+impl Claims {
+    fn of(&self, id: &str) -> String {
+        self.0
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("no claim of {id}"))
+    }
+}
+
+impl From<Vec<tthc_sync::store::ClaimedDossier>> for Claims {
+    fn from(claimed: Vec<tthc_sync::store::ClaimedDossier>) -> Claims {
+        Claims(
+            claimed
+                .into_iter()
+                .map(|dossier| (dossier.source_id, dossier.claim))
+                .collect(),
+        )
+    }
+}
+
+/// Records the answers, then claims (for `me`) the progress entries that became due with them: what the
+/// pusher does next.
+async fn deliver(
+    store: &dyn Store,
+    results: &[DeliveryResult],
+    now: i64,
+) -> Vec<tthc_sync::store::ClaimedProgress> {
+    store.record_deliveries(results, now).await.unwrap();
+    store
+        .claim_progress("me", 100, now, now + 1_000)
+        .await
+        .unwrap()
 }
 
 async fn open() -> (tempfile::TempDir, SqliteStore) {
@@ -375,7 +428,7 @@ async fn claims_are_exclusive_until_released_or_expired(store: &dyn Store) {
         5
     );
     // A restarted owner takes back its claims at once.
-    assert_eq!(store.release_claims("three").await.unwrap(), 5);
+    assert_eq!(store.release_claims("three", 2_000).await.unwrap(), 5);
     assert_eq!(
         store
             .claim_dossiers("four", 10, 2_001, 3_000)
@@ -400,8 +453,8 @@ async fn a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted(sto
         )
         .await
         .unwrap();
-    let claimed = store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
-    assert_eq!(claimed.len(), 1);
+    let claims = Claims::from(store.claim_dossiers("me", 10, 20, 1_000).await.unwrap());
+    assert_eq!(claims.0.len(), 1);
     // A new version arrives while the old one is in flight.
     store
         .ingest(
@@ -417,14 +470,12 @@ async fn a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted(sto
         .await
         .unwrap();
     let result = DeliveryResult {
+        claim: claims.of("a"),
         source_id: "a".into(),
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
     };
-    store
-        .record_deliveries("me", &[result], 40, 1_000)
-        .await
-        .unwrap();
+    deliver(store, &[result], 40).await;
     let view = &store.ledger_views(&["a".into()]).await.unwrap()["a"];
     assert_eq!(
         view.state,
@@ -444,9 +495,10 @@ async fn refusals_and_retries_are_recorded_with_their_reason(store: &dyn Store) 
         row("b", "r1", "p1", IngestAction::Set(DossierState::Pending)),
     ];
     store.ingest(&rows, None, 10).await.unwrap();
-    store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
+    let claims = Claims::from(store.claim_dossiers("me", 10, 20, 1_000).await.unwrap());
     let results = vec![
         DeliveryResult {
+            claim: claims.of("a"),
             source_id: "a".into(),
             payload_hash: "p1".into(),
             outcome: DeliveryOutcome::Refused {
@@ -455,18 +507,17 @@ async fn refusals_and_retries_are_recorded_with_their_reason(store: &dyn Store) 
             },
         },
         DeliveryResult {
+            claim: claims.of("b"),
             source_id: "b".into(),
             payload_hash: "p1".into(),
             outcome: DeliveryOutcome::Retry {
                 error: "HTTP 503".into(),
                 next_attempt_at: 5_000,
+                maybe_stored: true,
             },
         },
     ];
-    store
-        .record_deliveries("me", &results, 30, 1_000)
-        .await
-        .unwrap();
+    deliver(store, &results, 30).await;
     let counts = store.counts().await.unwrap();
     assert_eq!(counts.get(DossierState::Refused), 1);
     assert_eq!(counts.get(DossierState::Pending), 1);
@@ -519,17 +570,15 @@ async fn progress_waits_for_its_dossier_to_reach_the_portal(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
-    store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
+    let claims = Claims::from(store.claim_dossiers("me", 10, 20, 1_000).await.unwrap());
     let accepted = DeliveryResult {
+        claim: claims.of("a"),
         source_id: "a".into(),
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
     };
     // The entries that waited for the dossier come back claimed with its acceptance.
-    let released = store
-        .record_deliveries("me", &[accepted], 30, 1_000)
-        .await
-        .unwrap();
+    let released = deliver(store, &[accepted], 30).await;
     assert_eq!(released.len(), 1);
     assert_eq!(released[0].source_id, "a");
     // They are leased: no other worker claims them meanwhile; a lapsed lease frees them.
@@ -565,23 +614,22 @@ async fn sent_progress_is_not_sent_again_until_it_changes(store: &dyn Store) {
         )
         .await
         .unwrap();
-    store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
+    let claims = Claims::from(store.claim_dossiers("me", 10, 20, 1_000).await.unwrap());
     let accepted = DeliveryResult {
+        claim: claims.of("a"),
         source_id: "a".into(),
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
     };
-    let claimed = store
-        .record_deliveries("me", &[accepted], 30, 1_000)
-        .await
-        .unwrap();
+    let claimed = deliver(store, &[accepted], 30).await;
     let result = ProgressResult {
+        claim: claimed[0].claim.clone(),
         source_id: "a".into(),
         entry_key: claimed[0].entry_key.clone(),
         payload_hash: claimed[0].payload_hash.clone(),
         outcome: DeliveryOutcome::Accepted,
     };
-    store.record_progress("me", &[result], 50).await.unwrap();
+    store.record_progress(&[result], 50).await.unwrap();
     assert!(
         store
             .claim_progress("me", 10, 60, 1_000)
@@ -603,7 +651,7 @@ async fn sent_progress_is_not_sent_again_until_it_changes(store: &dyn Store) {
             .is_empty()
     );
     let mut changed = row("a", "r3", "p1", IngestAction::KeepState);
-    changed.progress = vec![("k1".into(), "{\"x\":1}".into(), "ph2".into())];
+    changed.progress = vec![entry("{\"x\":1}", "ph2")];
     store.ingest(&[changed], None, 90).await.unwrap();
     assert_eq!(
         store
@@ -683,15 +731,10 @@ async fn operators_count_list_requeue_and_reconcile(store: &dyn Store) {
         undated,
     ];
     store.ingest(&rows, None, 10).await.unwrap();
-    assert_eq!(
-        store
-            .claim_dossiers("me", 10, 20, 1_000)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    let claims = Claims::from(store.claim_dossiers("me", 10, 20, 1_000).await.unwrap());
+    assert_eq!(claims.0.len(), 3);
     let answer = |id: &str, outcome| DeliveryResult {
+        claim: claims.of(id),
         source_id: id.into(),
         payload_hash: "p1".into(),
         outcome,
@@ -709,14 +752,12 @@ async fn operators_count_list_requeue_and_reconcile(store: &dyn Store) {
             DeliveryOutcome::Retry {
                 error: "HTTP 503".into(),
                 next_attempt_at: 5_000,
+                maybe_stored: true,
             },
         ),
         answer("d", DeliveryOutcome::Accepted),
     ];
-    store
-        .record_deliveries("me", &results, 30, 1_000)
-        .await
-        .unwrap();
+    deliver(store, &results, 30).await;
 
     // One bucket per (unit, agency, day, state, reason); the undated record is counted too.
     let mut buckets = store

@@ -54,6 +54,16 @@ pub struct ItemAnswer {
     pub message: Option<String>,
 }
 
+/// The per-item answers of one call, matched to the items sent by `MaHoSo` (portal-api.md 2.1): one per
+/// item, in the order sent; `None` for an item without exactly one entry of its own (it has no answer and
+/// is never taken as stored).
+#[derive(Debug, Clone)]
+pub struct ItemAnswers {
+    pub items: Vec<Option<ItemAnswer>>,
+    /// Entries for a `MaHoSo` that was not sent (or naming none): ignored.
+    pub ignored_entries: usize,
+}
+
 pub struct PortalClient {
     http: reqwest::Client,
     base: String,
@@ -195,26 +205,36 @@ impl PortalClient {
             .await
     }
 
-    /// `DongBoHoSoMC` with payloads already serialized; one answer per payload, in order.
+    /// `DongBoHoSoMC` with payloads already serialized, each with its `MaHoSo`; the answers matched to
+    /// them by `MaHoSo`.
     pub async fn sync_dossiers(
         &self,
         updating: bool,
-        payloads: &[&str],
-    ) -> Result<Vec<ItemAnswer>, PortalError> {
-        let fields = format!(
-            "\"isUpdating\":\"{}\",\"data\":[{}]",
-            if updating { "True" } else { "False" },
-            payloads.join(",")
+        items: &[(&str, &str)],
+    ) -> Result<ItemAnswers, PortalError> {
+        let mut fields = String::with_capacity(
+            32 + items
+                .iter()
+                .map(|(_, payload)| payload.len() + 1)
+                .sum::<usize>(),
         );
+        fields.push_str(if updating {
+            "\"isUpdating\":\"True\",\"data\":["
+        } else {
+            "\"isUpdating\":\"False\",\"data\":["
+        });
+        join_payloads(&mut fields, items);
         let answer = self.integration("DongBoHoSoMC", &fields).await?;
-        item_answers(answer, payloads.len())
+        item_answers(answer, items)
     }
 
-    /// `CapNhatTienDoHoSoMC` with entries already serialized.
-    pub async fn sync_progress(&self, payloads: &[&str]) -> Result<Vec<ItemAnswer>, PortalError> {
-        let fields = format!("\"data\":[{}]", payloads.join(","));
+    /// `CapNhatTienDoHoSoMC` with entries already serialized, each with its `MaHoSo` (at most one entry
+    /// per `MaHoSo`: its answer names only that).
+    pub async fn sync_progress(&self, items: &[(&str, &str)]) -> Result<ItemAnswers, PortalError> {
+        let mut fields = String::from("\"data\":[");
+        join_payloads(&mut fields, items);
         let answer = self.integration("CapNhatTienDoHoSoMC", &fields).await?;
-        item_answers(answer, payloads.len())
+        item_answers(answer, items)
     }
 
     /// `TraCuuHoSo`: the dossier as the portal stores it, or `None`.
@@ -276,9 +296,20 @@ fn decode_result<T: serde::de::DeserializeOwned>(answer: Envelope) -> Result<Vec
     .map_err(|error| PortalError::Transport(TransportError::Body(format!("result: {error}"))))
 }
 
-/// Reads the per-item answers. Without `result`, the overall code applies to every item; a `result` of the
-/// wrong length cannot be matched to items, so every item is treated as not yet stored.
-fn item_answers(answer: Envelope, expected: usize) -> Result<Vec<ItemAnswer>, PortalError> {
+/// Appends the payloads, comma-separated, and the closing bracket.
+fn join_payloads(fields: &mut String, items: &[(&str, &str)]) {
+    for (index, (_, payload)) in items.iter().enumerate() {
+        if index > 0 {
+            fields.push(',');
+        }
+        fields.push_str(payload);
+    }
+    fields.push(']');
+}
+
+/// Reads the per-item answers and matches them to the items sent by `MaHoSo`, never by position. Without
+/// `result`, the overall code applies to every item.
+fn item_answers(answer: Envelope, sent: &[(&str, &str)]) -> Result<ItemAnswers, PortalError> {
     let overall = answer.error_code.0;
     if overall != 0 {
         return Err(PortalError::Answer {
@@ -287,43 +318,118 @@ fn item_answers(answer: Envelope, expected: usize) -> Result<Vec<ItemAnswer>, Po
         });
     }
     let Some(result) = answer.result else {
-        return Ok(vec![
-            ItemAnswer {
-                code: overall,
-                message: answer.message
-            };
-            expected
-        ]);
+        let item = ItemAnswer {
+            code: overall,
+            message: answer.message,
+        };
+        return Ok(ItemAnswers {
+            items: vec![Some(item); sent.len()],
+            ignored_entries: 0,
+        });
     };
-    let items: Vec<ItemResult> = match result {
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .map(|item| {
-                let code = item.get("error_code").and_then(parse_code);
-                let message = item
-                    .get("message")
-                    .and_then(|message| message.as_str())
-                    .map(String::from);
-                ItemResult {
-                    ma_ho_so: None,
-                    error_code: super::wire::ErrorCode(code.unwrap_or(99)),
-                    message,
-                }
-            })
-            .collect(),
-        _ => Vec::new(),
+    let serde_json::Value::Array(entries) = result else {
+        return Err(PortalError::Transport(TransportError::Body(
+            "result is not a list".into(),
+        )));
     };
-    if items.len() != expected {
-        return Err(PortalError::Transport(TransportError::Body(format!(
-            "result has {} entries for {expected} items",
-            items.len()
-        ))));
-    }
-    Ok(items
-        .into_iter()
-        .map(|item| ItemAnswer {
+    let position: std::collections::HashMap<&str, usize> = sent
+        .iter()
+        .enumerate()
+        .map(|(index, (ma_ho_so, _))| (*ma_ho_so, index))
+        .collect();
+    // Per item: its entry, and how many entries named it.
+    let mut found: Vec<(Option<ItemAnswer>, usize)> = vec![(None, 0); sent.len()];
+    let mut ignored_entries = 0;
+    for entry in entries {
+        let index = entry
+            .get("MaHoSo")
+            .and_then(|ma_ho_so| ma_ho_so.as_str())
+            .and_then(|ma_ho_so| position.get(ma_ho_so));
+        let Some(&index) = index else {
+            ignored_entries += 1;
+            continue;
+        };
+        let item: ItemResult = ItemResult {
+            ma_ho_so: None,
+            // An entry without a readable code is not an answer to act on: retried as "internal error".
+            error_code: super::wire::ErrorCode(
+                entry.get("error_code").and_then(parse_code).unwrap_or(99),
+            ),
+            message: entry
+                .get("message")
+                .and_then(|message| message.as_str())
+                .map(String::from),
+        };
+        let slot = &mut found[index];
+        slot.1 += 1;
+        slot.0 = Some(ItemAnswer {
             code: item.error_code.0,
             message: item.message,
-        })
-        .collect())
+        });
+    }
+    Ok(ItemAnswers {
+        items: found
+            .into_iter()
+            .map(|(answer, count)| if count == 1 { answer } else { None })
+            .collect(),
+        ignored_entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(json: &str) -> Envelope {
+        serde_json::from_str(json).expect("a valid envelope")
+    }
+
+    fn codes(answers: &ItemAnswers) -> Vec<Option<i64>> {
+        answers
+            .items
+            .iter()
+            .map(|item| item.as_ref().map(|item| item.code))
+            .collect()
+    }
+
+    const SENT: [(&str, &str); 3] = [("A", "{}"), ("B", "{}"), ("C", "{}")];
+
+    #[test]
+    fn entries_are_matched_by_ma_ho_so_not_by_position() {
+        let shuffled = answer(
+            r#"{"error_code":"0","result":[
+                {"MaHoSo":"C","error_code":"2","message":"x"},
+                {"MaHoSo":"A","error_code":"0"},
+                {"MaHoSo":"B","error_code":3}]}"#,
+        );
+        let answers = item_answers(shuffled, &SENT).unwrap();
+        assert_eq!(codes(&answers), [Some(0), Some(3), Some(2)]);
+        assert_eq!(answers.ignored_entries, 0);
+    }
+
+    #[test]
+    fn unknown_missing_and_doubled_entries_leave_items_unanswered() {
+        let lying = answer(
+            r#"{"error_code":"0","result":[
+                {"MaHoSo":"Z","error_code":"0"},
+                {"error_code":"0"},
+                {"MaHoSo":"B","error_code":"0"},
+                {"MaHoSo":"B","error_code":"0"},
+                {"MaHoSo":"C","error_code":"00"}]}"#,
+        );
+        let answers = item_answers(lying, &SENT).unwrap();
+        // A: no entry; B: two entries; C: its own.
+        assert_eq!(codes(&answers), [None, None, Some(0)]);
+        assert_eq!(answers.ignored_entries, 2);
+    }
+
+    #[test]
+    fn without_result_the_overall_code_applies_to_every_item() {
+        let answers = item_answers(answer(r#"{"error_code":"0"}"#), &SENT).unwrap();
+        assert_eq!(codes(&answers), [Some(0), Some(0), Some(0)]);
+        assert!(matches!(
+            item_answers(answer(r#"{"error_code":"99","message":"x"}"#), &SENT),
+            Err(PortalError::Answer { code: 99, .. })
+        ));
+    }
 }

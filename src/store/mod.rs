@@ -16,10 +16,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 
 use crate::config::{StoreSettings, masked_url};
-use crate::sync::decide::{DossierState, IngestAction, LedgerView};
-
-/// Unix milliseconds, the store's one representation of time.
-pub type Millis = i64;
+use crate::sync::decide::{
+    self, DeliveryRow, DossierState, IngestAction, LedgerView, NewVersion, ProgressRow,
+    ProgressState,
+};
+pub use crate::sync::decide::{Answer as DeliveryOutcome, Millis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,14 +53,71 @@ pub struct IngestRow {
     pub reason_detail: Option<String>,
     /// JSON array of findings (values masked).
     pub findings: String,
-    pub action: IngestAction,
-    /// Progress entries of a sendable dossier: (key, payload, hash).
-    pub progress: Vec<(String, String, String)>,
+    /// What normalizing this version gave; the store decides what it does to the row
+    /// ([`crate::sync::decide::on_new_version`]) on the row as it stands when it is written.
+    pub kind: VersionKind,
+    /// The stored record normalized again (changed tables or catalogs), not a new source version: it lands
+    /// only while the row still holds that record.
+    pub renormalized: bool,
+    /// Progress entries of a sendable dossier.
+    pub progress: Vec<ProgressEntryRow>,
+}
+
+/// What a version is, once normalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionKind {
+    Sendable,
+    Held,
+    Skipped,
+}
+
+impl IngestRow {
+    /// The new version as the decisions see it.
+    pub fn new_version(&self) -> NewVersion<'_> {
+        match (self.kind, self.payload_hash.as_deref()) {
+            (VersionKind::Sendable, Some(payload_hash)) => NewVersion::Sendable { payload_hash },
+            (VersionKind::Skipped, _) => NewVersion::Skipped,
+            _ => NewVersion::Held,
+        }
+    }
+
+    /// What writing this row does to the row the ledger holds (`existing`, read in the writing
+    /// transaction).
+    pub fn action(&self, existing: Option<&LedgerView>) -> IngestAction {
+        if self.renormalized {
+            match existing {
+                // The record changed since it was read again: the newer one stays.
+                Some(view) if view.raw_hash == self.raw_hash => {
+                    crate::sync::decide::on_new_outcome(view, self.new_version())
+                }
+                _ => IngestAction::Stale,
+            }
+        } else {
+            crate::sync::decide::on_new_version(
+                existing,
+                &self.raw_hash,
+                self.source_updated_at,
+                self.new_version(),
+            )
+        }
+    }
+}
+
+/// One progress entry of a sendable dossier, as ingest writes it.
+#[derive(Debug, Clone)]
+pub struct ProgressEntryRow {
+    pub key: String,
+    /// `ThoiDiemXuLy` (`yyyyMMddHHmmss`): a dossier's entries go to the portal in this order.
+    pub step_at: String,
+    pub payload: String,
+    pub hash: String,
 }
 
 /// A dossier claimed for delivery.
 #[derive(Debug, Clone)]
 pub struct ClaimedDossier {
+    /// The claim (one per claim call): its answers land only on rows still in flight for it.
+    pub claim: String,
     pub source_id: String,
     pub dossier_code: String,
     pub unit: Option<String>,
@@ -69,23 +127,10 @@ pub struct ClaimedDossier {
     pub attempts: u32,
 }
 
-/// What happened to one claimed dossier.
-#[derive(Debug, Clone)]
-pub enum DeliveryOutcome {
-    Accepted,
-    Refused {
-        code: i64,
-        message: String,
-    },
-    /// Try again at `next_attempt_at`.
-    Retry {
-        error: String,
-        next_attempt_at: Millis,
-    },
-}
-
 #[derive(Debug, Clone)]
 pub struct DeliveryResult {
+    /// The claim the call was made under.
+    pub claim: String,
     pub source_id: String,
     /// The payload hash that was sent: a result only lands on the row while it still has that payload.
     pub payload_hash: String,
@@ -95,6 +140,7 @@ pub struct DeliveryResult {
 /// A progress entry claimed for delivery.
 #[derive(Debug, Clone)]
 pub struct ClaimedProgress {
+    pub claim: String,
     pub source_id: String,
     pub entry_key: String,
     pub payload: String,
@@ -104,6 +150,7 @@ pub struct ClaimedProgress {
 
 #[derive(Debug, Clone)]
 pub struct ProgressResult {
+    pub claim: String,
     pub source_id: String,
     pub entry_key: String,
     pub payload_hash: String,
@@ -303,18 +350,27 @@ pub trait Store: Send + Sync {
         lease_until: Millis,
     ) -> Result<Vec<ClaimedDossier>, StoreError>;
 
-    /// Records the portal's answers for claimed dossiers, in one transaction. The progress entries that
-    /// were waiting for the dossiers just accepted are claimed for `owner` in the same transaction and
-    /// returned, so that they are sent at once without a claim of their own.
+    /// Records the portal's answers for claimed dossiers, in one transaction, as
+    /// [`crate::sync::decide::on_answer`] decides on each row as it stands. The progress entries that were
+    /// waiting for the dossiers now on the portal become due.
     async fn record_deliveries(
         &self,
-        owner: &str,
         results: &[DeliveryResult],
         now: Millis,
-        lease_until: Millis,
-    ) -> Result<Vec<ClaimedProgress>, StoreError>;
+    ) -> Result<(), StoreError>;
 
-    /// Claims up to `limit` due progress entries of dossiers the portal already has.
+    /// Extends the lease of the claim `claim` on these dossiers and on its progress entries of them, while
+    /// a long call runs; returns how many rows it still held.
+    async fn renew_claim(
+        &self,
+        claim: &str,
+        source_ids: &[String],
+        lease_until: Millis,
+    ) -> Result<u64, StoreError>;
+
+    /// Claims up to `limit` due progress entries of dossiers the portal already has: at most one per
+    /// dossier (the portal answers by `MaHoSo` only), a dossier's entries in their order, none while
+    /// another entry of the dossier is in flight.
     async fn claim_progress(
         &self,
         owner: &str,
@@ -325,13 +381,13 @@ pub trait Store: Send + Sync {
 
     async fn record_progress(
         &self,
-        owner: &str,
         results: &[ProgressResult],
         now: Millis,
     ) -> Result<(), StoreError>;
 
-    /// Gives back every claim `owner` holds (a restart of the same instance after a crash).
-    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;
+    /// Gives back every claim `owner` holds (a restart of the same instance after a crash), as
+    /// [`crate::sync::decide::on_release`] decides.
+    async fn release_claims(&self, owner: &str, now: Millis) -> Result<u64, StoreError>;
 
     async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
 
@@ -435,6 +491,165 @@ pub trait Store: Send + Sync {
     async fn redact(&self, redactions: &[Redaction], now: Millis) -> Result<u64, StoreError>;
 }
 
+/// What a page of records does to the ledger, decided on the rows as they stand in the writing
+/// transaction (`views`): one (row, action) per dossier written, in page order. A page holding two versions
+/// of one dossier is decided in order, and the dossier is written once, with the last version and the
+/// state the sequence ends in. Unchanged and stale records are left out.
+pub fn plan_ingest<'a>(
+    rows: &'a [IngestRow],
+    mut views: HashMap<String, LedgerView>,
+) -> Vec<(&'a IngestRow, IngestAction)> {
+    let mut planned: Vec<(&IngestRow, IngestAction)> = Vec::with_capacity(rows.len());
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    for row in rows {
+        let existing = views.get(&row.source_id);
+        let action = row.action(existing);
+        if !action.writes() {
+            continue;
+        }
+        let after = LedgerView {
+            raw_hash: row.raw_hash.clone(),
+            source_updated_at: row.source_updated_at,
+            state: match action {
+                IngestAction::Set(state) => state,
+                _ => existing.map_or(DossierState::Pending, |view| view.state),
+            },
+            payload_hash: row.payload_hash.clone(),
+            accepted_hash: existing.and_then(|view| view.accepted_hash.clone()),
+            in_flight: existing.is_some_and(|view| view.in_flight),
+        };
+        views.insert(row.source_id.clone(), after);
+        match position.get(row.source_id.as_str()) {
+            Some(&index) => {
+                // A state set earlier in the page stands unless this version sets another.
+                let action = match (planned[index].1, action) {
+                    (IngestAction::Set(state), IngestAction::KeepState) => IngestAction::Set(state),
+                    (_, action) => action,
+                };
+                planned[index] = (row, action);
+            }
+            None => {
+                position.insert(row.source_id.as_str(), planned.len());
+                planned.push((row, action));
+            }
+        }
+    }
+    planned
+}
+
+/// The decisions on a call's answers, each on its dossier's row as it stands (`rows`, updated as they are
+/// decided): the rows to write.
+pub fn decide_answers(
+    rows: &mut HashMap<String, DeliveryRow>,
+    results: &[DeliveryResult],
+    now: Millis,
+) -> Vec<(String, DeliveryRow)> {
+    let mut changed: Vec<String> = Vec::new();
+    for result in results {
+        let Some(row) = rows.get(&result.source_id) else {
+            continue;
+        };
+        if let Some(next) = decide::on_answer(
+            row,
+            &result.claim,
+            &result.payload_hash,
+            &result.outcome,
+            now,
+        ) {
+            rows.insert(result.source_id.clone(), next);
+            if !changed.contains(&result.source_id) {
+                changed.push(result.source_id.clone());
+            }
+        }
+    }
+    changed
+        .into_iter()
+        .filter_map(|id| rows.get(&id).cloned().map(|row| (id, row)))
+        .collect()
+}
+
+/// A progress entry as loaded for a decision.
+#[derive(Debug, Clone)]
+pub struct LoadedEntry {
+    /// (source id, entry key).
+    pub key: (String, String),
+    pub row: ProgressRow,
+    pub payload: String,
+    /// Another entry of the same dossier has a call in flight now.
+    pub sibling_in_flight: bool,
+}
+
+/// The decisions on a progress call's answers: the entries to write.
+pub fn decide_progress_answers(
+    entries: Vec<LoadedEntry>,
+    results: &[ProgressResult],
+    now: Millis,
+) -> Vec<((String, String), ProgressRow, String)> {
+    let mut entries: HashMap<(String, String), LoadedEntry> = entries
+        .into_iter()
+        .map(|entry| (entry.key.clone(), entry))
+        .collect();
+    let mut changes = Vec::new();
+    for result in results {
+        let key = (result.source_id.clone(), result.entry_key.clone());
+        let Some(entry) = entries.remove(&key) else {
+            continue;
+        };
+        if let Some(next) = decide::on_progress_answer(
+            &entry.row,
+            &result.claim,
+            &result.payload_hash,
+            &result.outcome,
+            now,
+        ) {
+            changes.push((key, next, entry.payload));
+        }
+    }
+    changes
+}
+
+/// Claims, of the loaded entries (in each dossier's order), the first claimable entry of each dossier that
+/// has no other entry in flight.
+pub fn claim_one_entry_per_dossier(
+    entries: Vec<LoadedEntry>,
+    claim: &str,
+    owner: &str,
+    now: Millis,
+    lease_until: Millis,
+) -> Vec<((String, String), ProgressRow, String)> {
+    let mut claimed: Vec<((String, String), ProgressRow, String)> = Vec::new();
+    let mut dossiers: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for entry in entries {
+        let lapsed = entry
+            .row
+            .flight
+            .as_ref()
+            .is_none_or(|flight| flight.lease_expires_at < now);
+        let due = match entry.row.state {
+            ProgressState::Pending => lapsed && entry.row.next_attempt_at <= now,
+            ProgressState::InFlight => lapsed,
+            _ => false,
+        };
+        if !due || entry.sibling_in_flight || !dossiers.insert(entry.key.0.clone()) {
+            continue;
+        }
+        let row = decide::on_progress_claim(entry.row, claim, owner, lease_until);
+        claimed.push((entry.key, row, entry.payload));
+    }
+    claimed
+}
+
+/// A fresh claim id: the owner, then random bits, so that answers match their own claim only.
+pub fn new_claim_id(owner: &str) -> String {
+    format!("{owner}/{:016x}", rand::random::<u64>())
+}
+
+/// How ingest updates a progress entry whose payload changed (both stores): an entry with a call in flight
+/// keeps its state until the answer lands (the answer's decision sees the new payload); otherwise it is
+/// `sent` when it went back to what the portal last received, and waits for its turn again if not.
+pub(crate) const PROGRESS_STATE_ON_CHANGE: &str = "CASE WHEN progress.flight_claim IS NOT NULL THEN progress.state \
+     WHEN progress.sent_hash = excluded.payload_hash THEN 'sent' ELSE 'waiting' END";
+
 /// Opens the ledger the settings name: PostgreSQL when `store.url` is set, else the SQLite file
 /// `store.path`. A password in the URL is masked in the error.
 pub async fn open(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Store>> {
@@ -483,20 +698,6 @@ fn state_of(text: &str) -> DossierState {
     // The column only ever holds values written by this module; an unknown one is treated as pending so
     // that it is looked at again rather than forgotten.
     DossierState::parse(text).unwrap_or(DossierState::Pending)
-}
-
-/// The columns a delivery outcome writes: (outcome, portal code, message, next attempt).
-fn outcome_columns(
-    outcome: &DeliveryOutcome,
-) -> (&'static str, Option<i64>, Option<&str>, Option<Millis>) {
-    match outcome {
-        DeliveryOutcome::Accepted => ("accepted", None, None, None),
-        DeliveryOutcome::Refused { code, message } => ("refused", Some(*code), Some(message), None),
-        DeliveryOutcome::Retry {
-            error,
-            next_attempt_at,
-        } => ("retry", None, Some(error), Some(*next_attempt_at)),
-    }
 }
 
 /// Adds one (state, reason code) group of the ledger to the counts.

@@ -10,15 +10,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::{
     AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryResult, DossierFilter, FailureRow,
-    HeldRecord, IngestRow, LedgerBucket, LedgerCounts, Millis, ProgressResult,
-    RENORMALIZE_REQUESTED, ReconciliationRecord, Redaction, Requeued, RetentionCandidate, Store,
-    StoreError, UnitCounts, add_to_counts, add_to_units, outcome_columns, state_of,
+    HeldRecord, IngestRow, LedgerBucket, LedgerCounts, LoadedEntry, Millis,
+    PROGRESS_STATE_ON_CHANGE, ProgressEntryRow, ProgressResult, RENORMALIZE_REQUESTED,
+    ReconciliationRecord, Redaction, Requeued, RetentionCandidate, Store, StoreError, UnitCounts,
+    add_to_counts, add_to_units, claim_one_entry_per_dossier, decide_answers,
+    decide_progress_answers, new_claim_id, plan_ingest, state_of,
 };
-use crate::sync::decide::{DossierState, IngestAction, LedgerView};
+use crate::sync::decide::{
+    self, DeliveryRow, DossierState, IngestAction, LedgerView, ProgressRow, ProgressState,
+};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -129,43 +133,15 @@ fn column<'a, R, T>(rows: &[&'a R], get: impl Fn(&'a R) -> T) -> Vec<T> {
     rows.iter().map(|row| get(row)).collect()
 }
 
-fn claimed_progress(row: PgRow) -> ClaimedProgress {
-    ClaimedProgress {
-        source_id: row.get(0),
-        entry_key: row.get(1),
-        payload: row.get(2),
-        payload_hash: row.get(3),
-        attempts: row.get::<i32, _>(4).max(0) as u32,
-    }
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn ledger_views(
         &self,
         source_ids: &[String],
     ) -> Result<HashMap<String, LedgerView>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT source_id, raw_hash, state, payload_hash, accepted_hash FROM dossiers \
-             WHERE source_id = ANY($1)",
-        )
-        .bind(source_ids)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                (
-                    row.get::<String, _>(0),
-                    LedgerView {
-                        raw_hash: row.get(1),
-                        state: state_of(row.get::<&str, _>(2)),
-                        payload_hash: row.get(3),
-                        accepted_hash: row.get(4),
-                    },
-                )
-            })
-            .collect())
+        let ids: Vec<&str> = source_ids.iter().map(String::as_str).collect();
+        let mut connection = self.pool.acquire().await?;
+        load_views(&mut connection, &ids, false).await
     }
 
     async fn ingest(
@@ -174,17 +150,32 @@ impl Store for PostgresStore {
         cursor: Option<(&str, &str)>,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let written = last_wins(
-            rows.iter()
-                .filter(|row| row.action != IngestAction::Unchanged),
-            |row| row.source_id.as_str(),
-        );
-        let (keep, set): (Vec<&IngestRow>, Vec<&IngestRow>) = written
-            .iter()
-            .partition(|row| row.action == IngestAction::KeepState);
         let mut tx = self.pool.begin().await?;
+        // Writers of source records (the poll leader, an operator's resync or reconcile) take turns, and
+        // the rows are locked as read: the decisions stand on the rows as they are, and a dossier new to
+        // the ledger cannot be inserted by two of them at once.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tthc-sync ingest'))")
+            .execute(&mut *tx)
+            .await?;
+        let ids: Vec<&str> = rows.iter().map(|row| row.source_id.as_str()).collect();
+        let views = load_views(&mut tx, &ids, true).await?;
+        let planned = plan_ingest(rows, views);
+        let set: Vec<(&IngestRow, DossierState)> = planned
+            .iter()
+            .filter_map(|(row, action)| match action {
+                IngestAction::Set(state) => Some((*row, *state)),
+                _ => None,
+            })
+            .collect();
+        let keep: Vec<&IngestRow> = planned
+            .iter()
+            .filter(|(_, action)| *action == IngestAction::KeepState)
+            .map(|(row, _)| *row)
+            .collect();
 
         if !set.is_empty() {
+            // A new version never touches the flight columns: a call in flight stays in flight, and the
+            // new version waits behind it.
             sqlx::query(
                 "INSERT INTO dossiers (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, \
                  unit, procedure_code, reception_day, payload_hash, state, reason_code, reason_detail, \
@@ -199,23 +190,20 @@ impl Store for PostgresStore {
                  payload_hash = excluded.payload_hash, state = excluded.state, \
                  reason_code = excluded.reason_code, reason_detail = excluded.reason_detail, \
                  attempts = 0, next_attempt_at = excluded.next_attempt_at, \
-                 last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, changed_at = excluded.changed_at",
+                 last_error = NULL, changed_at = excluded.changed_at",
             )
-            .bind(column(&set, |row| row.source_id.as_str()))
-            .bind(column(&set, |row| row.dossier_code.as_deref()))
-            .bind(column(&set, |row| row.raw_hash.as_str()))
-            .bind(column(&set, |row| row.source_updated_at))
-            .bind(column(&set, |row| row.source_agency_id.as_deref()))
-            .bind(column(&set, |row| row.unit.as_deref()))
-            .bind(column(&set, |row| row.procedure_code.as_deref()))
-            .bind(column(&set, |row| row.reception_day.as_deref()))
-            .bind(column(&set, |row| row.payload_hash.as_deref()))
-            .bind(column(&set, |row| match row.action {
-                IngestAction::Set(state) => state.as_str(),
-                _ => DossierState::Pending.as_str(),
-            }))
-            .bind(column(&set, |row| row.reason_code.as_deref()))
-            .bind(column(&set, |row| row.reason_detail.as_deref()))
+            .bind(set.iter().map(|(row, _)| row.source_id.as_str()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.dossier_code.as_deref()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.raw_hash.as_str()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.source_updated_at).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.source_agency_id.as_deref()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.unit.as_deref()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.procedure_code.as_deref()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.reception_day.as_deref()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.payload_hash.as_deref()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(_, state)| state.as_str()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.reason_code.as_deref()).collect::<Vec<_>>())
+            .bind(set.iter().map(|(row, _)| row.reason_detail.as_deref()).collect::<Vec<_>>())
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -247,6 +235,7 @@ impl Store for PostgresStore {
             .await?;
         }
 
+        let written: Vec<&IngestRow> = planned.iter().map(|(row, _)| *row).collect();
         if !written.is_empty() {
             sqlx::query(
                 "INSERT INTO dossier_bodies (source_id, raw, payload, findings) \
@@ -262,60 +251,50 @@ impl Store for PostgresStore {
             .await?;
         }
 
-        let entries: Vec<(&str, &String, &String, &String)> = written
+        let entries: Vec<(&str, &ProgressEntryRow)> = planned
             .iter()
-            .filter(|row| {
+            .filter(|(_, action)| {
                 matches!(
-                    row.action,
+                    action,
                     IngestAction::Set(DossierState::Pending | DossierState::Accepted)
                         | IngestAction::KeepState
                 )
             })
-            .flat_map(|row| {
+            .flat_map(|(row, _)| {
                 row.progress
                     .iter()
-                    .map(move |(key, payload, hash)| (row.source_id.as_str(), key, payload, hash))
+                    .map(move |entry| (row.source_id.as_str(), entry))
             })
             .collect();
-        let progress = last_wins(&entries, |entry| (entry.0, entry.1));
+        let progress = last_wins(&entries, |entry| (entry.0, entry.1.key.as_str()));
         if !progress.is_empty() {
-            // A changed entry waits for its dossier again (or is `sent` when it went back to what the portal
-            // has); an unchanged one keeps its state and attempts.
-            sqlx::query(
-                "INSERT INTO progress (source_id, entry_key, payload, payload_hash, state, next_attempt_at) \
-                 SELECT entry.*, 'waiting', $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS entry \
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO progress (source_id, entry_key, step_at, payload, payload_hash, state, next_attempt_at) \
+                 SELECT entry.*, 'waiting', $6 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                     $5::text[]) AS entry \
                  ON CONFLICT (source_id, entry_key) DO UPDATE SET payload = excluded.payload, \
-                 payload_hash = excluded.payload_hash, \
-                 state = CASE WHEN progress.sent_hash = excluded.payload_hash THEN 'sent' ELSE 'waiting' END, \
-                 attempts = 0 \
-                 WHERE progress.payload_hash <> excluded.payload_hash",
-            )
+                 payload_hash = excluded.payload_hash, step_at = excluded.step_at, \
+                 state = {PROGRESS_STATE_ON_CHANGE}, attempts = 0 \
+                 WHERE progress.payload_hash <> excluded.payload_hash"
+            )))
             .bind(progress.iter().map(|entry| entry.0).collect::<Vec<_>>())
-            .bind(progress.iter().map(|entry| entry.1.as_str()).collect::<Vec<_>>())
-            .bind(progress.iter().map(|entry| entry.2.as_str()).collect::<Vec<_>>())
-            .bind(progress.iter().map(|entry| entry.3.as_str()).collect::<Vec<_>>())
+            .bind(progress.iter().map(|entry| entry.1.key.as_str()).collect::<Vec<_>>())
+            .bind(progress.iter().map(|entry| entry.1.step_at.as_str()).collect::<Vec<_>>())
+            .bind(progress.iter().map(|entry| entry.1.payload.as_str()).collect::<Vec<_>>())
+            .bind(progress.iter().map(|entry| entry.1.hash.as_str()).collect::<Vec<_>>())
             .bind(now)
             .execute(&mut *tx)
             .await?;
         }
 
-        // Entries of dossiers the portal already has can go at once; the others wait for their dossier.
-        let with_progress: Vec<&str> = rows
+        // Entries of dossiers the portal already has can go (one at a time, in order); the others wait
+        // for their dossier.
+        let with_progress: Vec<&str> = planned
             .iter()
-            .filter(|row| !row.progress.is_empty())
-            .map(|row| row.source_id.as_str())
+            .filter(|(row, _)| !row.progress.is_empty())
+            .map(|(row, _)| row.source_id.as_str())
             .collect();
-        if !with_progress.is_empty() {
-            sqlx::query(
-                "UPDATE progress SET state = 'pending' \
-                 WHERE state = 'waiting' AND source_id = ANY($1) \
-                   AND EXISTS (SELECT 1 FROM dossiers \
-                               WHERE dossiers.source_id = progress.source_id AND dossiers.portal_has)",
-            )
-            .bind(with_progress)
-            .execute(&mut *tx)
-            .await?;
-        }
+        release_next_progress(&mut tx, &with_progress, now).await?;
 
         if let Some((name, value)) = cursor {
             sqlx::query(
@@ -343,7 +322,8 @@ impl Store for PostgresStore {
 
     async fn held_records(&self, after: &str, limit: usize) -> Result<Vec<HeldRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT d.source_id, b.raw, d.raw_hash, d.payload_hash, d.accepted_hash, d.reason_code \
+            "SELECT d.source_id, b.raw, d.raw_hash, d.payload_hash, d.accepted_hash, d.reason_code, \
+             d.source_updated_at, d.flight_claim IS NOT NULL \
              FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
              WHERE d.state = 'held' AND d.source_id > $1 ORDER BY d.source_id LIMIT $2",
         )
@@ -359,9 +339,11 @@ impl Store for PostgresStore {
                 reason_code: row.get(5),
                 view: LedgerView {
                     raw_hash: row.get(2),
+                    source_updated_at: row.get(6),
                     state: DossierState::Held,
                     payload_hash: row.get(3),
                     accepted_hash: row.get(4),
+                    in_flight: row.get(7),
                 },
             })
             .collect())
@@ -375,32 +357,47 @@ impl Store for PostgresStore {
         lease_until: Millis,
     ) -> Result<Vec<ClaimedDossier>, StoreError> {
         // The due rows are locked as they are picked, and rows another instance is claiming right now are
-        // skipped rather than waited for (or, worse, claimed twice). Expired leases are only looked at when
-        // the pending rows do not fill the claim. One statement: the payloads are those of the hashes
-        // claimed.
-        let rows = sqlx::query(
+        // skipped rather than waited for (or, worse, claimed twice). Lapsed leases are only looked at when
+        // the pending rows do not fill the claim. A pending row whose earlier call is still in flight (a new
+        // version waiting behind it) is passed over until that call is settled.
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
             "WITH pending AS (SELECT source_id FROM dossiers \
-                 WHERE state = 'pending' AND next_attempt_at <= $3 ORDER BY next_attempt_at LIMIT $4 \
+                 WHERE state = 'pending' AND next_attempt_at <= $1 \
+                 AND (flight_claim IS NULL OR lease_expires_at < $1) ORDER BY next_attempt_at LIMIT $2 \
                  FOR UPDATE SKIP LOCKED), \
              expired AS (SELECT source_id FROM dossiers \
-                 WHERE state = 'in_flight' AND lease_expires_at < $3 LIMIT $4 \
-                 FOR UPDATE SKIP LOCKED), \
-             due AS (SELECT source_id FROM pending UNION ALL SELECT source_id FROM expired LIMIT $4) \
-             UPDATE dossiers SET state = 'in_flight', lease_owner = $1, lease_expires_at = $2 \
-             FROM due LEFT JOIN dossier_bodies ON dossier_bodies.source_id = due.source_id \
-             WHERE dossiers.source_id = due.source_id \
-             RETURNING dossiers.source_id, dossiers.dossier_code, dossiers.unit, dossier_bodies.payload, \
-                 dossiers.payload_hash, dossiers.portal_has, dossiers.attempts",
+                 WHERE state = 'in_flight' AND lease_expires_at < $1 LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) \
+             SELECT source_id FROM pending UNION ALL SELECT source_id FROM expired LIMIT $2",
         )
-        .bind(owner)
-        .bind(lease_until)
         .bind(now)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let claim = new_claim_id(owner);
+        let claimed: Vec<(String, DeliveryRow)> = load_delivery_rows(&mut tx, &id_refs, false)
+            .await?
+            .into_iter()
+            .filter(|(_, row)| row.claimable(now))
+            .map(|(id, row)| (id, decide::on_claim(row, &claim, owner, lease_until)))
+            .collect();
+        write_delivery_rows(&mut tx, &claimed).await?;
+        let claimed_ids: Vec<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT d.source_id, d.dossier_code, d.unit, b.payload, d.payload_hash, d.portal_has, d.attempts \
+             FROM dossiers d LEFT JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.source_id = ANY($1)",
+        )
+        .bind(&claimed_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|row| ClaimedDossier {
+                claim: claim.clone(),
                 source_id: row.get(0),
                 dossier_code: row.get::<Option<String>, _>(1).unwrap_or_default(),
                 unit: row.get(2),
@@ -414,89 +411,52 @@ impl Store for PostgresStore {
 
     async fn record_deliveries(
         &self,
-        owner: &str,
         results: &[DeliveryResult],
         now: Millis,
-        lease_until: Millis,
-    ) -> Result<Vec<ClaimedProgress>, StoreError> {
+    ) -> Result<(), StoreError> {
         if results.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let columns: Vec<_> = results
-            .iter()
-            .map(|result| outcome_columns(&result.outcome))
-            .collect();
         let mut tx = self.pool.begin().await?;
-        // An acceptance always records that the portal holds the sent version; the row only becomes
-        // `accepted` while that is still its payload (a newer version may have arrived meanwhile).
-        // Refusals and retries only land on a row still in flight for this owner with that payload.
-        // Every CASE reads the row as it was before this statement, as in the SQLite ledger.
-        sqlx::query(
-            "UPDATE dossiers SET \
-             portal_has = CASE WHEN result.outcome = 'accepted' THEN TRUE ELSE dossiers.portal_has END, \
-             accepted_hash = CASE WHEN result.outcome = 'accepted' THEN result.sent_hash ELSE dossiers.accepted_hash END, \
-             accepted_at = CASE WHEN result.outcome = 'accepted' THEN $7 ELSE dossiers.accepted_at END, \
-             state = CASE WHEN dossiers.payload_hash <> result.sent_hash OR dossiers.state <> 'in_flight' \
-                               OR dossiers.lease_owner IS DISTINCT FROM $8 THEN dossiers.state \
-                          WHEN result.outcome = 'accepted' THEN 'accepted' \
-                          WHEN result.outcome = 'refused' THEN 'refused' \
-                          ELSE 'pending' END, \
-             reason_code = CASE WHEN result.outcome = 'refused' AND dossiers.payload_hash = result.sent_hash \
-                                THEN 'portal_' || result.code \
-                                WHEN result.outcome = 'accepted' AND dossiers.payload_hash = result.sent_hash \
-                                THEN NULL ELSE dossiers.reason_code END, \
-             reason_detail = CASE WHEN result.outcome = 'refused' AND dossiers.payload_hash = result.sent_hash \
-                                  THEN result.message \
-                                  WHEN result.outcome = 'accepted' AND dossiers.payload_hash = result.sent_hash \
-                                  THEN NULL ELSE dossiers.reason_detail END, \
-             attempts = CASE WHEN dossiers.payload_hash = result.sent_hash THEN dossiers.attempts + 1 \
-                             ELSE dossiers.attempts END, \
-             last_error = CASE WHEN result.outcome = 'retry' THEN result.message \
-                               WHEN dossiers.payload_hash = result.sent_hash THEN NULL ELSE dossiers.last_error END, \
-             next_attempt_at = CASE WHEN result.outcome = 'retry' AND dossiers.payload_hash = result.sent_hash \
-                                    THEN result.next_at ELSE dossiers.next_attempt_at END, \
-             lease_owner = CASE WHEN dossiers.state = 'in_flight' AND dossiers.payload_hash = result.sent_hash \
-                                THEN NULL ELSE dossiers.lease_owner END, \
-             lease_expires_at = CASE WHEN dossiers.state = 'in_flight' AND dossiers.payload_hash = result.sent_hash \
-                                     THEN NULL ELSE dossiers.lease_expires_at END \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[]) \
-                 AS result (source_id, sent_hash, outcome, code, message, next_at) \
-             WHERE dossiers.source_id = result.source_id",
-        )
-        .bind(results.iter().map(|result| result.source_id.as_str()).collect::<Vec<_>>())
-        .bind(results.iter().map(|result| result.payload_hash.as_str()).collect::<Vec<_>>())
-        .bind(columns.iter().map(|column| column.0).collect::<Vec<_>>())
-        .bind(columns.iter().map(|column| column.1).collect::<Vec<_>>())
-        .bind(columns.iter().map(|column| column.2).collect::<Vec<_>>())
-        .bind(columns.iter().map(|column| column.3).collect::<Vec<_>>())
-        .bind(now)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
-
-        let accepted: Vec<&str> = results
+        let ids: Vec<&str> = results
             .iter()
-            .filter(|result| matches!(result.outcome, super::DeliveryOutcome::Accepted))
             .map(|result| result.source_id.as_str())
             .collect();
-        let mut progress = Vec::new();
-        if !accepted.is_empty() {
-            progress = sqlx::query(
-                "UPDATE progress SET state = 'in_flight', lease_owner = $1, lease_expires_at = $2 \
-                 WHERE state = 'waiting' AND source_id = ANY($3) \
-                 RETURNING source_id, entry_key, payload, payload_hash, attempts",
-            )
-            .bind(owner)
-            .bind(lease_until)
-            .bind(accepted)
-            .fetch_all(&mut *tx)
+        let mut rows: HashMap<String, DeliveryRow> = load_delivery_rows(&mut tx, &ids, true)
             .await?
             .into_iter()
-            .map(claimed_progress)
             .collect();
-        }
+        let changes = decide_answers(&mut rows, results, now);
+        write_delivery_rows(&mut tx, &changes).await?;
+        let on_portal: Vec<&str> = changes
+            .iter()
+            .filter(|(_, row)| row.portal_has)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        release_next_progress(&mut tx, &on_portal, now).await?;
         tx.commit().await?;
-        Ok(progress)
+        Ok(())
+    }
+
+    async fn renew_claim(
+        &self,
+        claim: &str,
+        source_ids: &[String],
+        lease_until: Millis,
+    ) -> Result<u64, StoreError> {
+        let mut renewed = 0;
+        for table in ["dossiers", "progress"] {
+            renewed += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET lease_expires_at = $1 WHERE flight_claim = $2 AND source_id = ANY($3)"
+            )))
+            .bind(lease_until)
+            .bind(claim)
+            .bind(source_ids)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(renewed)
     }
 
     async fn claim_progress(
@@ -506,95 +466,106 @@ impl Store for PostgresStore {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Vec<ClaimedProgress>, StoreError> {
-        // As `claim_dossiers`: rows locked as picked, rows being claimed elsewhere skipped. Entries of
-        // dossiers the portal does not have yet are `waiting`, not `pending`, so this walks only what can
-        // be sent.
-        let rows = sqlx::query(
+        // As `claim_dossiers`: rows locked as picked, rows being claimed elsewhere skipped. Entries are
+        // `pending` only when their dossier is on the portal and they are the next of its entries.
+        let mut tx = self.pool.begin().await?;
+        let keys: Vec<(String, String)> = sqlx::query(
             "WITH pending AS (SELECT source_id, entry_key FROM progress \
-                 WHERE state = 'pending' AND next_attempt_at <= $3 ORDER BY next_attempt_at LIMIT $4 \
+                 WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2 \
                  FOR UPDATE SKIP LOCKED), \
              expired AS (SELECT source_id, entry_key FROM progress \
-                 WHERE state = 'in_flight' AND lease_expires_at < $3 LIMIT $4 \
-                 FOR UPDATE SKIP LOCKED), \
-             due AS (SELECT * FROM pending UNION ALL SELECT * FROM expired LIMIT $4) \
-             UPDATE progress SET state = 'in_flight', lease_owner = $1, lease_expires_at = $2 \
-             FROM due WHERE progress.source_id = due.source_id AND progress.entry_key = due.entry_key \
-             RETURNING progress.source_id, progress.entry_key, progress.payload, progress.payload_hash, \
-                 progress.attempts",
+                 WHERE state = 'in_flight' AND lease_expires_at < $1 LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) \
+             SELECT * FROM pending UNION ALL SELECT * FROM expired LIMIT $2",
         )
-        .bind(owner)
-        .bind(lease_until)
         .bind(now)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(claimed_progress).collect())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+        let entries = load_progress_rows(&mut tx, &keys, now, false).await?;
+        let claim = new_claim_id(owner);
+        let claimed = claim_one_entry_per_dossier(entries, &claim, owner, now, lease_until);
+        write_progress_rows(&mut tx, &claimed).await?;
+        tx.commit().await?;
+        Ok(claimed
+            .into_iter()
+            .map(|(key, row, payload)| ClaimedProgress {
+                claim: claim.clone(),
+                source_id: key.0,
+                entry_key: key.1,
+                payload,
+                payload_hash: row.payload_hash,
+                attempts: row.attempts,
+            })
+            .collect())
     }
 
     async fn record_progress(
         &self,
-        owner: &str,
         results: &[ProgressResult],
-        _now: Millis,
+        now: Millis,
     ) -> Result<(), StoreError> {
         if results.is_empty() {
             return Ok(());
         }
-        let columns: Vec<_> = results
+        let mut tx = self.pool.begin().await?;
+        let keys: Vec<(String, String)> = results
             .iter()
-            .map(|result| outcome_columns(&result.outcome))
+            .map(|result| (result.source_id.clone(), result.entry_key.clone()))
             .collect();
-        // One statement, so one transaction, as SQLite's. The state only moves on an entry still in
-        // flight for this owner with the payload that was sent.
-        sqlx::query(
-            "UPDATE progress SET \
-             sent_hash = CASE WHEN result.outcome = 'accepted' THEN result.hash_sent ELSE progress.sent_hash END, \
-             state = CASE WHEN progress.payload_hash <> result.hash_sent OR progress.state <> 'in_flight' \
-                               OR progress.lease_owner IS DISTINCT FROM $8 THEN progress.state \
-                          WHEN result.outcome = 'accepted' THEN 'sent' \
-                          WHEN result.outcome = 'refused' THEN 'refused' \
-                          ELSE 'pending' END, \
-             attempts = progress.attempts + 1, \
-             last_error = CASE WHEN result.outcome = 'accepted' THEN NULL ELSE result.message END, \
-             next_attempt_at = CASE WHEN result.outcome = 'retry' THEN result.next_at ELSE progress.next_attempt_at END, \
-             lease_owner = NULL, lease_expires_at = NULL \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[]) \
-                 AS result (source_id, entry_key, hash_sent, outcome, code, message, next_at) \
-             WHERE progress.source_id = result.source_id AND progress.entry_key = result.entry_key",
-        )
-        .bind(results.iter().map(|result| result.source_id.as_str()).collect::<Vec<_>>())
-        .bind(results.iter().map(|result| result.entry_key.as_str()).collect::<Vec<_>>())
-        .bind(results.iter().map(|result| result.payload_hash.as_str()).collect::<Vec<_>>())
-        .bind(columns.iter().map(|column| column.0).collect::<Vec<_>>())
-        .bind(columns.iter().map(|column| column.1).collect::<Vec<_>>())
-        .bind(columns.iter().map(|column| column.2).collect::<Vec<_>>())
-        .bind(columns.iter().map(|column| column.3).collect::<Vec<_>>())
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
+        let entries = load_progress_rows(&mut tx, &keys, now, true).await?;
+        let changes = decide_progress_answers(entries, results, now);
+        write_progress_rows(&mut tx, &changes).await?;
+        let dossiers: Vec<&str> = results
+            .iter()
+            .map(|result| result.source_id.as_str())
+            .collect();
+        release_next_progress(&mut tx, &dossiers, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn release_claims(&self, owner: &str, now: Millis) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let dossiers = sqlx::query(
-            "UPDATE dossiers SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL \
-             WHERE state = 'in_flight' AND lease_owner = $1",
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT source_id FROM dossiers WHERE flight_claim IS NOT NULL AND lease_owner = $1 \
+             ORDER BY source_id FOR UPDATE",
         )
         .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let progress = sqlx::query(
-            "UPDATE progress SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL \
-             WHERE state = 'in_flight' AND lease_owner = $1",
+        .fetch_all(&mut *tx)
+        .await?;
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let released: Vec<(String, DeliveryRow)> = load_delivery_rows(&mut tx, &id_refs, false)
+            .await?
+            .into_iter()
+            .map(|(id, row)| (id, decide::on_release(row, now)))
+            .collect();
+        write_delivery_rows(&mut tx, &released).await?;
+        let keys: Vec<(String, String)> = sqlx::query(
+            "SELECT source_id, entry_key FROM progress WHERE flight_claim IS NOT NULL AND lease_owner = $1 \
+             ORDER BY source_id, entry_key FOR UPDATE",
         )
         .bind(owner)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?
-        .rows_affected();
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+        let entries: Vec<((String, String), ProgressRow, String)> =
+            load_progress_rows(&mut tx, &keys, now, false)
+                .await?
+                .into_iter()
+                .map(|entry| {
+                    let row = decide::on_progress_release(entry.row, now);
+                    (entry.key, row, entry.payload)
+                })
+                .collect();
+        write_progress_rows(&mut tx, &entries).await?;
         tx.commit().await?;
-        Ok(dossiers + progress)
+        Ok((released.len() + entries.len()) as u64)
     }
 
     async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
@@ -1016,4 +987,250 @@ impl Store for PostgresStore {
         tx.commit().await?;
         Ok(redacted)
     }
+}
+
+/// The delivery columns of `dossiers`, in the order [`delivery_row`] reads them after `source_id`.
+const DELIVERY_COLUMNS: &str = "state, payload_hash, reason_code, reason_detail, portal_has, accepted_hash, \
+     accepted_at, attempts, next_attempt_at, last_error, flight_claim, lease_owner, flight_hash, \
+     lease_expires_at, recheck";
+
+fn delivery_row(row: &PgRow) -> DeliveryRow {
+    let flight = row
+        .get::<Option<String>, _>(11)
+        .map(|claim| decide::Flight {
+            claim,
+            owner: row.get::<Option<String>, _>(12).unwrap_or_default(),
+            hash: row.get::<Option<String>, _>(13).unwrap_or_default(),
+            lease_expires_at: row.get::<Option<i64>, _>(14).unwrap_or(0),
+        });
+    DeliveryRow {
+        state: state_of(row.get::<&str, _>(1)),
+        payload_hash: row.get(2),
+        reason_code: row.get(3),
+        reason_detail: row.get(4),
+        portal_has: row.get(5),
+        accepted_hash: row.get(6),
+        accepted_at: row.get(7),
+        attempts: row.get::<i32, _>(8).max(0) as u32,
+        next_attempt_at: row.get(9),
+        last_error: row.get(10),
+        flight,
+        recheck: row.get(15),
+    }
+}
+
+/// ` FOR UPDATE` when the rows are to be changed in this transaction, in a fixed order so that two
+/// writers locking overlapping rows cannot deadlock.
+fn locking(lock: bool) -> &'static str {
+    if lock { " ORDER BY 1 FOR UPDATE" } else { "" }
+}
+
+/// What the ledger knows of these dossiers, for the ingest decisions.
+async fn load_views(
+    connection: &mut PgConnection,
+    ids: &[&str],
+    lock: bool,
+) -> Result<HashMap<String, LedgerView>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT source_id, raw_hash, state, payload_hash, accepted_hash, source_updated_at, \
+         flight_claim IS NOT NULL FROM dossiers WHERE source_id = ANY($1){}",
+        locking(lock)
+    )))
+    .bind(ids)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            (
+                row.get::<String, _>(0),
+                LedgerView {
+                    raw_hash: row.get(1),
+                    state: state_of(row.get::<&str, _>(2)),
+                    payload_hash: row.get(3),
+                    accepted_hash: row.get(4),
+                    source_updated_at: row.get(5),
+                    in_flight: row.get(6),
+                },
+            )
+        })
+        .collect())
+}
+
+async fn load_delivery_rows(
+    connection: &mut PgConnection,
+    ids: &[&str],
+    lock: bool,
+) -> Result<Vec<(String, DeliveryRow)>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT source_id, {DELIVERY_COLUMNS} FROM dossiers WHERE source_id = ANY($1){}",
+        locking(lock)
+    )))
+    .bind(ids)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), delivery_row(row)))
+        .collect())
+}
+
+/// Writes the delivery columns the decisions returned (never the version columns, which ingest owns).
+async fn write_delivery_rows(
+    connection: &mut PgConnection,
+    rows: &[(String, DeliveryRow)],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let flight = |row: &DeliveryRow| row.flight.clone();
+    sqlx::query(
+        "UPDATE dossiers SET state = v.state, reason_code = v.reason_code, reason_detail = v.reason_detail, \
+         portal_has = v.portal_has, accepted_hash = v.accepted_hash, accepted_at = v.accepted_at, \
+         attempts = v.attempts, next_attempt_at = v.next_attempt_at, last_error = v.last_error, \
+         flight_claim = v.flight_claim, lease_owner = v.lease_owner, flight_hash = v.flight_hash, \
+         lease_expires_at = v.lease_expires_at, recheck = v.recheck \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::int8[], \
+             $8::int4[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::int8[], \
+             $15::bool[]) \
+             AS v (source_id, state, reason_code, reason_detail, portal_has, accepted_hash, accepted_at, \
+                   attempts, next_attempt_at, last_error, flight_claim, lease_owner, flight_hash, \
+                   lease_expires_at, recheck) \
+         WHERE dossiers.source_id = v.source_id",
+    )
+    .bind(rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.state.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.reason_code.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.reason_detail.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.portal_has).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.accepted_hash.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.accepted_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.attempts.min(i32::MAX as u32) as i32).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.next_attempt_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.last_error.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| flight(row).map(|f| f.claim)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| flight(row).map(|f| f.owner)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| flight(row).map(|f| f.hash)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| flight(row).map(|f| f.lease_expires_at)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row)| row.recheck).collect::<Vec<_>>())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Progress entries by (source id, entry key), each with its payload and whether another entry of its
+/// dossier has a call in flight now; in each dossier's order.
+async fn load_progress_rows(
+    connection: &mut PgConnection,
+    keys: &[(String, String)],
+    now: Millis,
+    lock: bool,
+) -> Result<Vec<LoadedEntry>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lock = if lock { " FOR UPDATE OF p" } else { "" };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT p.source_id, p.entry_key, p.state, p.payload_hash, p.sent_hash, p.attempts, \
+         p.next_attempt_at, p.last_error, p.flight_claim, p.lease_owner, p.flight_hash, \
+         p.lease_expires_at, p.payload, EXISTS (SELECT 1 FROM progress q \
+             WHERE q.source_id = p.source_id AND q.entry_key <> p.entry_key \
+             AND q.flight_claim IS NOT NULL AND q.lease_expires_at >= $3) \
+         FROM progress p JOIN UNNEST($1::text[], $2::text[]) AS k (source_id, entry_key) \
+             ON k.source_id = p.source_id AND k.entry_key = p.entry_key \
+         ORDER BY p.source_id, p.step_at, p.entry_key{lock}"
+    )))
+    .bind(keys.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|(_, key)| key.as_str()).collect::<Vec<_>>())
+    .bind(now)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let flight = row.get::<Option<String>, _>(8).map(|claim| decide::Flight {
+                claim,
+                owner: row.get::<Option<String>, _>(9).unwrap_or_default(),
+                hash: row.get::<Option<String>, _>(10).unwrap_or_default(),
+                lease_expires_at: row.get::<Option<i64>, _>(11).unwrap_or(0),
+            });
+            LoadedEntry {
+                key: (row.get(0), row.get(1)),
+                row: ProgressRow {
+                    state: ProgressState::parse(row.get::<&str, _>(2)),
+                    payload_hash: row.get(3),
+                    sent_hash: row.get(4),
+                    attempts: row.get::<i32, _>(5).max(0) as u32,
+                    next_attempt_at: row.get(6),
+                    last_error: row.get(7),
+                    flight,
+                },
+                payload: row.get(12),
+                sibling_in_flight: row.get(13),
+            }
+        })
+        .collect())
+}
+
+async fn write_progress_rows(
+    connection: &mut PgConnection,
+    rows: &[((String, String), ProgressRow, String)],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let flight = |row: &ProgressRow| row.flight.clone();
+    sqlx::query(
+        "UPDATE progress SET state = v.state, sent_hash = v.sent_hash, attempts = v.attempts, \
+         next_attempt_at = v.next_attempt_at, last_error = v.last_error, flight_claim = v.flight_claim, \
+         lease_owner = v.lease_owner, flight_hash = v.flight_hash, lease_expires_at = v.lease_expires_at \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int8[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::int8[]) \
+             AS v (source_id, entry_key, state, sent_hash, attempts, next_attempt_at, last_error, \
+                   flight_claim, lease_owner, flight_hash, lease_expires_at) \
+         WHERE progress.source_id = v.source_id AND progress.entry_key = v.entry_key",
+    )
+    .bind(rows.iter().map(|((id, _), _, _)| id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, key), _, _)| key.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row, _)| row.state.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row, _)| row.sent_hash.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row, _)| row.attempts.min(i32::MAX as u32) as i32).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row, _)| row.next_attempt_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row, _)| row.last_error.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row, _)| flight(row).map(|f| f.claim)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row, _)| flight(row).map(|f| f.owner)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row, _)| flight(row).map(|f| f.hash)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, row, _)| flight(row).map(|f| f.lease_expires_at)).collect::<Vec<_>>())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Makes the next entry of each of these dossiers due, when the portal has the dossier and none of its
+/// entries is due or in flight: a dossier's entries go one call at a time, in their order (portal-api.md
+/// 2.2: an answer names only the `MaHoSo`).
+async fn release_next_progress(
+    connection: &mut PgConnection,
+    source_ids: &[&str],
+    now: Millis,
+) -> Result<(), StoreError> {
+    if source_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE progress SET state = 'pending' FROM ( \
+             SELECT DISTINCT ON (p.source_id) p.source_id, p.entry_key FROM progress p \
+             JOIN dossiers d ON d.source_id = p.source_id AND d.portal_has \
+             WHERE p.state = 'waiting' AND p.source_id = ANY($1) \
+               AND NOT EXISTS (SELECT 1 FROM progress q WHERE q.source_id = p.source_id \
+                   AND (q.state IN ('pending', 'in_flight') \
+                        OR (q.flight_claim IS NOT NULL AND q.lease_expires_at >= $2))) \
+             ORDER BY p.source_id, p.step_at, p.entry_key) AS next \
+         WHERE progress.source_id = next.source_id AND progress.entry_key = next.entry_key",
+    )
+    .bind(source_ids)
+    .bind(now)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }

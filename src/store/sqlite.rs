@@ -7,16 +7,21 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{
-    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, DossierFilter,
-    FailureRow, HeldRecord, IngestRow, LedgerBucket, LedgerCounts, Millis, ProgressResult,
-    RENORMALIZE_REQUESTED, ReconciliationRecord, Redaction, Requeued, RetentionCandidate, Store,
-    StoreError, UnitCounts, add_to_counts, add_to_units, outcome_columns, state_of,
+    AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryResult, DossierFilter, FailureRow,
+    HeldRecord, IngestRow, LedgerBucket, LedgerCounts, LoadedEntry, Millis,
+    PROGRESS_STATE_ON_CHANGE, ProgressEntryRow, ProgressResult, RENORMALIZE_REQUESTED,
+    ReconciliationRecord, Redaction, Requeued, RetentionCandidate, Store, StoreError, UnitCounts,
+    add_to_counts, add_to_units, claim_one_entry_per_dossier, decide_answers,
+    decide_progress_answers, new_claim_id, plan_ingest, state_of,
 };
-use crate::sync::decide::{DossierState, IngestAction, LedgerView};
+use crate::sync::decide::{
+    self, DeliveryRow, DossierState, IngestAction, LedgerView, ProgressRow, ProgressState,
+};
 
 /// SQLite allows 32,766 bound parameters per statement; chunks stay well below.
 const ROWS_PER_STATEMENT: usize = 200;
@@ -144,34 +149,9 @@ impl Store for SqliteStore {
         &self,
         source_ids: &[String],
     ) -> Result<HashMap<String, LedgerView>, StoreError> {
-        let mut views = HashMap::with_capacity(source_ids.len());
-        for chunk in source_ids.chunks(ROWS_PER_STATEMENT * 4) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "SELECT source_id, raw_hash, state, payload_hash, accepted_hash FROM dossiers WHERE source_id IN (",
-            );
-            let mut separated = query.separated(", ");
-            for id in chunk {
-                separated.push_bind(id);
-            }
-            query.push(")");
-            for row in query
-                .build()
-                .persistent(false)
-                .fetch_all(&self.reader)
-                .await?
-            {
-                views.insert(
-                    row.get::<String, _>(0),
-                    LedgerView {
-                        raw_hash: row.get(1),
-                        state: state_of(row.get::<&str, _>(2)),
-                        payload_hash: row.get(3),
-                        accepted_hash: row.get(4),
-                    },
-                );
-            }
-        }
-        Ok(views)
+        let ids: Vec<&str> = source_ids.iter().map(String::as_str).collect();
+        let mut connection = self.reader.acquire().await?;
+        load_views(&mut connection, &ids).await
     }
 
     async fn ingest(
@@ -180,23 +160,34 @@ impl Store for SqliteStore {
         cursor: Option<(&str, &str)>,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let (keep, set): (Vec<&IngestRow>, Vec<&IngestRow>) = rows
+        // IMMEDIATE: the rows are read and written in one transaction that no other writer (an operator's
+        // command in another process) can slip into, so the decisions stand on the rows as they are.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<&str> = rows.iter().map(|row| row.source_id.as_str()).collect();
+        let views = load_views(&mut tx, &ids).await?;
+        let planned = plan_ingest(rows, views);
+        let set: Vec<(&IngestRow, DossierState)> = planned
             .iter()
-            .filter(|row| row.action != IngestAction::Unchanged)
-            .partition(|row| row.action == IngestAction::KeepState);
+            .filter_map(|(row, action)| match action {
+                IngestAction::Set(state) => Some((*row, *state)),
+                _ => None,
+            })
+            .collect();
+        let keep: Vec<&IngestRow> = planned
+            .iter()
+            .filter(|(_, action)| *action == IngestAction::KeepState)
+            .map(|(row, _)| *row)
+            .collect();
 
+        // A new version never touches the flight columns: a call in flight stays in flight, and the new
+        // version waits behind it.
         for chunk in set.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO dossiers (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, \
                  unit, procedure_code, reception_day, payload_hash, state, reason_code, reason_detail, \
                  attempts, next_attempt_at, first_seen_at, changed_at) ",
             );
-            query.push_values(chunk, |mut values, row| {
-                let state = match row.action {
-                    IngestAction::Set(state) => state,
-                    _ => DossierState::Pending,
-                };
+            query.push_values(chunk, |mut values, (row, state)| {
                 values
                     .push_bind(&row.source_id)
                     .push_bind(&row.dossier_code)
@@ -223,7 +214,7 @@ impl Store for SqliteStore {
                  payload_hash = excluded.payload_hash, state = excluded.state, \
                  reason_code = excluded.reason_code, reason_detail = excluded.reason_detail, \
                  attempts = 0, next_attempt_at = excluded.next_attempt_at, \
-                 last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, changed_at = excluded.changed_at",
+                 last_error = NULL, changed_at = excluded.changed_at",
             );
             query.build().persistent(false).execute(&mut *tx).await?;
         }
@@ -256,10 +247,7 @@ impl Store for SqliteStore {
             query.build().persistent(false).execute(&mut *tx).await?;
         }
 
-        let written: Vec<&IngestRow> = rows
-            .iter()
-            .filter(|row| row.action != IngestAction::Unchanged)
-            .collect();
+        let written: Vec<&IngestRow> = planned.iter().map(|(row, _)| *row).collect();
         for chunk in written.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO dossier_bodies (source_id, raw, payload, findings) ",
@@ -278,16 +266,16 @@ impl Store for SqliteStore {
             query.build().persistent(false).execute(&mut *tx).await?;
         }
 
-        let progress: Vec<(&str, &(String, String, String))> = rows
+        let progress: Vec<(&str, &ProgressEntryRow)> = planned
             .iter()
-            .filter(|row| {
+            .filter(|(_, action)| {
                 matches!(
-                    row.action,
+                    action,
                     IngestAction::Set(DossierState::Pending | DossierState::Accepted)
                         | IngestAction::KeepState
                 )
             })
-            .flat_map(|row| {
+            .flat_map(|(row, _)| {
                 row.progress
                     .iter()
                     .map(move |entry| (row.source_id.as_str(), entry))
@@ -295,36 +283,35 @@ impl Store for SqliteStore {
             .collect();
         for chunk in progress.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO progress (source_id, entry_key, payload, payload_hash, state, next_attempt_at) ",
+                "INSERT INTO progress (source_id, entry_key, step_at, payload, payload_hash, state, next_attempt_at) ",
             );
-            query.push_values(chunk, |mut values, (source_id, (key, payload, hash))| {
+            query.push_values(chunk, |mut values, (source_id, entry)| {
                 values
                     .push_bind(*source_id)
-                    .push_bind(key)
-                    .push_bind(payload)
-                    .push_bind(hash)
+                    .push_bind(&entry.key)
+                    .push_bind(&entry.step_at)
+                    .push_bind(&entry.payload)
+                    .push_bind(&entry.hash)
                     .push_bind("waiting")
                     .push_bind(now);
             });
-            query.push(
+            query.push(format_args!(
                 " ON CONFLICT (source_id, entry_key) DO UPDATE SET payload = excluded.payload, \
-                 payload_hash = excluded.payload_hash, \
-                 state = CASE WHEN progress.sent_hash = excluded.payload_hash THEN 'sent' \
-                              WHEN progress.payload_hash = excluded.payload_hash THEN progress.state \
-                              ELSE 'waiting' END, \
-                 attempts = CASE WHEN progress.payload_hash = excluded.payload_hash THEN progress.attempts ELSE 0 END \
-                 WHERE progress.payload_hash <> excluded.payload_hash",
-            );
+                 payload_hash = excluded.payload_hash, step_at = excluded.step_at, \
+                 state = {PROGRESS_STATE_ON_CHANGE}, attempts = 0 \
+                 WHERE progress.payload_hash <> excluded.payload_hash"
+            ));
             query.build().persistent(false).execute(&mut *tx).await?;
         }
 
-        // Entries of dossiers the portal already has can go at once; the others wait for their dossier.
-        let with_progress: Vec<&str> = rows
+        // Entries of dossiers the portal already has can go (one at a time, in order); the others wait
+        // for their dossier.
+        let with_progress: Vec<&str> = planned
             .iter()
-            .filter(|row| !row.progress.is_empty())
-            .map(|row| row.source_id.as_str())
+            .filter(|(row, _)| !row.progress.is_empty())
+            .map(|(row, _)| row.source_id.as_str())
             .collect();
-        release_waiting_progress(&mut tx, &with_progress).await?;
+        release_next_progress(&mut tx, &with_progress, now).await?;
 
         if let Some((name, value)) = cursor {
             sqlx::query(
@@ -352,7 +339,8 @@ impl Store for SqliteStore {
 
     async fn held_records(&self, after: &str, limit: usize) -> Result<Vec<HeldRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT d.source_id, b.raw, d.raw_hash, d.payload_hash, d.accepted_hash, d.reason_code \
+            "SELECT d.source_id, b.raw, d.raw_hash, d.payload_hash, d.accepted_hash, d.reason_code, \
+             d.source_updated_at, d.flight_claim IS NOT NULL \
              FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
              WHERE d.state = 'held' AND d.source_id > ?1 ORDER BY d.source_id LIMIT ?2",
         )
@@ -368,9 +356,11 @@ impl Store for SqliteStore {
                 reason_code: row.get(5),
                 view: LedgerView {
                     raw_hash: row.get(2),
+                    source_updated_at: row.get(6),
                     state: DossierState::Held,
                     payload_hash: row.get(3),
                     accepted_hash: row.get(4),
+                    in_flight: row.get::<bool, _>(7),
                 },
             })
             .collect())
@@ -383,162 +373,117 @@ impl Store for SqliteStore {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Vec<ClaimedDossier>, StoreError> {
-        // Two index walks (due pending rows in order, expired leases), never a sort of the whole backlog:
-        // a claim costs the same with ten pending dossiers or a million. The payloads are read in the same
-        // transaction, so they are the ones whose hashes were claimed.
-        let mut tx = self.writer.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE dossiers SET state = 'in_flight', lease_owner = ?1, lease_expires_at = ?2 \
-             WHERE source_id IN ( \
-                 SELECT source_id FROM (SELECT source_id FROM dossiers \
-                     WHERE state = 'pending' AND next_attempt_at <= ?3 ORDER BY next_attempt_at LIMIT ?4) \
-                 UNION ALL \
-                 SELECT source_id FROM (SELECT source_id FROM dossiers \
-                     WHERE state = 'in_flight' AND lease_expires_at < ?3 LIMIT ?4) \
-                 LIMIT ?4) \
-             RETURNING source_id, dossier_code, unit, payload_hash, portal_has, attempts",
+        // Two index walks (due pending rows in order, lapsed leases), never a sort of the whole backlog: a
+        // claim costs the same with ten pending dossiers or a million. A pending row whose earlier call is
+        // still in flight (a new version waiting behind it) is passed over until that call is settled.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT source_id FROM (SELECT source_id FROM dossiers \
+                 WHERE state = 'pending' AND next_attempt_at <= ?1 \
+                 AND (flight_claim IS NULL OR lease_expires_at < ?1) ORDER BY next_attempt_at LIMIT ?2) \
+             UNION ALL \
+             SELECT source_id FROM (SELECT source_id FROM dossiers \
+                 WHERE state = 'in_flight' AND lease_expires_at < ?1 LIMIT ?2) \
+             LIMIT ?2",
         )
-        .bind(owner)
-        .bind(lease_until)
         .bind(now)
         .bind(limit as i64)
         .fetch_all(&mut *tx)
         .await?;
-        let mut claimed: Vec<ClaimedDossier> = rows
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let rows = load_delivery_rows(&mut tx, &id_refs).await?;
+        let claim = new_claim_id(owner);
+        let claimed: Vec<(String, DeliveryRow)> = rows
             .into_iter()
-            .map(|row| ClaimedDossier {
-                source_id: row.get(0),
-                dossier_code: row.get::<Option<String>, _>(1).unwrap_or_default(),
-                unit: row.get(2),
-                payload: String::new(),
-                payload_hash: row.get::<Option<String>, _>(3).unwrap_or_default(),
-                portal_has: row.get::<i64, _>(4) != 0,
-                attempts: row.get::<i64, _>(5).max(0) as u32,
-            })
+            .filter(|(_, row)| row.claimable(now))
+            .map(|(id, row)| (id, decide::on_claim(row, &claim, owner, lease_until)))
             .collect();
-        if !claimed.is_empty() {
+        write_delivery_rows(&mut tx, &claimed).await?;
+        let mut dossiers = Vec::with_capacity(claimed.len());
+        for chunk in claimed.chunks(ROWS_PER_STATEMENT * 4) {
             let mut query = QueryBuilder::<Sqlite>::new(
-                "SELECT source_id, payload FROM dossier_bodies WHERE source_id IN (",
+                "SELECT d.source_id, d.dossier_code, d.unit, b.payload, d.payload_hash, d.portal_has, d.attempts \
+                 FROM dossiers d LEFT JOIN dossier_bodies b ON b.source_id = d.source_id WHERE d.source_id IN (",
             );
             let mut separated = query.separated(", ");
-            for dossier in &claimed {
-                separated.push_bind(&dossier.source_id);
+            for (id, _) in chunk {
+                separated.push_bind(id);
             }
             query.push(")");
-            let mut payloads: HashMap<String, Option<String>> = query
-                .build()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .map(|row| (row.get(0), row.get(1)))
-                .collect();
-            for dossier in &mut claimed {
-                dossier.payload = payloads
-                    .remove(&dossier.source_id)
-                    .flatten()
-                    .unwrap_or_default();
+            for row in query.build().persistent(false).fetch_all(&mut *tx).await? {
+                dossiers.push(ClaimedDossier {
+                    claim: claim.clone(),
+                    source_id: row.get(0),
+                    dossier_code: row.get::<Option<String>, _>(1).unwrap_or_default(),
+                    unit: row.get(2),
+                    payload: row.get::<Option<String>, _>(3).unwrap_or_default(),
+                    payload_hash: row.get::<Option<String>, _>(4).unwrap_or_default(),
+                    portal_has: row.get::<i64, _>(5) != 0,
+                    attempts: row.get::<i64, _>(6).max(0) as u32,
+                });
             }
         }
         tx.commit().await?;
-        Ok(claimed)
+        Ok(dossiers)
     }
 
     async fn record_deliveries(
         &self,
-        owner: &str,
         results: &[DeliveryResult],
         now: Millis,
-        lease_until: Millis,
-    ) -> Result<Vec<ClaimedProgress>, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        for chunk in results.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "WITH result (source_id, sent_hash, outcome, code, message, next_at) AS (",
-            );
-            query.push_values(chunk, |mut values, result| {
-                let (outcome, code, message, next_at) = outcome_columns(&result.outcome);
-                values
-                    .push_bind(&result.source_id)
-                    .push_bind(&result.payload_hash)
-                    .push_bind(outcome)
-                    .push_bind(code)
-                    .push_bind(message)
-                    .push_bind(next_at);
-            });
-            // An acceptance always records that the portal holds the sent version; the row only becomes
-            // `accepted` while that is still its payload (a newer version may have arrived meanwhile).
-            // Refusals and retries only land on a row still in flight for this owner with that payload.
-            query.push(
-                ") UPDATE dossiers SET \
-                 portal_has = CASE WHEN result.outcome = 'accepted' THEN 1 ELSE portal_has END, \
-                 accepted_hash = CASE WHEN result.outcome = 'accepted' THEN result.sent_hash ELSE accepted_hash END, \
-                 accepted_at = CASE WHEN result.outcome = 'accepted' THEN ",
-            );
-            query.push_bind(now);
-            query.push(
-                " ELSE accepted_at END, \
-                 state = CASE WHEN dossiers.payload_hash <> result.sent_hash OR dossiers.state <> 'in_flight' \
-                                   OR dossiers.lease_owner IS NOT ",
-            );
-            query.push_bind(owner);
-            query.push(
-                " THEN dossiers.state \
-                              WHEN result.outcome = 'accepted' THEN 'accepted' \
-                              WHEN result.outcome = 'refused' THEN 'refused' \
-                              ELSE 'pending' END, \
-                 reason_code = CASE WHEN result.outcome = 'refused' AND dossiers.payload_hash = result.sent_hash \
-                                    THEN 'portal_' || result.code \
-                                    WHEN result.outcome = 'accepted' AND dossiers.payload_hash = result.sent_hash \
-                                    THEN NULL ELSE reason_code END, \
-                 reason_detail = CASE WHEN result.outcome = 'refused' AND dossiers.payload_hash = result.sent_hash \
-                                      THEN result.message \
-                                      WHEN result.outcome = 'accepted' AND dossiers.payload_hash = result.sent_hash \
-                                      THEN NULL ELSE reason_detail END, \
-                 attempts = CASE WHEN dossiers.payload_hash = result.sent_hash THEN attempts + 1 ELSE attempts END, \
-                 last_error = CASE WHEN result.outcome = 'retry' THEN result.message \
-                                   WHEN dossiers.payload_hash = result.sent_hash THEN NULL ELSE last_error END, \
-                 next_attempt_at = CASE WHEN result.outcome = 'retry' AND dossiers.payload_hash = result.sent_hash \
-                                        THEN result.next_at ELSE next_attempt_at END, \
-                 lease_owner = CASE WHEN dossiers.state = 'in_flight' AND dossiers.payload_hash = result.sent_hash \
-                                    THEN NULL ELSE lease_owner END, \
-                 lease_expires_at = CASE WHEN dossiers.state = 'in_flight' AND dossiers.payload_hash = result.sent_hash \
-                                         THEN NULL ELSE lease_expires_at END \
-                 FROM result WHERE dossiers.source_id = result.source_id",
-            );
-            query.build().persistent(false).execute(&mut *tx).await?;
+    ) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
         }
-        let accepted: Vec<&str> = results
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<&str> = results
             .iter()
-            .filter(|result| matches!(result.outcome, DeliveryOutcome::Accepted))
             .map(|result| result.source_id.as_str())
             .collect();
-        let mut progress = Vec::new();
-        for chunk in accepted.chunks(ROWS_PER_STATEMENT * 4) {
-            // `+state` keeps the planner on the primary key (a few ids), not the state index.
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "UPDATE progress SET state = 'in_flight', lease_owner = ",
-            );
-            query.push_bind(owner);
-            query.push(", lease_expires_at = ");
-            query.push_bind(lease_until);
-            query.push(" WHERE +state = 'waiting' AND source_id IN (");
-            let mut separated = query.separated(", ");
-            for id in chunk {
-                separated.push_bind(*id);
-            }
-            query.push(") RETURNING source_id, entry_key, payload, payload_hash, attempts");
-            let rows = query.build().persistent(false).fetch_all(&mut *tx).await?;
-            progress.extend(rows.into_iter().map(|row| ClaimedProgress {
-                source_id: row.get(0),
-                entry_key: row.get(1),
-                payload: row.get(2),
-                payload_hash: row.get(3),
-                attempts: row.get::<i64, _>(4).max(0) as u32,
-            }));
-        }
+        let mut rows: HashMap<String, DeliveryRow> = load_delivery_rows(&mut tx, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let changes = decide_answers(&mut rows, results, now);
+        write_delivery_rows(&mut tx, &changes).await?;
+        let on_portal: Vec<&str> = changes
+            .iter()
+            .filter(|(_, row)| row.portal_has)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        release_next_progress(&mut tx, &on_portal, now).await?;
         tx.commit().await?;
-        Ok(progress)
+        Ok(())
+    }
+
+    async fn renew_claim(
+        &self,
+        claim: &str,
+        source_ids: &[String],
+        lease_until: Millis,
+    ) -> Result<u64, StoreError> {
+        let mut renewed = 0;
+        for table in ["dossiers", "progress"] {
+            for chunk in source_ids.chunks(ROWS_PER_STATEMENT * 4) {
+                let mut query =
+                    QueryBuilder::<Sqlite>::new(format!("UPDATE {table} SET lease_expires_at = "));
+                query.push_bind(lease_until);
+                query.push(" WHERE flight_claim = ").push_bind(claim);
+                query.push(" AND source_id IN (");
+                let mut separated = query.separated(", ");
+                for id in chunk {
+                    separated.push_bind(id);
+                }
+                query.push(")");
+                renewed += query
+                    .build()
+                    .persistent(false)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
+            }
+        }
+        Ok(renewed)
     }
 
     async fn claim_progress(
@@ -548,103 +493,103 @@ impl Store for SqliteStore {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Vec<ClaimedProgress>, StoreError> {
-        // Entries of dossiers the portal does not have yet are `waiting`, not `pending`, so this walks only
-        // what can be sent.
-        let rows = sqlx::query(
-            "UPDATE progress SET state = 'in_flight', lease_owner = ?1, lease_expires_at = ?2 \
-             WHERE rowid IN ( \
-                 SELECT rowid FROM (SELECT rowid FROM progress \
-                     WHERE state = 'pending' AND next_attempt_at <= ?3 ORDER BY next_attempt_at LIMIT ?4) \
-                 UNION ALL \
-                 SELECT rowid FROM (SELECT rowid FROM progress \
-                     WHERE state = 'in_flight' AND lease_expires_at < ?3 LIMIT ?4) \
-                 LIMIT ?4) \
-             RETURNING source_id, entry_key, payload, payload_hash, attempts",
+        // Entries are `pending` only when their dossier is on the portal and they are the next of its
+        // entries; the rest are `waiting`. So this walks only what can be sent.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let keys: Vec<(String, String)> = sqlx::query(
+            "SELECT source_id, entry_key FROM (SELECT source_id, entry_key FROM progress \
+                 WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2) \
+             UNION ALL \
+             SELECT source_id, entry_key FROM (SELECT source_id, entry_key FROM progress \
+                 WHERE state = 'in_flight' AND lease_expires_at < ?1 LIMIT ?2) \
+             LIMIT ?2",
         )
-        .bind(owner)
-        .bind(lease_until)
         .bind(now)
         .bind(limit as i64)
-        .fetch_all(&self.writer)
-        .await?;
-        Ok(rows
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+        let entries = load_progress_rows(&mut tx, &keys, now).await?;
+        let claim = new_claim_id(owner);
+        let claimed = claim_one_entry_per_dossier(entries, &claim, owner, now, lease_until);
+        write_progress_rows(&mut tx, &claimed).await?;
+        tx.commit().await?;
+        Ok(claimed
             .into_iter()
-            .map(|row| ClaimedProgress {
-                source_id: row.get(0),
-                entry_key: row.get(1),
-                payload: row.get(2),
-                payload_hash: row.get(3),
-                attempts: row.get::<i64, _>(4).max(0) as u32,
+            .map(|(key, row, payload)| ClaimedProgress {
+                claim: claim.clone(),
+                source_id: key.0,
+                entry_key: key.1,
+                payload,
+                payload_hash: row.payload_hash,
+                attempts: row.attempts,
             })
             .collect())
     }
 
     async fn record_progress(
         &self,
-        owner: &str,
         results: &[ProgressResult],
-        _now: Millis,
+        now: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        for chunk in results.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "WITH result (source_id, entry_key, hash_sent, outcome, code, message, next_at) AS (",
-            );
-            query.push_values(chunk, |mut values, result| {
-                let (outcome, code, message, next_at) = outcome_columns(&result.outcome);
-                values
-                    .push_bind(&result.source_id)
-                    .push_bind(&result.entry_key)
-                    .push_bind(&result.payload_hash)
-                    .push_bind(outcome)
-                    .push_bind(code)
-                    .push_bind(message)
-                    .push_bind(next_at);
-            });
-            query.push(
-                ") UPDATE progress SET \
-                 sent_hash = CASE WHEN result.outcome = 'accepted' THEN result.hash_sent ELSE progress.sent_hash END, \
-                 state = CASE WHEN progress.payload_hash <> result.hash_sent OR progress.state <> 'in_flight' \
-                                   OR progress.lease_owner IS NOT ",
-            );
-            query.push_bind(owner);
-            query.push(
-                " THEN progress.state \
-                              WHEN result.outcome = 'accepted' THEN 'sent' \
-                              WHEN result.outcome = 'refused' THEN 'refused' \
-                              ELSE 'pending' END, \
-                 attempts = attempts + 1, \
-                 last_error = CASE WHEN result.outcome = 'accepted' THEN NULL ELSE result.message END, \
-                 next_attempt_at = CASE WHEN result.outcome = 'retry' THEN result.next_at ELSE next_attempt_at END, \
-                 lease_owner = NULL, lease_expires_at = NULL \
-                 FROM result WHERE progress.source_id = result.source_id AND progress.entry_key = result.entry_key",
-            );
-            query.build().persistent(false).execute(&mut *tx).await?;
+        if results.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let keys: Vec<(String, String)> = results
+            .iter()
+            .map(|result| (result.source_id.clone(), result.entry_key.clone()))
+            .collect();
+        let entries = load_progress_rows(&mut tx, &keys, now).await?;
+        let changes = decide_progress_answers(entries, results, now);
+        write_progress_rows(&mut tx, &changes).await?;
+        let dossiers: Vec<&str> = results
+            .iter()
+            .map(|result| result.source_id.as_str())
+            .collect();
+        release_next_progress(&mut tx, &dossiers, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let dossiers = sqlx::query(
-            "UPDATE dossiers SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL \
-             WHERE state = 'in_flight' AND lease_owner = ?1",
+    async fn release_claims(&self, owner: &str, now: Millis) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT source_id FROM dossiers WHERE flight_claim IS NOT NULL AND lease_owner = ?1",
         )
         .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let progress = sqlx::query(
-            "UPDATE progress SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL \
-             WHERE state = 'in_flight' AND lease_owner = ?1",
+        .fetch_all(&mut *tx)
+        .await?;
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let released: Vec<(String, DeliveryRow)> = load_delivery_rows(&mut tx, &id_refs)
+            .await?
+            .into_iter()
+            .map(|(id, row)| (id, decide::on_release(row, now)))
+            .collect();
+        write_delivery_rows(&mut tx, &released).await?;
+        let keys: Vec<(String, String)> = sqlx::query(
+            "SELECT source_id, entry_key FROM progress WHERE flight_claim IS NOT NULL AND lease_owner = ?1",
         )
         .bind(owner)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?
-        .rows_affected();
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+        let entries: Vec<((String, String), ProgressRow, String)> =
+            load_progress_rows(&mut tx, &keys, now)
+                .await?
+                .into_iter()
+                .map(|entry| {
+                    let row = decide::on_progress_release(entry.row, now);
+                    (entry.key, row, entry.payload)
+                })
+                .collect();
+        write_progress_rows(&mut tx, &entries).await?;
         tx.commit().await?;
-        Ok(dossiers + progress)
+        Ok((released.len() + entries.len()) as u64)
     }
 
     async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
@@ -1090,8 +1035,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// Makes the waiting progress entries of these dossiers due when the portal already has their dossier
-/// (a new entry of a dossier sent earlier).
 /// Narrows a query (which already has a WHERE clause) by an operator's filter; `prefix` is the
 /// `dossiers` table's alias with its dot, or empty.
 fn push_filter(query: &mut QueryBuilder<Sqlite>, filter: &DossierFilter, prefix: &str) {
@@ -1119,25 +1062,274 @@ fn push_filter(query: &mut QueryBuilder<Sqlite>, filter: &DossierFilter, prefix:
     }
 }
 
-async fn release_waiting_progress(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+/// The delivery columns of `dossiers`, in the order [`delivery_row`] reads them after `source_id`.
+const DELIVERY_COLUMNS: &str = "state, payload_hash, reason_code, reason_detail, portal_has, accepted_hash, \
+     accepted_at, attempts, next_attempt_at, last_error, flight_claim, lease_owner, flight_hash, \
+     lease_expires_at, recheck";
+
+fn delivery_row(row: &SqliteRow) -> DeliveryRow {
+    let flight = row
+        .get::<Option<String>, _>(11)
+        .map(|claim| decide::Flight {
+            claim,
+            owner: row.get::<Option<String>, _>(12).unwrap_or_default(),
+            hash: row.get::<Option<String>, _>(13).unwrap_or_default(),
+            lease_expires_at: row.get::<Option<i64>, _>(14).unwrap_or(0),
+        });
+    DeliveryRow {
+        state: state_of(row.get::<&str, _>(1)),
+        payload_hash: row.get(2),
+        reason_code: row.get(3),
+        reason_detail: row.get(4),
+        portal_has: row.get::<i64, _>(5) != 0,
+        accepted_hash: row.get(6),
+        accepted_at: row.get(7),
+        attempts: row.get::<i64, _>(8).max(0) as u32,
+        next_attempt_at: row.get(9),
+        last_error: row.get(10),
+        flight,
+        recheck: row.get::<i64, _>(15) != 0,
+    }
+}
+
+/// What the ledger knows of these dossiers, for the ingest decisions.
+async fn load_views(
+    connection: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, LedgerView>, StoreError> {
+    let mut views = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT * 4) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT source_id, raw_hash, state, payload_hash, accepted_hash, source_updated_at, \
+             flight_claim IS NOT NULL FROM dossiers WHERE source_id IN (",
+        );
+        let mut separated = query.separated(", ");
+        for id in chunk {
+            separated.push_bind(*id);
+        }
+        query.push(")");
+        for row in query
+            .build()
+            .persistent(false)
+            .fetch_all(&mut *connection)
+            .await?
+        {
+            views.insert(
+                row.get::<String, _>(0),
+                LedgerView {
+                    raw_hash: row.get(1),
+                    state: state_of(row.get::<&str, _>(2)),
+                    payload_hash: row.get(3),
+                    accepted_hash: row.get(4),
+                    source_updated_at: row.get(5),
+                    in_flight: row.get::<bool, _>(6),
+                },
+            );
+        }
+    }
+    Ok(views)
+}
+
+async fn load_delivery_rows(
+    connection: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<Vec<(String, DeliveryRow)>, StoreError> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT * 4) {
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT source_id, {DELIVERY_COLUMNS} FROM dossiers WHERE source_id IN ("
+        ));
+        let mut separated = query.separated(", ");
+        for id in chunk {
+            separated.push_bind(*id);
+        }
+        query.push(")");
+        for row in query
+            .build()
+            .persistent(false)
+            .fetch_all(&mut *connection)
+            .await?
+        {
+            rows.push((row.get(0), delivery_row(&row)));
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes the delivery columns the decisions returned (never the version columns, which ingest owns).
+async fn write_delivery_rows(
+    connection: &mut SqliteConnection,
+    rows: &[(String, DeliveryRow)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "WITH v (source_id, state, reason_code, reason_detail, portal_has, accepted_hash, accepted_at, \
+             attempts, next_attempt_at, last_error, flight_claim, lease_owner, flight_hash, \
+             lease_expires_at, recheck) AS (",
+        );
+        query.push_values(chunk, |mut values, (id, row)| {
+            let flight = row.flight.as_ref();
+            values
+                .push_bind(id)
+                .push_bind(row.state.as_str())
+                .push_bind(&row.reason_code)
+                .push_bind(&row.reason_detail)
+                .push_bind(i64::from(row.portal_has))
+                .push_bind(&row.accepted_hash)
+                .push_bind(row.accepted_at)
+                .push_bind(i64::from(row.attempts))
+                .push_bind(row.next_attempt_at)
+                .push_bind(&row.last_error)
+                .push_bind(flight.map(|flight| flight.claim.clone()))
+                .push_bind(flight.map(|flight| flight.owner.clone()))
+                .push_bind(flight.map(|flight| flight.hash.clone()))
+                .push_bind(flight.map(|flight| flight.lease_expires_at))
+                .push_bind(i64::from(row.recheck));
+        });
+        query.push(
+            ") UPDATE dossiers SET state = v.state, reason_code = v.reason_code, \
+             reason_detail = v.reason_detail, portal_has = v.portal_has, accepted_hash = v.accepted_hash, \
+             accepted_at = v.accepted_at, attempts = v.attempts, next_attempt_at = v.next_attempt_at, \
+             last_error = v.last_error, flight_claim = v.flight_claim, lease_owner = v.lease_owner, \
+             flight_hash = v.flight_hash, lease_expires_at = v.lease_expires_at, recheck = v.recheck \
+             FROM v WHERE dossiers.source_id = v.source_id",
+        );
+        query
+            .build()
+            .persistent(false)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Progress entries by (source id, entry key), each with its payload and whether another entry of its
+/// dossier has a call in flight now; in each dossier's order.
+async fn load_progress_rows(
+    connection: &mut SqliteConnection,
+    keys: &[(String, String)],
+    now: Millis,
+) -> Result<Vec<LoadedEntry>, StoreError> {
+    let mut entries = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new("WITH k (source_id, entry_key) AS (");
+        query.push_values(chunk, |mut values, (id, key)| {
+            values.push_bind(id).push_bind(key);
+        });
+        query.push(
+            ") SELECT p.source_id, p.entry_key, p.state, p.payload_hash, p.sent_hash, p.attempts, \
+             p.next_attempt_at, p.last_error, p.flight_claim, p.lease_owner, p.flight_hash, \
+             p.lease_expires_at, p.payload, EXISTS (SELECT 1 FROM progress q \
+                 WHERE q.source_id = p.source_id AND q.entry_key <> p.entry_key \
+                 AND q.flight_claim IS NOT NULL AND q.lease_expires_at >= ",
+        );
+        query.push_bind(now);
+        query.push(
+            ") FROM progress p JOIN k ON k.source_id = p.source_id AND k.entry_key = p.entry_key \
+             ORDER BY p.source_id, p.step_at, p.entry_key",
+        );
+        for row in query
+            .build()
+            .persistent(false)
+            .fetch_all(&mut *connection)
+            .await?
+        {
+            let flight = row.get::<Option<String>, _>(8).map(|claim| decide::Flight {
+                claim,
+                owner: row.get::<Option<String>, _>(9).unwrap_or_default(),
+                hash: row.get::<Option<String>, _>(10).unwrap_or_default(),
+                lease_expires_at: row.get::<Option<i64>, _>(11).unwrap_or(0),
+            });
+            entries.push(LoadedEntry {
+                key: (row.get(0), row.get(1)),
+                row: ProgressRow {
+                    state: ProgressState::parse(row.get::<&str, _>(2)),
+                    payload_hash: row.get(3),
+                    sent_hash: row.get(4),
+                    attempts: row.get::<i64, _>(5).max(0) as u32,
+                    next_attempt_at: row.get(6),
+                    last_error: row.get(7),
+                    flight,
+                },
+                payload: row.get(12),
+                sibling_in_flight: row.get::<bool, _>(13),
+            });
+        }
+    }
+    Ok(entries)
+}
+
+async fn write_progress_rows(
+    connection: &mut SqliteConnection,
+    rows: &[((String, String), ProgressRow, String)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "WITH v (source_id, entry_key, state, sent_hash, attempts, next_attempt_at, last_error, \
+             flight_claim, lease_owner, flight_hash, lease_expires_at) AS (",
+        );
+        query.push_values(chunk, |mut values, ((id, key), row, _)| {
+            let flight = row.flight.as_ref();
+            values
+                .push_bind(id)
+                .push_bind(key)
+                .push_bind(row.state.as_str())
+                .push_bind(&row.sent_hash)
+                .push_bind(i64::from(row.attempts))
+                .push_bind(row.next_attempt_at)
+                .push_bind(&row.last_error)
+                .push_bind(flight.map(|flight| flight.claim.clone()))
+                .push_bind(flight.map(|flight| flight.owner.clone()))
+                .push_bind(flight.map(|flight| flight.hash.clone()))
+                .push_bind(flight.map(|flight| flight.lease_expires_at));
+        });
+        query.push(
+            ") UPDATE progress SET state = v.state, sent_hash = v.sent_hash, attempts = v.attempts, \
+             next_attempt_at = v.next_attempt_at, last_error = v.last_error, \
+             flight_claim = v.flight_claim, lease_owner = v.lease_owner, flight_hash = v.flight_hash, \
+             lease_expires_at = v.lease_expires_at \
+             FROM v WHERE progress.source_id = v.source_id AND progress.entry_key = v.entry_key",
+        );
+        query
+            .build()
+            .persistent(false)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Makes the next entry of each of these dossiers due, when the portal has the dossier and none of its
+/// entries is due or in flight: a dossier's entries go one call at a time, in their order (portal-api.md
+/// 2.2: an answer names only the `MaHoSo`).
+async fn release_next_progress(
+    connection: &mut SqliteConnection,
     source_ids: &[&str],
+    now: Millis,
 ) -> Result<(), StoreError> {
     for chunk in source_ids.chunks(ROWS_PER_STATEMENT * 4) {
-        // `+state` keeps the planner on the primary key (a few ids) rather than the state index (every
-        // waiting entry of the ledger).
+        // `+state` keeps the planner on the primary key (a few ids) rather than the state index.
         let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE progress SET state = 'pending' WHERE +state = 'waiting' AND source_id IN (",
+            "UPDATE progress SET state = 'pending' WHERE rowid IN (SELECT \
+             (SELECT p.rowid FROM progress p WHERE p.source_id = d.source_id AND +p.state = 'waiting' \
+                  ORDER BY p.step_at, p.entry_key LIMIT 1) \
+             FROM dossiers d WHERE d.portal_has = 1 AND d.source_id IN (",
         );
         let mut separated = query.separated(", ");
         for id in chunk {
             separated.push_bind(*id);
         }
         query.push(
-            ") AND EXISTS (SELECT 1 FROM dossiers \
-             WHERE dossiers.source_id = progress.source_id AND dossiers.portal_has = 1)",
+            ") AND NOT EXISTS (SELECT 1 FROM progress q WHERE q.source_id = d.source_id \
+                 AND (q.state IN ('pending', 'in_flight') OR (q.flight_claim IS NOT NULL AND q.lease_expires_at >= ",
         );
-        query.build().persistent(false).execute(&mut **tx).await?;
+        query.push_bind(now);
+        query.push(")))) ");
+        query
+            .build()
+            .persistent(false)
+            .execute(&mut *connection)
+            .await?;
     }
     Ok(())
 }

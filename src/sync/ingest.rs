@@ -10,7 +10,7 @@ use super::catalog::PortalCatalog;
 use super::decide::{DossierState, IngestAction, NewVersion, on_new_outcome, on_new_version};
 use crate::normalize::{self, Finding, MappingTables, Normalized, Outcome, codes};
 use crate::source::feed::{FeedError, FeedRecord, FeedSink};
-use crate::store::{HeldRecord, IngestRow, Store};
+use crate::store::{HeldRecord, IngestRow, ProgressEntryRow, Store, VersionKind};
 
 /// The cursor of the changed-since feed, in the `cursors` table.
 pub const FEED_CURSOR: &str = "source_feed";
@@ -23,6 +23,8 @@ pub struct IngestStats {
     pub queued: u64,
     pub held: u64,
     pub skipped: u64,
+    /// Older versions than the ledger holds (a lookback or resync re-read): not written.
+    pub stale: u64,
     /// Held-back dossiers by their first reason code (the `tthc_sync_dossiers_held_total` metric).
     pub held_by_reason: BTreeMap<String, u64>,
 }
@@ -134,12 +136,15 @@ impl IngestSink {
         let rows: Vec<IngestRow> = fresh
             .into_iter()
             .map(|fresh| {
+                // The store decides again on the row as it stands when the page is written; this decision
+                // on the view read above feeds the poll's counts.
                 let action = on_new_version(
                     views.get(&fresh.id),
                     &fresh.raw_hash,
+                    fresh.normalized.updated_at.map(|at| at.as_millisecond()),
                     new_version(&fresh.normalized),
                 );
-                let row = row(fresh, action);
+                let row = row(fresh, false);
                 self.count(action, row.reason_code.as_deref());
                 row
             })
@@ -200,7 +205,7 @@ impl IngestSink {
                     IngestAction::Set(DossierState::Skipped) => stats.skipped += 1,
                     _ => stats.released += 1,
                 }
-                row(fresh, action)
+                row(fresh, true)
             })
             .collect();
         self.store.ingest(&rows, None, now.as_millisecond()).await?;
@@ -255,6 +260,7 @@ impl IngestSink {
                     .or_default() += 1;
             }
             IngestAction::Set(DossierState::Skipped) => self.stats.skipped += 1,
+            IngestAction::Stale => self.stats.stale += 1,
             _ => {}
         }
     }
@@ -271,8 +277,8 @@ fn new_version(normalized: &Normalized) -> NewVersion<'_> {
     }
 }
 
-/// The ledger row of a normalized record, with the decision already taken.
-fn row(fresh: Fresh<'_>, action: IngestAction) -> IngestRow {
+/// The ledger row of a normalized record; the store decides what it does to the row it holds.
+fn row(fresh: Fresh<'_>, renormalized: bool) -> IngestRow {
     let Fresh {
         id,
         raw,
@@ -280,43 +286,52 @@ fn row(fresh: Fresh<'_>, action: IngestAction) -> IngestRow {
         normalized,
     } = fresh;
     let findings = findings_json(&normalized);
-    let (payload, payload_hash, reason_code, reason_detail, progress) = match normalized.outcome {
-        Outcome::Dossier(dossier) => {
-            let progress = dossier
-                .progress
-                .iter()
-                .map(|entry| {
-                    (
-                        entry.key.clone(),
-                        String::from_utf8_lossy(&entry.payload).into_owned(),
-                        entry.hash.clone(),
-                    )
-                })
-                .collect();
-            let payload = String::from_utf8(dossier.payload)
-                .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
-            (Some(payload), Some(dossier.hash), None, None, progress)
-        }
-        Outcome::Rejected(findings) => (
-            None,
-            None,
-            Some(
-                findings
-                    .first()
-                    .map_or("malformed_record", |finding| finding.code)
-                    .to_string(),
+    let (kind, payload, payload_hash, reason_code, reason_detail, progress) =
+        match normalized.outcome {
+            Outcome::Dossier(dossier) => {
+                let progress = dossier
+                    .progress
+                    .iter()
+                    .map(|entry| ProgressEntryRow {
+                        key: entry.key.clone(),
+                        step_at: entry.entry.thoi_diem_xu_ly.clone(),
+                        payload: String::from_utf8_lossy(&entry.payload).into_owned(),
+                        hash: entry.hash.clone(),
+                    })
+                    .collect();
+                let payload = String::from_utf8(dossier.payload)
+                    .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
+                (
+                    VersionKind::Sendable,
+                    Some(payload),
+                    Some(dossier.hash),
+                    None,
+                    None,
+                    progress,
+                )
+            }
+            Outcome::Rejected(findings) => (
+                VersionKind::Held,
+                None,
+                None,
+                Some(
+                    findings
+                        .first()
+                        .map_or("malformed_record", |finding| finding.code)
+                        .to_string(),
+                ),
+                Some(summarize(&findings)),
+                Vec::new(),
             ),
-            Some(summarize(&findings)),
-            Vec::new(),
-        ),
-        Outcome::Skipped(reason) => (
-            None,
-            None,
-            Some(reason.code().to_string()),
-            None,
-            Vec::new(),
-        ),
-    };
+            Outcome::Skipped(reason) => (
+                VersionKind::Skipped,
+                None,
+                None,
+                Some(reason.code().to_string()),
+                None,
+                Vec::new(),
+            ),
+        };
     IngestRow {
         source_id: id,
         dossier_code: normalized.dossier_code,
@@ -332,7 +347,8 @@ fn row(fresh: Fresh<'_>, action: IngestAction) -> IngestRow {
         reason_code,
         reason_detail,
         findings,
-        action,
+        kind,
+        renormalized,
         progress,
     }
 }

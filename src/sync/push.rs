@@ -10,7 +10,7 @@ use jiff::Timestamp;
 
 use super::decide::{PortalVerdict, retry_delay, verdict};
 use crate::metrics::{Side, SyncMetrics};
-use crate::portal::client::{ItemAnswer, PortalClient, PortalError};
+use crate::portal::client::{ItemAnswer, ItemAnswers, PortalClient, PortalError};
 use crate::store::{
     AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, Millis,
     ProgressResult, Store, StoreError,
@@ -53,8 +53,55 @@ fn now_millis() -> Millis {
     Timestamp::now().as_millisecond()
 }
 
+/// The `MaHoSo` of a progress entry's payload (the portal answers progress entries by it).
+#[derive(serde::Deserialize)]
+struct MaHoSoOnly<'a> {
+    #[serde(rename = "MaHoSo", borrow, default)]
+    ma_ho_so: std::borrow::Cow<'a, str>,
+}
+
+fn progress_ma_ho_so(payload: &str) -> String {
+    serde_json::from_str::<MaHoSoOnly>(payload)
+        .map(|only| only.ma_ho_so.into_owned())
+        .unwrap_or_default()
+}
+
+/// Splits items into rounds in which no `MaHoSo` appears twice: an answer names only the `MaHoSo`, so two
+/// items sharing one in a call could not be told apart.
+fn unique_rounds<'a, T>(items: Vec<&'a T>, code: impl Fn(&T) -> &str) -> Vec<Vec<&'a T>> {
+    let mut rounds: Vec<Vec<&T>> = Vec::new();
+    let mut seen: Vec<std::collections::HashSet<String>> = Vec::new();
+    for item in items {
+        let key = code(item).to_owned();
+        match seen.iter().position(|round| !round.contains(&key)) {
+            Some(index) => {
+                seen[index].insert(key);
+                rounds[index].push(item);
+            }
+            None => {
+                seen.push(std::collections::HashSet::from([key]));
+                rounds.push(vec![item]);
+            }
+        }
+    }
+    rounds
+}
+
+/// Whether a failed call may still have stored its items (a timeout, a cut answer, an internal error):
+/// the portal may hold them, so the ledger stops claiming to know its last received version.
+fn maybe_stored(error: &PortalError) -> bool {
+    match error {
+        PortalError::Credentials(_) | PortalError::Session(_) => false,
+        // 2: the whole request is malformed, nothing stored.
+        PortalError::Answer { code, .. } => *code != 2,
+        PortalError::Transport(_) => true,
+    }
+}
+
 impl Pusher {
-    /// Claims up to one batch of due dossiers, sends them and records the answers.
+    /// Claims up to one batch of due dossiers, sends them and records the answers. The claim's lease is
+    /// renewed while the calls run, so that no other pusher takes the dossiers over while their call is
+    /// in flight.
     pub async fn push_due_batch(&self) -> Result<PushStats, StoreError> {
         let now = now_millis();
         let claimed = self
@@ -70,65 +117,14 @@ impl Pusher {
             claimed: claimed.len(),
             ..PushStats::default()
         };
-        if claimed.is_empty() {
+        let Some(claim) = claimed.first().map(|dossier| dossier.claim.clone()) else {
             return Ok(stats);
-        }
-        let (updates, creates): (Vec<&ClaimedDossier>, Vec<&ClaimedDossier>) =
-            claimed.iter().partition(|dossier| dossier.portal_has);
-        let mut results = Vec::with_capacity(claimed.len());
-        let mut as_update = Vec::new();
-        let mut as_create = Vec::new();
-        for (updating, group) in [(false, creates), (true, updates)] {
-            if group.is_empty() {
-                continue;
-            }
-            match self.send(updating, &group).await {
-                Ok(answers) => {
-                    for (dossier, answer) in group.into_iter().zip(answers) {
-                        match verdict(answer.code, answer.message.as_deref()) {
-                            PortalVerdict::AlreadyExists if !updating => as_update.push(dossier),
-                            PortalVerdict::DoesNotExist if updating => as_create.push(dossier),
-                            other => results.push(self.result(dossier, other)),
-                        }
-                    }
-                }
-                Err(error) => results.extend(
-                    group
-                        .into_iter()
-                        .map(|dossier| self.retry(dossier, &error.to_string())),
-                ),
-            }
-        }
-        // The fallbacks, once: code 3 on a create means the portal has it; code 4 on an update means it
-        // does not. A second mismatch is retried later rather than bounced back and forth now.
-        for (updating, group) in [(true, as_update), (false, as_create)] {
-            if group.is_empty() {
-                continue;
-            }
-            match self.send(updating, &group).await {
-                Ok(answers) => {
-                    for (dossier, answer) in group.into_iter().zip(answers) {
-                        let verdict = match verdict(answer.code, answer.message.as_deref()) {
-                            PortalVerdict::AlreadyExists | PortalVerdict::DoesNotExist => {
-                                PortalVerdict::Transient {
-                                    message: format!(
-                                        "portal code {} after the create/update fallback",
-                                        answer.code
-                                    ),
-                                }
-                            }
-                            other => other,
-                        };
-                        results.push(self.result(dossier, verdict));
-                    }
-                }
-                Err(error) => results.extend(
-                    group
-                        .into_iter()
-                        .map(|dossier| self.retry(dossier, &error.to_string())),
-                ),
-            }
-        }
+        };
+        let ids: Vec<String> = claimed
+            .iter()
+            .map(|dossier| dossier.source_id.clone())
+            .collect();
+        let results = self.renewing(&claim, &ids, self.deliver(&claimed)).await;
         for result in &results {
             match result.outcome {
                 DeliveryOutcome::Accepted => stats.accepted += 1,
@@ -136,18 +132,7 @@ impl Pusher {
                 DeliveryOutcome::Retry { .. } => stats.retried += 1,
             }
         }
-        let now = now_millis();
-        let progress = self
-            .store
-            .record_deliveries(
-                &self.owner,
-                &results,
-                now,
-                now + self.lease.as_millis() as Millis,
-            )
-            .await?;
-        // The progress entries of the dossiers just accepted were claimed with their answers.
-        self.send_progress(progress).await?;
+        self.store.record_deliveries(&results, now_millis()).await?;
         let refused_codes: Vec<i64> = results
             .iter()
             .filter_map(|result| match &result.outcome {
@@ -177,52 +162,167 @@ impl Pusher {
         Ok(stats)
     }
 
+    /// Runs `work` while renewing the lease of `claim` on `ids` every third of the lease.
+    async fn renewing<T>(
+        &self,
+        claim: &str,
+        ids: &[String],
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(work);
+        let period = (self.lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                output = &mut work => return output,
+                () = tokio::time::sleep(period) => {
+                    let until = now_millis() + self.lease.as_millis() as Millis;
+                    if let Err(error) = self.store.renew_claim(claim, ids, until).await {
+                        tracing::warn!(error = %error, "cannot renew the lease of a call in flight");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends claimed dossiers (creates and updates from what the portal already has, then the fallbacks
+    /// for codes 3 and 4) and returns one result per dossier.
+    async fn deliver(&self, claimed: &[ClaimedDossier]) -> Vec<DeliveryResult> {
+        let (updates, creates): (Vec<&ClaimedDossier>, Vec<&ClaimedDossier>) =
+            claimed.iter().partition(|dossier| dossier.portal_has);
+        let mut results = Vec::with_capacity(claimed.len());
+        let mut as_update = Vec::new();
+        let mut as_create = Vec::new();
+        for (updating, group) in [(false, creates), (true, updates)] {
+            for round in unique_rounds(group, |dossier| dossier.dossier_code.as_str()) {
+                match self.send(updating, &round).await {
+                    Ok(answers) => {
+                        for (dossier, answer) in round.into_iter().zip(answers) {
+                            let Some(answer) = answer else {
+                                results.push(self.no_answer(dossier));
+                                continue;
+                            };
+                            match verdict(answer.code, answer.message.as_deref()) {
+                                PortalVerdict::AlreadyExists if !updating => {
+                                    as_update.push(dossier)
+                                }
+                                PortalVerdict::DoesNotExist if updating => as_create.push(dossier),
+                                other => results.push(self.result(dossier, other)),
+                            }
+                        }
+                    }
+                    Err(error) => results.extend(round.into_iter().map(|dossier| {
+                        self.retry(dossier, &error.to_string(), maybe_stored(&error))
+                    })),
+                }
+            }
+        }
+        // The fallbacks, once: code 3 on a create means the portal has it; code 4 on an update means it
+        // does not. A second mismatch is retried later rather than bounced back and forth now.
+        for (updating, group) in [(true, as_update), (false, as_create)] {
+            for round in unique_rounds(group, |dossier| dossier.dossier_code.as_str()) {
+                match self.send(updating, &round).await {
+                    Ok(answers) => {
+                        for (dossier, answer) in round.into_iter().zip(answers) {
+                            let Some(answer) = answer else {
+                                results.push(self.no_answer(dossier));
+                                continue;
+                            };
+                            let verdict = match verdict(answer.code, answer.message.as_deref()) {
+                                PortalVerdict::AlreadyExists | PortalVerdict::DoesNotExist => {
+                                    results.push(self.retry(
+                                        dossier,
+                                        &format!(
+                                            "portal code {} after the create/update fallback",
+                                            answer.code
+                                        ),
+                                        false,
+                                    ));
+                                    continue;
+                                }
+                                other => other,
+                            };
+                            results.push(self.result(dossier, verdict));
+                        }
+                    }
+                    Err(error) => results.extend(round.into_iter().map(|dossier| {
+                        self.retry(dossier, &error.to_string(), maybe_stored(&error))
+                    })),
+                }
+            }
+        }
+        results
+    }
+
+    /// One `DongBoHoSoMC` call; the answers matched to the dossiers sent, in their order.
     async fn send(
         &self,
         updating: bool,
         group: &[&ClaimedDossier],
-    ) -> Result<Vec<ItemAnswer>, PortalError> {
-        let payloads: Vec<&str> = group
+    ) -> Result<Vec<Option<ItemAnswer>>, PortalError> {
+        let items: Vec<(&str, &str)> = group
             .iter()
-            .map(|dossier| dossier.payload.as_str())
+            .map(|dossier| (dossier.dossier_code.as_str(), dossier.payload.as_str()))
             .collect();
         let started = Instant::now();
-        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let call = self.counters.calls.fetch_add(1, Ordering::Relaxed) + 1;
         self.counters
             .sent
-            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
-        let answer = self.portal.sync_dossiers(updating, &payloads).await;
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        let answer = self.portal.sync_dossiers(updating, &items).await;
         self.metrics
-            .record_push_call(payloads.len(), started.elapsed());
-        self.log_call("DongBoHoSoMC", payloads.len(), started, &answer)
+            .record_push_call(items.len(), started.elapsed());
+        self.log_call("DongBoHoSoMC", call, items.len(), started, &answer)
             .await;
-        answer
+        answer.map(|answers| answers.items)
     }
 
     async fn log_call(
         &self,
         service: &str,
+        call: u64,
         items: usize,
         started: Instant,
-        answer: &Result<Vec<ItemAnswer>, PortalError>,
+        answer: &Result<ItemAnswers, PortalError>,
     ) {
         let (outcome, detail) = match answer {
-            Ok(answers) if answers.iter().all(|answer| answer.code == 0) => ("ok", None),
             Ok(answers) => {
-                let failed = answers.iter().filter(|answer| answer.code != 0).count();
-                ("partial", Some(format!("{failed} of {items} not stored")))
+                let unanswered = answers.items.iter().filter(|item| item.is_none()).count();
+                if answers.ignored_entries > 0 || unanswered > 0 {
+                    // The portal answered for dossiers it was not sent, or left some without an answer of
+                    // their own: those are sent again later, never taken as stored.
+                    self.metrics
+                        .record_unmatched_answers(answers.ignored_entries, unanswered);
+                    tracing::warn!(
+                        service,
+                        call,
+                        items,
+                        ignored_entries = answers.ignored_entries,
+                        unanswered,
+                        "the portal's answer does not match the items sent; unanswered items go back to the queue"
+                    );
+                }
+                let failed = answers
+                    .items
+                    .iter()
+                    .filter(|item| item.as_ref().is_none_or(|item| item.code != 0))
+                    .count();
+                if failed == 0 {
+                    ("ok", None)
+                } else {
+                    ("partial", Some(format!("{failed} of {items} not stored")))
+                }
             }
             Err(error @ PortalError::Credentials(_)) => {
                 // Retrying cannot help until an operator fixes the account: say so loudly, once a call.
                 self.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
                 self.metrics.record_error(Side::Portal, error.kind());
-                tracing::error!(service, items, error = %error, "the portal refuses the account; check portal.username and the password");
+                tracing::error!(service, call, items, error = %error, "the portal refuses the account; check portal.username and the password");
                 ("failed", Some(error.to_string()))
             }
             Err(error) => {
                 self.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
                 self.metrics.record_error(Side::Portal, error.kind());
-                tracing::warn!(service, items, error = %error, "portal call failed after retries; its items go back to the queue");
+                tracing::warn!(service, call, items, error = %error, "portal call failed after retries; its items go back to the queue");
                 ("failed", Some(error.to_string()))
             }
         };
@@ -245,24 +345,32 @@ impl Pusher {
             PortalVerdict::Stored => DeliveryOutcome::Accepted,
             PortalVerdict::Refused { code, message } => DeliveryOutcome::Refused { code, message },
             PortalVerdict::AlreadyExists | PortalVerdict::DoesNotExist => {
-                return self.retry(dossier, "create/update mismatch");
+                return self.retry(dossier, "create/update mismatch", false);
             }
-            PortalVerdict::Transient { message } => return self.retry(dossier, &message),
+            PortalVerdict::Transient { message } => return self.retry(dossier, &message, true),
         };
         DeliveryResult {
+            claim: dossier.claim.clone(),
             source_id: dossier.source_id.clone(),
             payload_hash: dossier.payload_hash.clone(),
             outcome,
         }
     }
 
-    fn retry(&self, dossier: &ClaimedDossier, error: &str) -> DeliveryResult {
+    /// A dossier the answer has no entry of its own for: it may or may not be stored.
+    fn no_answer(&self, dossier: &ClaimedDossier) -> DeliveryResult {
+        self.retry(dossier, "no answer of its own in the portal's result", true)
+    }
+
+    fn retry(&self, dossier: &ClaimedDossier, error: &str, maybe_stored: bool) -> DeliveryResult {
         DeliveryResult {
+            claim: dossier.claim.clone(),
             source_id: dossier.source_id.clone(),
             payload_hash: dossier.payload_hash.clone(),
             outcome: DeliveryOutcome::Retry {
                 error: error.to_string(),
                 next_attempt_at: self.next_attempt(dossier.attempts + 1, &dossier.source_id),
+                maybe_stored,
             },
         }
     }
@@ -278,7 +386,8 @@ impl Pusher {
                 as Millis
     }
 
-    /// Claims up to one batch of due progress entries (of dossiers the portal has) and sends them.
+    /// Claims up to one batch of due progress entries (of dossiers the portal has, one per dossier) and
+    /// sends them.
     pub async fn push_due_progress(&self) -> Result<usize, StoreError> {
         let now = now_millis();
         let claimed: Vec<ClaimedProgress> = self
@@ -290,50 +399,16 @@ impl Pusher {
                 now + self.lease.as_millis() as Millis,
             )
             .await?;
-        self.send_progress(claimed).await
-    }
-
-    /// Sends claimed progress entries in calls of at most one batch and records every answer in one
-    /// transaction.
-    async fn send_progress(&self, claimed: Vec<ClaimedProgress>) -> Result<usize, StoreError> {
-        if claimed.is_empty() {
+        let Some(claim) = claimed.first().map(|entry| entry.claim.clone()) else {
             return Ok(0);
-        }
-        let mut results: Vec<ProgressResult> = Vec::with_capacity(claimed.len());
-        for chunk in claimed.chunks(self.batch_size) {
-            let payloads: Vec<&str> = chunk.iter().map(|entry| entry.payload.as_str()).collect();
-            let started = Instant::now();
-            self.counters.calls.fetch_add(1, Ordering::Relaxed);
-            let answer = self.portal.sync_progress(&payloads).await;
-            self.log_call("CapNhatTienDoHoSoMC", payloads.len(), started, &answer)
-                .await;
-            match answer {
-                Ok(answers) => results.extend(chunk.iter().zip(answers).map(|(entry, answer)| {
-                    let outcome = match verdict(answer.code, answer.message.as_deref()) {
-                        PortalVerdict::Stored => DeliveryOutcome::Accepted,
-                        PortalVerdict::Refused { code, message } => {
-                            DeliveryOutcome::Refused { code, message }
-                        }
-                        other => DeliveryOutcome::Retry {
-                            error: format!("{other:?}"),
-                            next_attempt_at: self
-                                .next_attempt(entry.attempts + 1, &entry.entry_key),
-                        },
-                    };
-                    progress_result(entry, outcome)
-                })),
-                Err(error) => results.extend(chunk.iter().map(|entry| {
-                    progress_result(
-                        entry,
-                        DeliveryOutcome::Retry {
-                            error: error.to_string(),
-                            next_attempt_at: self
-                                .next_attempt(entry.attempts + 1, &entry.entry_key),
-                        },
-                    )
-                })),
-            }
-        }
+        };
+        let ids: Vec<String> = claimed
+            .iter()
+            .map(|entry| entry.source_id.clone())
+            .collect();
+        let results = self
+            .renewing(&claim, &ids, self.deliver_progress(&claimed))
+            .await;
         let sent = results
             .iter()
             .filter(|result| matches!(result.outcome, DeliveryOutcome::Accepted))
@@ -341,15 +416,74 @@ impl Pusher {
         self.counters
             .progress_sent
             .fetch_add(sent as u64, Ordering::Relaxed);
-        self.store
-            .record_progress(&self.owner, &results, now_millis())
-            .await?;
+        self.store.record_progress(&results, now_millis()).await?;
         Ok(claimed.len())
+    }
+
+    /// Sends claimed progress entries (one per dossier) in calls of at most one batch.
+    async fn deliver_progress(&self, claimed: &[ClaimedProgress]) -> Vec<ProgressResult> {
+        let codes: Vec<String> = claimed
+            .iter()
+            .map(|entry| progress_ma_ho_so(&entry.payload))
+            .collect();
+        let mut results: Vec<ProgressResult> = Vec::with_capacity(claimed.len());
+        for (chunk, chunk_codes) in claimed
+            .chunks(self.batch_size)
+            .zip(codes.chunks(self.batch_size))
+        {
+            let items: Vec<(&str, &str)> = chunk_codes
+                .iter()
+                .zip(chunk)
+                .map(|(code, entry)| (code.as_str(), entry.payload.as_str()))
+                .collect();
+            let started = Instant::now();
+            let call = self.counters.calls.fetch_add(1, Ordering::Relaxed) + 1;
+            let answer = self.portal.sync_progress(&items).await;
+            self.log_call("CapNhatTienDoHoSoMC", call, items.len(), started, &answer)
+                .await;
+            match answer {
+                Ok(answers) => {
+                    results.extend(chunk.iter().zip(answers.items).map(|(entry, answer)| {
+                        let outcome = match answer
+                            .map(|answer| verdict(answer.code, answer.message.as_deref()))
+                        {
+                            Some(PortalVerdict::Stored) => DeliveryOutcome::Accepted,
+                            Some(PortalVerdict::Refused { code, message }) => {
+                                DeliveryOutcome::Refused { code, message }
+                            }
+                            other => DeliveryOutcome::Retry {
+                                error: other.map_or_else(
+                                    || "no answer of its own in the portal's result".to_owned(),
+                                    |verdict| format!("{verdict:?}"),
+                                ),
+                                next_attempt_at: self
+                                    .next_attempt(entry.attempts + 1, &entry.entry_key),
+                                maybe_stored: true,
+                            },
+                        };
+                        progress_result(entry, outcome)
+                    }))
+                }
+                Err(error) => results.extend(chunk.iter().map(|entry| {
+                    progress_result(
+                        entry,
+                        DeliveryOutcome::Retry {
+                            error: error.to_string(),
+                            next_attempt_at: self
+                                .next_attempt(entry.attempts + 1, &entry.entry_key),
+                            maybe_stored: maybe_stored(&error),
+                        },
+                    )
+                })),
+            }
+        }
+        results
     }
 }
 
 fn progress_result(entry: &ClaimedProgress, outcome: DeliveryOutcome) -> ProgressResult {
     ProgressResult {
+        claim: entry.claim.clone(),
         source_id: entry.source_id.clone(),
         entry_key: entry.entry_key.clone(),
         payload_hash: entry.payload_hash.clone(),

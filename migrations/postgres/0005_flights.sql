@@ -1,0 +1,17 @@
+-- Delivery truth (portal-api.md 2.1, 2.2): a call in flight is a *flight* of its own (the claim it was made
+-- under and the payload hash it carries), apart from the dossier's current version, so that a new source
+-- version waits behind the call instead of replacing it, and an answer lands only on its own claim.
+-- Column for column migrations/sqlite/0005_flights.sql.
+ALTER TABLE dossiers ADD COLUMN flight_claim TEXT;
+ALTER TABLE dossiers ADD COLUMN flight_hash TEXT;
+ALTER TABLE dossiers ADD COLUMN recheck BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE progress ADD COLUMN flight_claim TEXT;
+ALTER TABLE progress ADD COLUMN flight_hash TEXT;
+ALTER TABLE progress ADD COLUMN step_at TEXT NOT NULL DEFAULT '';
+
+UPDATE dossiers SET flight_claim = 'before-0005', flight_hash = payload_hash WHERE state = 'in_flight';
+UPDATE progress SET flight_claim = 'before-0005', flight_hash = payload_hash WHERE state = 'in_flight';
+UPDATE progress SET step_at = COALESCE(payload::jsonb ->> 'ThoiDiemXuLy', '') WHERE payload <> '';
+
+CREATE INDEX dossiers_flights ON dossiers (lease_owner, lease_expires_at) WHERE flight_claim IS NOT NULL;
+CREATE INDEX progress_flights ON progress (source_id) WHERE flight_claim IS NOT NULL;
