@@ -413,6 +413,29 @@ impl SourceSim {
         self.lock().mutate(n, Some(true), Timestamp::now())
     }
 
+    /// Evolves the rows with these ids now, as [`SourceSim::mutate_now`] does with random ones: a new
+    /// version of each, stamped now, whose `note` also changes (so that its portal payload differs from
+    /// every earlier version's, whatever its status). Returns the ids changed (unknown ids are left out).
+    pub fn mutate_ids(&self, ids: &[String]) -> Vec<String> {
+        let mut state = self.lock();
+        let now = Timestamp::now();
+        let mut changed = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(&index) = state.by_id.get(id) {
+                let version = state.stats.mutations + 1;
+                if let Some(object) = state.rows[index].record.as_object_mut() {
+                    object.insert(
+                        "note".into(),
+                        json!(format!("Cập nhật hồ sơ lần {version}")),
+                    );
+                }
+                state.touch(index, now, now);
+                changed.push(id.clone());
+            }
+        }
+        changed
+    }
+
     /// Turns the background mutator (started by [`SourceSim::serve`]) on or off.
     pub fn set_live_mutation(&self, on: bool) {
         self.lock().live_mutation = on;
