@@ -18,7 +18,7 @@
 //!   over (on PostgreSQL by a second instance), the dossiers change, and the first owner's answer arrives
 //!   last, as the old batch lands.
 //! - `resync_racing_live_changes`: `resync` reads a period again while the source keeps changing the same
-//!   dossiers and the daemon polls with a short lookback.
+//!   dossiers and the daemon polls without a lookback; a control runs the same changes without `resync`.
 //!
 //! PostgreSQL runs when `TTHC_SYNC_TEST_POSTGRES_URL` is set (skipped otherwise, failing under CI=true).
 
@@ -201,6 +201,41 @@ impl Scenario {
         }
     }
 
+    /// The ledger's progress entries by state (`waiting`, `pending`, `in_flight`, `sent`, `refused`).
+    async fn progress_states(&self) -> Vec<(String, i64)> {
+        const QUERY: &str = "SELECT state, COUNT(*) FROM progress GROUP BY state ORDER BY state";
+        let rows = match &self.schema {
+            Some(schema) => match sqlx::PgPool::connect_with(schema.options()).await {
+                Ok(pool) => {
+                    let rows = sqlx::query(QUERY)
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap_or_default();
+                    pool.close().await;
+                    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+                }
+                Err(_) => Vec::new(),
+            },
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&self.database)
+                    .read_only(true);
+                match sqlx::SqlitePool::connect_with(options).await {
+                    Ok(pool) => {
+                        let rows = sqlx::query(QUERY)
+                            .fetch_all(&pool)
+                            .await
+                            .unwrap_or_default();
+                        pool.close().await;
+                        rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
+        };
+        rows
+    }
+
     /// Where the ledger and the portal disagree, and what is left undone: an accepted dossier the portal
     /// does not hold as the ledger's payload, a refused one it holds in its current version, a dossier
     /// still waiting or in flight.
@@ -224,7 +259,7 @@ impl Scenario {
                         "accepted in the ledger, not on the portal: {code}"
                     )),
                     (Some(found), Some(payload)) if found != payload => problems.push(format!(
-                        "accepted in the ledger, the portal holds another version ({} vs the ledger's {}): {code}",
+                        "accepted in the ledger, the portal holds another version: {code} (portal {}, ledger {})",
                         content_hash(found),
                         content_hash(payload)
                     )),
@@ -264,11 +299,9 @@ impl Scenario {
                         && excused(problem.rsplit(": ").next().unwrap_or_default()))
                 })
                 .collect();
+            problems.extend(self.disagreements().await);
             if problems.is_empty() {
-                problems = self.disagreements().await;
-                if problems.is_empty() {
-                    return problems;
-                }
+                return problems;
             }
             if started.elapsed() > timeout {
                 return problems;
@@ -308,10 +341,21 @@ impl Scenario {
     }
 
     /// Fails with the problems found, the daemons' last log lines and the portal's faults.
-    fn verdict(&self, what: &str, problems: &[String]) {
+    async fn verdict(&self, what: &str, problems: &[String]) {
+        let progress = if problems.is_empty() {
+            Vec::new()
+        } else {
+            self.progress_states().await
+        };
+        let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+        for problem in problems {
+            *kinds
+                .entry(problem.split(": ").next().unwrap_or_default())
+                .or_default() += 1;
+        }
         assert!(
             problems.is_empty(),
-            "{what}: {} problems, first: {:#?}\nportal: {}\n{}",
+            "{what}: {} problems {kinds:#?}, first: {:#?}\nledger's progress entries: {progress:?}\nportal: {}\n{}",
             problems.len(),
             &problems[..problems.len().min(12)],
             self.portal.stats(),
@@ -348,7 +392,9 @@ async fn first_sync(scenario: &Scenario) {
     let problems = scenario
         .settle(Duration::from_secs(40), &|_: &str| false)
         .await;
-    scenario.verdict("the first sync did not complete", &problems);
+    scenario
+        .verdict("the first sync did not complete", &problems)
+        .await;
 }
 
 /// Waits until a `DongBoHoSoMC` call got `fault`; returns it.
@@ -381,7 +427,8 @@ async fn race(backend: Backend) {
         backend,
         quiet_source(300, 6, 41),
         common::portal_config(41, FaultLevel::None),
-        &[],
+        // No catalog look-ups: the hang is for the delivery calls alone.
+        &[("PORTAL__PREFLIGHT", "false")],
     )
     .await
     else {
@@ -400,6 +447,7 @@ async fn race(backend: Backend) {
         ..PortalFaults::none()
     });
     scenario.source.mutate_ids(&ids);
+    let first_change = tokio::time::Instant::now();
     let hung = wait_for_fault(
         &scenario.portal,
         InjectedFault::TimeoutBeforeProcessing,
@@ -408,8 +456,10 @@ async fn race(backend: Backend) {
     .await
     .expect("the changed dossiers were sent");
     assert!(hung.ma_ho_so.iter().any(|code| codes.contains(code)));
-    // ...while they change again; the portal answers every call from now on.
+    // ...while they change again; the portal answers every call from now on. (A second apart at least:
+    // progress steps of two versions stamped the same second would be one step to the portal.)
     scenario.portal.set_faults(PortalFaults::none());
+    tokio::time::sleep_until(first_change + Duration::from_millis(1100)).await;
     scenario.source.mutate_ids(&ids);
 
     // The hung batch's retry inside the call is processed (the old version lands); then the verdict.
@@ -423,10 +473,12 @@ async fn race(backend: Backend) {
     let problems = scenario
         .settle(Duration::from_secs(25), &|_: &str| false)
         .await;
-    scenario.verdict(
-        &format!("after the race (the old batch retried: {retried})"),
-        &problems,
-    );
+    scenario
+        .verdict(
+            &format!("after the race (the old batch retried: {retried})"),
+            &problems,
+        )
+        .await;
     scenario.finish().await;
 }
 
@@ -501,7 +553,7 @@ async fn lying_answers(backend: Backend) {
             "the portal should have injected {fault}: {stats}"
         );
     }
-    scenario.verdict("after answers that lie", &problems);
+    scenario.verdict("after answers that lie", &problems).await;
     // The refused unit's dossiers are refused in the ledger, none accepted.
     let ledger = scenario.ledger().await;
     let of_unit: Vec<&LedgerRow> = ledger
@@ -602,7 +654,8 @@ async fn late_answer_after_handover(backend: Backend) {
             held_at.elapsed().as_secs()
         ),
         &problems,
-    );
+    )
+    .await;
     scenario.finish().await;
 }
 
@@ -619,16 +672,18 @@ async fn a_late_answer_after_a_lease_handover_changes_nothing_it_should_not_post
 // ---------------------------------------------------------------------------------------------------
 // resync racing live changes
 
-async fn resync_racing_live_changes(backend: Backend) {
-    let mut source = quiet_source(1500, 10, 53);
-    source.mutation_interval = Duration::from_millis(50);
-    source.mutation_batch = 15;
-    // A short lookback: once it has passed, only the ledger's versions decide what the portal gets.
+/// No lookback: the source here makes every change visible at once (no late rows), so the poller reads
+/// each version once, and once `resync` has written an older version over a newer one, only the ledger's
+/// rule that versions never go backwards keeps the portal right.
+const LOOKBACK: &str = "0";
+
+async fn resync_racing_live_changes(backend: Backend, resync: bool) {
+    let source = quiet_source(1500, 10, 53);
     let Some(mut scenario) = Scenario::start(
         backend,
         source,
         common::portal_config(53, FaultLevel::None),
-        &[("SOURCE__LOOKBACK_SECONDS", "2")],
+        &[("SOURCE__LOOKBACK_SECONDS", LOOKBACK)],
     )
     .await
     else {
@@ -647,12 +702,65 @@ async fn resync_racing_live_changes(backend: Backend) {
         days.iter().max().unwrap().to_string(),
     );
 
+    // The changes: twenty dossiers every 100 ms, each a new payload, in turn, so that no dossier changes
+    // twice within a second (two versions' progress steps stamped the same second would be one step to
+    // the portal, which keeps one entry per MaHoSo, ThoiDiemXuLy and NoiDungXuLy). With `resync` they
+    // start with its first dossier read, and reads are slowed to 10 ms each (eight at a time), so that
+    // the changes trail its reads by seconds.
     let mutations_before = scenario.source.stats().mutations;
-    scenario.source.set_live_mutation(true);
-    let (ok, stdout, stderr) = scenario
-        .command(&["resync", "--from", &from, "--to", &to])
-        .await;
-    scenario.source.set_live_mutation(false);
+    let reads_before = scenario.source.stats().dossier_requests;
+    if resync {
+        scenario
+            .source
+            .set_dossier_read_delay(Duration::from_millis(10));
+    }
+    let stop_changes = CancellationToken::new();
+    let changer = {
+        let (source, stop) = (scenario.source.clone(), stop_changes.clone());
+        // In the order `resync` reads them (by agency, then reception day), so that the changes trail
+        // its reads: each changes a dossier `resync` has just read, and will write later.
+        let mut rows: Vec<(String, Option<jiff::civil::Date>, String)> = source
+            .snapshot()
+            .into_iter()
+            .map(|row| {
+                let agency = row.record["agency"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let day = tthc_sync::sim::generator::reception_day(&row.record);
+                (agency, day, row.id)
+            })
+            .collect();
+        rows.sort();
+        let ids: Vec<String> = rows.into_iter().map(|(_, _, id)| id).collect();
+        tokio::spawn(async move {
+            while resync && source.stats().dossier_requests == reads_before && !stop.is_cancelled()
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let mut turn = 0;
+            while !stop.is_cancelled() {
+                let chunk: Vec<String> = (0..20)
+                    .map(|i| ids[(turn * 20 + i) % ids.len()].clone())
+                    .collect();
+                source.mutate_ids(&chunk);
+                turn += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let (ok, stdout, stderr) = if resync {
+        scenario
+            .command(&["resync", "--from", &from, "--to", &to])
+            .await
+    } else {
+        // The control: the same changes for as long, without resync.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (true, "no resync".to_owned(), String::new())
+    };
+    stop_changes.cancel();
+    changer.await.unwrap();
+    scenario.source.set_dossier_read_delay(Duration::ZERO);
     assert!(ok, "resync failed: {stdout}\n{stderr}");
     let changed = scenario.source.stats().mutations - mutations_before;
     assert!(changed > 50, "only {changed} changes while resync ran");
@@ -660,21 +768,30 @@ async fn resync_racing_live_changes(backend: Backend) {
     let problems = scenario
         .settle(Duration::from_secs(30), &|_: &str| false)
         .await;
-    scenario.verdict(
-        &format!("after resync raced {changed} changes ({})", stdout.trim()),
-        &problems,
-    );
+    scenario
+        .verdict(
+            &format!("after resync raced {changed} changes ({})", stdout.trim()),
+            &problems,
+        )
+        .await;
     scenario.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resync_racing_live_changes_never_sends_an_older_version_last_sqlite() {
-    resync_racing_live_changes(Backend::Sqlite).await;
+    resync_racing_live_changes(Backend::Sqlite, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resync_racing_live_changes_never_sends_an_older_version_last_postgres() {
-    resync_racing_live_changes(Backend::Postgres).await;
+    resync_racing_live_changes(Backend::Postgres, true).await;
+}
+
+/// The control of the two above: the same live changes without `resync` end exact, so what they find is
+/// `resync`'s doing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_changes_without_resync_end_exact() {
+    resync_racing_live_changes(Backend::Sqlite, false).await;
 }
 
 /// The verdict can fail: a portal that lost one accepted dossier's version is found out.

@@ -264,6 +264,9 @@ struct SimState {
     /// Rows moved so far per `updated-from` value, and the most that value may see moved.
     moving_budgets: HashMap<String, (usize, usize)>,
     live_mutation: bool,
+    /// How long `GET /pa/dossier/{id}` waits before it reads the row (see
+    /// [`SourceSim::set_dossier_read_delay`]).
+    dossier_read_delay: Duration,
     rng: SimRng,
     stats: SourceStats,
 }
@@ -359,6 +362,7 @@ impl SourceSim {
             tokens_issued: 0,
             moving_budgets: HashMap::new(),
             live_mutation: config.live_mutation,
+            dossier_read_delay: Duration::ZERO,
             rng: SimRng::seed_from_u64(config.generator.seed ^ 0x5eed_50c3),
             stats: SourceStats::default(),
         };
@@ -434,6 +438,13 @@ impl SourceSim {
             }
         }
         changed
+    }
+
+    /// Makes every `GET /pa/dossier/{id}` wait this long before it reads the row (a loaded source): a
+    /// client reading many dossiers one by one (`resync`, the reconciler's fetch) then takes long enough
+    /// for the rows it read first to change meanwhile. Zero by default.
+    pub fn set_dossier_read_delay(&self, delay: Duration) {
+        self.lock().dossier_read_delay = delay;
     }
 
     /// Turns the background mutator (started by [`SourceSim::serve`]) on or off.
@@ -974,6 +985,10 @@ async fn dossier_by_id(
     Path(id): Path<String>,
 ) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Dossier).await?;
+    let delay = app.sim.lock().dossier_read_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut state = app.sim.lock();
     let Some(&index) = state.by_id.get(&id) else {
         return Ok(error_body(

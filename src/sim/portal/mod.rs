@@ -97,7 +97,7 @@ pub struct CallRecord {
     pub service: String,
     /// `isUpdating` of a `DongBoHoSoMC` call, when it was read.
     pub is_updating: Option<bool>,
-    /// How many items `data` held (0 for services without `data`).
+    /// How many items `data` held (0 for services without `data`), read on arrival.
     pub items: usize,
     /// The per-item codes answered, in order (empty when the call was refused as a whole).
     pub item_codes: Vec<i64>,
@@ -107,7 +107,7 @@ pub struct CallRecord {
     pub fault: Option<InjectedFault>,
     /// The lies told in this call's `result` (after processing, which they do not change).
     pub answer_faults: Vec<AnswerFault>,
-    /// The `MaHoSo` of each item of `data`, in order (empty when there was no `data`).
+    /// The `MaHoSo` of each item of `data`, in order, read on arrival (empty when there was no `data`).
     pub ma_ho_so: Vec<String>,
     /// When the call arrived.
     pub at: jiff::Timestamp,
@@ -400,6 +400,7 @@ async fn integration_handler(State(app): State<AppState>, body: Bytes) -> Respon
         .unwrap_or_default()
         .to_owned();
     let mut record = CallRecord::new(service);
+    record.read_items(request.as_ref());
     let (mut fault, timing) = app.sim.draw_fault();
     if let Some(fault) = fault.filter(|fault| !fault.processed()) {
         record.fault = Some(fault);
@@ -480,6 +481,23 @@ impl CallRecord {
             at: jiff::Timestamp::now(),
             processed_at: None,
         }
+    }
+
+    /// Notes how many items the request's `data` holds and their `MaHoSo`, before any fault strikes.
+    fn read_items(&mut self, request: Option<&Value>) {
+        let Some(Value::Array(items)) = request.and_then(|request| request.get("data")) else {
+            return;
+        };
+        self.items = items.len();
+        self.ma_ho_so = items
+            .iter()
+            .map(|item| {
+                item.get("MaHoSo")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
     }
 
     /// A call that delivers items (`DongBoHoSoMC`, `CapNhatTienDoHoSoMC`): the only ones answer and late

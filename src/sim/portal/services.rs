@@ -108,15 +108,6 @@ impl PortalSim {
             return Err(answer(2, "Trường data không hợp lệ: phải là danh sách"));
         };
         record.items = items.len();
-        record.ma_ho_so = items
-            .iter()
-            .map(|item| {
-                item.get("MaHoSo")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect();
         let limit = self.config().batch_limit;
         if items.is_empty() {
             return Err(answer(2, "Trường data không hợp lệ: danh sách rỗng"));
