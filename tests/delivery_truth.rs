@@ -374,6 +374,17 @@ impl Scenario {
     }
 }
 
+/// A failed verdict panics before `finish`: the daemons are killed all the same, so that none outlives its
+/// test (holding PostgreSQL connections, polling a simulator that is gone).
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        for daemon in &mut self.daemons {
+            let _ = daemon.child.kill();
+            let _ = daemon.child.wait();
+        }
+    }
+}
+
 fn content_hash(value: &Value) -> String {
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     blake3::hash(&bytes).to_hex()[..12].to_owned()
@@ -705,14 +716,14 @@ async fn resync_racing_live_changes(backend: Backend, resync: bool) {
     // The changes: twenty dossiers every 100 ms, each a new payload, in turn, so that no dossier changes
     // twice within a second (two versions' progress steps stamped the same second would be one step to
     // the portal, which keeps one entry per MaHoSo, ThoiDiemXuLy and NoiDungXuLy). With `resync` they
-    // start with its first dossier read, and reads are slowed to 10 ms each (eight at a time), so that
+    // start with its first dossier read, and reads are slowed to 20 ms each (eight at a time), so that
     // the changes trail its reads by seconds.
     let mutations_before = scenario.source.stats().mutations;
     let reads_before = scenario.source.stats().dossier_requests;
     if resync {
         scenario
             .source
-            .set_dossier_read_delay(Duration::from_millis(10));
+            .set_dossier_read_delay(Duration::from_millis(20));
     }
     let stop_changes = CancellationToken::new();
     let changer = {
