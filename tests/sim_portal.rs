@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tthc_sync::portal::wire::parse_code;
 use tthc_sync::sim::FaultLevel;
-use tthc_sync::sim::portal::{InjectedFault, PortalFaults, PortalSim, PortalSimConfig};
+use tthc_sync::sim::portal::{
+    AnswerFault, InjectedFault, PortalFaults, PortalSim, PortalSimConfig,
+};
 
 struct TestPortal {
     sim: PortalSim,
@@ -718,4 +720,343 @@ async fn answers_parse_with_the_client_wire_types() {
     let stored: Dossier =
         serde_json::from_value(portal.sim.stored()["W-100"].dossier.clone()).unwrap();
     assert_eq!(stored, typed);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Answer and late faults (portal-api.md 2.1, 2.2): the answer lies or comes late; what is stored does not.
+
+fn entry_codes(answer: &Value) -> Vec<(String, i64)> {
+    answer["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no result in {answer}"))
+        .iter()
+        .map(|entry| {
+            (
+                entry["MaHoSo"].as_str().unwrap_or_default().to_owned(),
+                code(entry),
+            )
+        })
+        .collect()
+}
+
+fn batch(prefix: &str, size: usize) -> (Vec<String>, Vec<Value>) {
+    let codes: Vec<String> = (1..=size).map(|n| format!("{prefix}-{n:02}")).collect();
+    let data = codes.iter().map(|code| dossier(code)).collect();
+    (codes, data)
+}
+
+/// A version of `dossier(code)` told apart by its note.
+fn version(code: &str, note: &str) -> Value {
+    let mut dossier = dossier(code);
+    dossier["GhiChu"] = Value::from(note);
+    dossier
+}
+
+#[tokio::test]
+async fn shuffled_answers_carry_every_entry_in_another_order() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_faults(PortalFaults {
+        shuffled_rate: 1.0,
+        ..PortalFaults::none()
+    });
+    for round in 0..5 {
+        let (codes, data) = batch(&format!("SH{round}"), 2 + round);
+        let answer = portal.sync(&session, false, data).await;
+        let entries = entry_codes(&answer);
+        let order: Vec<String> = entries.iter().map(|(code, _)| code.clone()).collect();
+        assert_ne!(order, codes, "round {round}: the entries came in order");
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, codes, "round {round}: one entry per item");
+        assert!(entries.iter().all(|(_, status)| *status == 0));
+        for code in &codes {
+            assert!(portal.sim.stored_dossier(code).is_some(), "{code}");
+        }
+    }
+    let calls = portal.sim.calls();
+    let last = calls.last().unwrap();
+    assert_eq!(last.answer_faults, [AnswerFault::Shuffled]);
+    assert_eq!(last.ma_ho_so.len(), 6);
+    // Progress answers are shuffled too.
+    let answer = portal
+        .progress(
+            &session,
+            vec![progress_entry("SH0-01"), progress_entry("SH0-02")],
+        )
+        .await;
+    let order: Vec<String> = entry_codes(&answer).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(order, ["SH0-02", "SH0-01"]);
+}
+
+#[tokio::test]
+async fn an_unknown_entry_names_a_dossier_not_sent_and_stores_nothing_for_it() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_faults(PortalFaults {
+        unknown_entry_rate: 1.0,
+        ..PortalFaults::none()
+    });
+    let (codes, data) = batch("UK", 3);
+    let answer = portal.sync(&session, false, data).await;
+    let entries = entry_codes(&answer);
+    assert_eq!(entries.len(), 4, "{answer}");
+    let unknown: Vec<&(String, i64)> = entries
+        .iter()
+        .filter(|(code, _)| !codes.contains(code))
+        .collect();
+    assert_eq!(unknown.len(), 1, "{answer}");
+    let (unknown_code, status) = unknown[0];
+    assert_eq!(*status, 0, "the invented entry claims success");
+    assert!(unknown_code.starts_with("UK-"), "{unknown_code}");
+    assert!(portal.sim.stored_dossier(unknown_code).is_none());
+    assert_eq!(portal.sim.stored_count(), 3);
+    assert_eq!(
+        portal.sim.calls().last().unwrap().answer_faults,
+        [AnswerFault::UnknownEntry]
+    );
+    let missing = portal
+        .call(json!({"session": session, "service": "TraCuuHoSo", "mahoso": unknown_code}))
+        .await;
+    assert_eq!(code(&missing), 4);
+}
+
+#[tokio::test]
+async fn a_dropped_entry_leaves_its_dossier_stored() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_faults(PortalFaults {
+        dropped_entry_rate: 1.0,
+        ..PortalFaults::none()
+    });
+    let (codes, data) = batch("DR", 4);
+    let answer = portal.sync(&session, false, data).await;
+    let answered: HashSet<String> = entry_codes(&answer).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(answered.len(), 3, "{answer}");
+    let dropped: Vec<&String> = codes
+        .iter()
+        .filter(|code| !answered.contains(*code))
+        .collect();
+    assert_eq!(dropped.len(), 1);
+    assert!(
+        portal.sim.stored_dossier(dropped[0]).is_some(),
+        "the dossier without an entry is stored all the same"
+    );
+    assert_eq!(portal.sim.stored_count(), 4);
+    // The per-item codes the simulator records are what it did, one per item.
+    assert_eq!(portal.sim.calls().last().unwrap().item_codes, [0, 0, 0, 0]);
+}
+
+#[tokio::test]
+async fn a_duplicated_entry_names_one_dossier_twice() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_faults(PortalFaults {
+        duplicated_entry_rate: 1.0,
+        ..PortalFaults::none()
+    });
+    let (codes, data) = batch("DU", 3);
+    let answer = portal.sync(&session, false, data).await;
+    let entries = entry_codes(&answer);
+    assert_eq!(entries.len(), 4, "{answer}");
+    let twice: Vec<&String> = codes
+        .iter()
+        .filter(|code| entries.iter().filter(|(c, _)| c == *code).count() == 2)
+        .collect();
+    assert_eq!(twice.len(), 1, "{answer}");
+    assert!(
+        codes
+            .iter()
+            .all(|code| entries.iter().any(|(c, _)| c == code))
+    );
+    assert_eq!(portal.sim.stored_count(), 3);
+    let stats = portal.sim.stats();
+    assert_eq!(stats["faults_injected"]["answer_duplicated_entry"], 1);
+}
+
+#[tokio::test]
+async fn a_late_store_lands_after_a_later_call_and_the_portal_keeps_the_last_received() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    assert_eq!(
+        item_codes(
+            &portal
+                .sync(
+                    &session,
+                    false,
+                    vec![version("L-1", "v1"), version("L-2", "v1")]
+                )
+                .await
+        ),
+        [0, 0]
+    );
+    portal.sim.set_faults(PortalFaults {
+        late_store_rate: 1.0,
+        late_delay: std::time::Duration::from_millis(1500),
+        ..PortalFaults::none()
+    });
+    // The client gives up long before the portal processes the old batch.
+    let body = json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": "True",
+                      "data": [version("L-1", "v2"), version("L-2", "v2")]});
+    let gave_up = portal
+        .client
+        .post(format!("{}/integration", portal.base))
+        .timeout(std::time::Duration::from_millis(200))
+        .json(&body)
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|error| error.is_timeout()));
+    assert_eq!(portal.sim.late_calls_waiting(), 1);
+    assert_eq!(
+        portal.sim.stored_dossier("L-1").unwrap().dossier["GhiChu"],
+        "v1"
+    );
+
+    // A newer version goes through meanwhile and is stored...
+    portal.sim.set_faults(PortalFaults::none());
+    assert_eq!(
+        item_codes(
+            &portal
+                .sync(&session, true, vec![version("L-1", "v3")])
+                .await
+        ),
+        [0]
+    );
+    assert_eq!(
+        portal.sim.stored_dossier("L-1").unwrap().dossier["GhiChu"],
+        "v3"
+    );
+
+    // ...then the old batch lands, whole, and the portal keeps it: the last version it received.
+    let landed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while portal.sim.late_calls_waiting() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(landed.is_ok(), "the late store never landed");
+    let first = portal.sim.stored_dossier("L-1").unwrap();
+    assert_eq!(first.dossier["GhiChu"], "v2");
+    assert_eq!(first.times_stored, 3);
+    assert_eq!(
+        portal.sim.stored_dossier("L-2").unwrap().dossier["GhiChu"],
+        "v2"
+    );
+
+    // TraCuuHoSo shows what the portal holds: the old version, exactly as received, with NgayCapNhat.
+    let found = portal
+        .call(json!({"session": session, "service": "TraCuuHoSo", "mahoso": "L-1"}))
+        .await;
+    let mut held = found["result"][0].clone();
+    let updated = held
+        .as_object_mut()
+        .unwrap()
+        .remove("NgayCapNhat")
+        .expect("NgayCapNhat");
+    assert_eq!(held, version("L-1", "v2"));
+    assert_eq!(updated, first.updated_at.as_str());
+
+    let late_call = portal
+        .sim
+        .calls()
+        .into_iter()
+        .find(|call| call.fault == Some(InjectedFault::LateStore))
+        .expect("the late call is recorded");
+    assert_eq!(late_call.item_codes, [0, 0]);
+    let processed = late_call.processed_at.expect("processed");
+    assert!(processed.duration_since(late_call.at).as_millis() >= 1400);
+}
+
+#[tokio::test]
+async fn a_late_answer_is_processed_at_once_and_answered_late() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sim.set_faults(PortalFaults {
+        late_answer_rate: 1.0,
+        late_delay: std::time::Duration::from_millis(800),
+        ..PortalFaults::none()
+    });
+    let body = json!({"session": session, "service": "DongBoHoSoMC", "isUpdating": "False",
+                      "data": [version("LA-1", "v1")]});
+    let gave_up = portal
+        .client
+        .post(format!("{}/integration", portal.base))
+        .timeout(std::time::Duration::from_millis(200))
+        .json(&body)
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|error| error.is_timeout()));
+    assert_eq!(
+        portal.sim.stored_dossier("LA-1").unwrap().dossier["GhiChu"],
+        "v1"
+    );
+
+    // A client that waits long enough gets the full answer, late.
+    let started = std::time::Instant::now();
+    let answer = portal
+        .sync(&session, true, vec![version("LA-1", "v2")])
+        .await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(750));
+    assert_eq!(item_codes(&answer), [0]);
+    assert_eq!(
+        portal.sim.stored_dossier("LA-1").unwrap().dossier["GhiChu"],
+        "v2"
+    );
+    assert_eq!(portal.sim.stats()["faults_injected"]["late_answer"], 2);
+}
+
+#[tokio::test]
+async fn late_faults_spare_lookups_and_sessions() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal.sync(&session, false, vec![dossier("LK-1")]).await;
+    portal.sim.set_faults(PortalFaults {
+        late_store_rate: 1.0,
+        late_delay: std::time::Duration::from_secs(3600),
+        ..PortalFaults::none()
+    });
+    let found = portal
+        .call(json!({"session": session, "service": "TraCuuHoSo", "mahoso": "LK-1"}))
+        .await;
+    assert_eq!(code(&found), 0);
+    assert!(!portal.session().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_sim_endpoint_shows_what_the_portal_holds_for_a_dossier() {
+    let portal = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    portal
+        .sync(&session, false, vec![version("E-1", "v1")])
+        .await;
+    portal
+        .sync(&session, true, vec![version("E-1", "v2")])
+        .await;
+    let held: Value = portal
+        .client
+        .get(format!("{}/_sim/dossiers/E-1", portal.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(held["dossier"], version("E-1", "v2"));
+    assert_eq!(held["times_stored"], 2);
+    assert_eq!(
+        held["NgayCapNhat"],
+        portal
+            .sim
+            .stored_dossier("E-1")
+            .unwrap()
+            .updated_at
+            .as_str()
+    );
+    let missing = portal
+        .client
+        .get(format!("{}/_sim/dossiers/E-2", portal.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 }

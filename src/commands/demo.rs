@@ -51,6 +51,8 @@ pub struct DemoArgs {
     /// Give up waiting for the backlog to drain after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_seconds: u64,
+    #[command(flatten)]
+    pub portal_answers: super::simulate::PortalAnswerFaultArgs,
 }
 
 /// The simulators and the daemon of one demo (also used by tests).
@@ -75,7 +77,9 @@ impl Demo {
         source.live_mutation = true;
         let portal = PortalSimConfig {
             seed: args.seed,
-            faults: PortalFaults::for_level(args.faults),
+            faults: args
+                .portal_answers
+                .apply(PortalFaults::for_level(args.faults))?,
             ..PortalSimConfig::default()
         };
         let database = args.data_dir.join("tthc-sync.db");

@@ -44,6 +44,85 @@ pub struct PortalArgs {
     pub seed: u64,
     #[arg(long, default_value = "realistic")]
     pub faults: FaultLevel,
+    #[command(flatten)]
+    pub answers: PortalAnswerFaultArgs,
+}
+
+/// Overrides of the portal simulator's answer and late faults (`src/sim/portal/faults.rs`), on top of
+/// the `--faults` level; rates are shares of delivery calls, 0 to 1.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PortalAnswerFaultArgs {
+    /// Share of answers whose `result` entries come in shuffled order.
+    #[arg(long)]
+    pub portal_shuffled_rate: Option<f64>,
+    /// Share of answers with an extra entry (code 0) for a `MaHoSo` that was not sent.
+    #[arg(long)]
+    pub portal_unknown_entry_rate: Option<f64>,
+    /// Share of answers missing one item's entry (the item is processed all the same).
+    #[arg(long)]
+    pub portal_dropped_entry_rate: Option<f64>,
+    /// Share of answers with one item's entry twice.
+    #[arg(long)]
+    pub portal_duplicated_entry_rate: Option<f64>,
+    /// Share of calls held `--portal-late-delay-ms` and processed only then (the old batch lands last).
+    #[arg(long)]
+    pub portal_late_store_rate: Option<f64>,
+    /// Share of calls processed at once and answered `--portal-late-delay-ms` late.
+    #[arg(long)]
+    pub portal_late_answer_rate: Option<f64>,
+    /// The delay of late stores and late answers, in milliseconds.
+    #[arg(long)]
+    pub portal_late_delay_ms: Option<u64>,
+}
+
+impl PortalAnswerFaultArgs {
+    /// `faults` with the overrides given applied.
+    pub fn apply(&self, mut faults: PortalFaults) -> anyhow::Result<PortalFaults> {
+        for (flag, given, rate) in [
+            (
+                "--portal-shuffled-rate",
+                self.portal_shuffled_rate,
+                &mut faults.shuffled_rate,
+            ),
+            (
+                "--portal-unknown-entry-rate",
+                self.portal_unknown_entry_rate,
+                &mut faults.unknown_entry_rate,
+            ),
+            (
+                "--portal-dropped-entry-rate",
+                self.portal_dropped_entry_rate,
+                &mut faults.dropped_entry_rate,
+            ),
+            (
+                "--portal-duplicated-entry-rate",
+                self.portal_duplicated_entry_rate,
+                &mut faults.duplicated_entry_rate,
+            ),
+            (
+                "--portal-late-store-rate",
+                self.portal_late_store_rate,
+                &mut faults.late_store_rate,
+            ),
+            (
+                "--portal-late-answer-rate",
+                self.portal_late_answer_rate,
+                &mut faults.late_answer_rate,
+            ),
+        ] {
+            if let Some(given) = given {
+                anyhow::ensure!(
+                    (0.0..=1.0).contains(&given),
+                    "{flag} must be between 0 and 1, got {given}"
+                );
+                *rate = given;
+            }
+        }
+        if let Some(delay) = self.portal_late_delay_ms {
+            faults.late_delay = std::time::Duration::from_millis(delay);
+        }
+        Ok(faults)
+    }
 }
 
 pub async fn run(side: Side) -> anyhow::Result<ExitCode> {
@@ -71,7 +150,7 @@ pub async fn run(side: Side) -> anyhow::Result<ExitCode> {
         Side::Portal(args) => {
             let config = PortalSimConfig {
                 seed: args.seed,
-                faults: PortalFaults::for_level(args.faults),
+                faults: args.answers.apply(PortalFaults::for_level(args.faults))?,
                 ..PortalSimConfig::default()
             };
             let sim = PortalSim::new(config);

@@ -264,6 +264,9 @@ struct SimState {
     /// Rows moved so far per `updated-from` value, and the most that value may see moved.
     moving_budgets: HashMap<String, (usize, usize)>,
     live_mutation: bool,
+    /// How long `GET /pa/dossier/{id}` waits before it reads the row (see
+    /// [`SourceSim::set_dossier_read_delay`]).
+    dossier_read_delay: Duration,
     rng: SimRng,
     stats: SourceStats,
 }
@@ -359,6 +362,7 @@ impl SourceSim {
             tokens_issued: 0,
             moving_budgets: HashMap::new(),
             live_mutation: config.live_mutation,
+            dossier_read_delay: Duration::ZERO,
             rng: SimRng::seed_from_u64(config.generator.seed ^ 0x5eed_50c3),
             stats: SourceStats::default(),
         };
@@ -411,6 +415,36 @@ impl SourceSim {
     /// 5 s to `late_max` in the past, yet it becomes visible only now.
     pub fn mutate_now_late(&self, n: usize) -> Vec<String> {
         self.lock().mutate(n, Some(true), Timestamp::now())
+    }
+
+    /// Evolves the rows with these ids now, as [`SourceSim::mutate_now`] does with random ones: a new
+    /// version of each, stamped now, whose `note` also changes (so that its portal payload differs from
+    /// every earlier version's, whatever its status). Returns the ids changed (unknown ids are left out).
+    pub fn mutate_ids(&self, ids: &[String]) -> Vec<String> {
+        let mut state = self.lock();
+        let now = Timestamp::now();
+        let mut changed = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(&index) = state.by_id.get(id) {
+                let version = state.stats.mutations + 1;
+                if let Some(object) = state.rows[index].record.as_object_mut() {
+                    object.insert(
+                        "note".into(),
+                        json!(format!("Cập nhật hồ sơ lần {version}")),
+                    );
+                }
+                state.touch(index, now, now);
+                changed.push(id.clone());
+            }
+        }
+        changed
+    }
+
+    /// Makes every `GET /pa/dossier/{id}` wait this long before it reads the row (a loaded source): a
+    /// client reading many dossiers one by one (`resync`, the reconciler's fetch) then takes long enough
+    /// for the rows it read first to change meanwhile. Zero by default.
+    pub fn set_dossier_read_delay(&self, delay: Duration) {
+        self.lock().dossier_read_delay = delay;
     }
 
     /// Turns the background mutator (started by [`SourceSim::serve`]) on or off.
@@ -951,6 +985,10 @@ async fn dossier_by_id(
     Path(id): Path<String>,
 ) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Dossier).await?;
+    let delay = app.sim.lock().dossier_read_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut state = app.sim.lock();
     let Some(&index) = state.by_id.get(&id) else {
         return Ok(error_body(

@@ -15,6 +15,19 @@
 //! | timeout after processing | after | nothing for `timeout_delay`, then the connection drops |
 //! | cut body | after | HTTP 200 whose JSON body stops half-way |
 //! | slow | after | the full, correct answer, `slow_delay` late |
+//! | late store | at the end | nothing for `late_delay`, then the request is processed and answered: a batch whose client gave up lands after later calls |
+//! | late answer | before the wait | processed at once, answered `late_delay` late (past the client's timeout or lease when set so) |
+//!
+//! Answer faults (portal-api.md 2.1, 2.2) spoil the `result` of a processed `DongBoHoSoMC` or
+//! `CapNhatTienDoHoSoMC` call without touching what was stored. Each is drawn on its own, so one answer
+//! may carry several:
+//!
+//! | answer fault | what the client sees |
+//! | --- | --- |
+//! | shuffled | the `result` entries in another order than the items sent |
+//! | unknown entry | one more entry, code 0, for a `MaHoSo` that was not sent (nothing stored for it) |
+//! | dropped entry | one item's entry is missing (what that item did, storing included, stands) |
+//! | duplicated entry | one item's entry appears twice |
 
 use std::time::Duration;
 
@@ -51,6 +64,22 @@ pub struct PortalFaults {
     pub slow_rate: f64,
     /// The delay of a slow answer.
     pub slow_delay: Duration,
+    /// Share of `DongBoHoSoMC` / `CapNhatTienDoHoSoMC` calls held for `late_delay` and processed only then
+    /// ("late store"): when the client has given up meanwhile, its batch lands after later calls.
+    pub late_store_rate: f64,
+    /// Share of `DongBoHoSoMC` / `CapNhatTienDoHoSoMC` calls processed at once and answered `late_delay`
+    /// late.
+    pub late_answer_rate: f64,
+    /// The delay of the two late faults; set it past the client's timeout or lease to exercise them.
+    pub late_delay: Duration,
+    /// Share of answers whose `result` entries come in shuffled order.
+    pub shuffled_rate: f64,
+    /// Share of answers with an extra entry (code 0) for a `MaHoSo` that was not sent.
+    pub unknown_entry_rate: f64,
+    /// Share of answers missing one item's entry (the item was processed all the same).
+    pub dropped_entry_rate: f64,
+    /// Share of answers with one item's entry twice.
+    pub duplicated_entry_rate: f64,
 }
 
 impl PortalFaults {
@@ -68,11 +97,21 @@ impl PortalFaults {
             cut_body_rate: 0.0,
             slow_rate: 0.0,
             slow_delay: Duration::from_millis(500),
+            late_store_rate: 0.0,
+            late_answer_rate: 0.0,
+            late_delay: Duration::from_secs(8),
+            shuffled_rate: 0.0,
+            unknown_entry_rate: 0.0,
+            dropped_entry_rate: 0.0,
+            duplicated_entry_rate: 0.0,
         }
     }
 
-    /// The rates of a fault level: `None` none; `Realistic` about 2.5 % of calls fail (plus 2 % slow);
-    /// `Harsh` about 20 % fail (plus 5 % slow).
+    /// The rates of a fault level: `None` none; `Realistic` about 2.5 % of calls fail (plus 2 % slow,
+    /// 0.2 % answered past the demo's 5 s timeout, and 2 % of answers in shuffled order: faults a client
+    /// that matches entries by `MaHoSo` rides out without a content check); `Harsh` about 20 % fail (plus
+    /// 5 % slow, 1 % answered late, 1 % stored late: the old batch lands last), and answers are shuffled
+    /// (10 %), invent an entry, drop one or repeat one (2 % each).
     pub fn for_level(level: FaultLevel) -> Self {
         match level {
             FaultLevel::None => Self::none(),
@@ -84,6 +123,8 @@ impl PortalFaults {
                 timeout_after_processing_rate: 0.002,
                 cut_body_rate: 0.004,
                 slow_rate: 0.02,
+                late_answer_rate: 0.002,
+                shuffled_rate: 0.02,
                 ..Self::none()
             },
             FaultLevel::Harsh => PortalFaults {
@@ -94,9 +135,47 @@ impl PortalFaults {
                 timeout_after_processing_rate: 0.02,
                 cut_body_rate: 0.04,
                 slow_rate: 0.05,
+                late_store_rate: 0.01,
+                late_answer_rate: 0.01,
+                shuffled_rate: 0.1,
+                unknown_entry_rate: 0.02,
+                dropped_entry_rate: 0.02,
+                duplicated_entry_rate: 0.02,
                 ..Self::none()
             },
         }
+    }
+
+    /// Draws the late fault of one delivery call (`DongBoHoSoMC`, `CapNhatTienDoHoSoMC`) that no transport
+    /// fault struck, if any. Nothing is drawn while both rates are 0, so that other draws stay as seeded.
+    pub(crate) fn draw_late(&self, rng: &mut impl rand::Rng) -> Option<InjectedFault> {
+        if self.late_store_rate <= 0.0 && self.late_answer_rate <= 0.0 {
+            return None;
+        }
+        let draw: f64 = rng.random();
+        let store = self.late_store_rate.clamp(0.0, 1.0);
+        if draw < store {
+            return Some(InjectedFault::LateStore);
+        }
+        if draw < store + self.late_answer_rate.clamp(0.0, 1.0) {
+            return Some(InjectedFault::LateAnswer);
+        }
+        None
+    }
+
+    /// Draws the answer faults of one processed delivery call, each on its own, in the order of
+    /// [`AnswerFault`]. A rate of 0 draws nothing.
+    pub(crate) fn draw_answer(&self, rng: &mut impl rand::Rng) -> Vec<AnswerFault> {
+        [
+            (AnswerFault::Shuffled, self.shuffled_rate),
+            (AnswerFault::DroppedEntry, self.dropped_entry_rate),
+            (AnswerFault::DuplicatedEntry, self.duplicated_entry_rate),
+            (AnswerFault::UnknownEntry, self.unknown_entry_rate),
+        ]
+        .into_iter()
+        .filter(|(_, rate)| *rate > 0.0 && rng.random_bool(rate.clamp(0.0, 1.0)))
+        .map(|(fault, _)| fault)
+        .collect()
     }
 
     /// Draws the fault of one call, if any.
@@ -161,6 +240,35 @@ pub enum InjectedFault {
     CutBody,
     /// The right answer, late; the data IS stored.
     Slow,
+    /// Nothing for `late_delay`, then the request is processed and answered. Only delivery calls.
+    LateStore,
+    /// Processed at once, answered `late_delay` late. Only delivery calls.
+    LateAnswer,
+}
+
+/// A lie in the `result` of a processed delivery call (the stored data are what the items say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnswerFault {
+    /// The entries in another order than the items sent.
+    Shuffled,
+    /// One item's entry left out.
+    DroppedEntry,
+    /// One item's entry twice.
+    DuplicatedEntry,
+    /// One more entry, code 0, for a `MaHoSo` that was not sent.
+    UnknownEntry,
+}
+
+impl AnswerFault {
+    /// A stable snake_case name, used by `/_sim/stats`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnswerFault::Shuffled => "answer_shuffled",
+            AnswerFault::UnknownEntry => "answer_unknown_entry",
+            AnswerFault::DroppedEntry => "answer_dropped_entry",
+            AnswerFault::DuplicatedEntry => "answer_duplicated_entry",
+        }
+    }
 }
 
 impl InjectedFault {
@@ -168,7 +276,11 @@ impl InjectedFault {
     pub fn processed(self) -> bool {
         matches!(
             self,
-            InjectedFault::TimeoutAfterProcessing | InjectedFault::CutBody | InjectedFault::Slow
+            InjectedFault::TimeoutAfterProcessing
+                | InjectedFault::CutBody
+                | InjectedFault::Slow
+                | InjectedFault::LateStore
+                | InjectedFault::LateAnswer
         )
     }
 
@@ -187,6 +299,8 @@ impl InjectedFault {
             InjectedFault::TimeoutAfterProcessing => "timeout_after_processing",
             InjectedFault::CutBody => "cut_body",
             InjectedFault::Slow => "slow",
+            InjectedFault::LateStore => "late_store",
+            InjectedFault::LateAnswer => "late_answer",
         }
     }
 }
@@ -247,5 +361,74 @@ mod tests {
         assert!(
             InjectedFault::CutBody.processed() && InjectedFault::TimeoutAfterProcessing.processed()
         );
+    }
+
+    #[test]
+    fn answer_and_late_faults_are_drawn_at_their_rates() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let faults = PortalFaults {
+            late_store_rate: 0.1,
+            late_answer_rate: 0.2,
+            shuffled_rate: 0.5,
+            unknown_entry_rate: 0.05,
+            ..PortalFaults::none()
+        };
+        let draws = 20_000;
+        let (mut store, mut answer, mut shuffled, mut unknown, mut others) = (0, 0, 0, 0, 0);
+        for _ in 0..draws {
+            match faults.draw_late(&mut rng) {
+                Some(InjectedFault::LateStore) => store += 1,
+                Some(InjectedFault::LateAnswer) => answer += 1,
+                _ => {}
+            }
+            for fault in faults.draw_answer(&mut rng) {
+                match fault {
+                    AnswerFault::Shuffled => shuffled += 1,
+                    AnswerFault::UnknownEntry => unknown += 1,
+                    _ => others += 1,
+                }
+            }
+        }
+        let share = |count: i32| f64::from(count) / f64::from(draws);
+        assert!((0.09..0.11).contains(&share(store)), "{store}");
+        assert!((0.18..0.22).contains(&share(answer)), "{answer}");
+        assert!((0.48..0.52).contains(&share(shuffled)), "{shuffled}");
+        assert!((0.04..0.06).contains(&share(unknown)), "{unknown}");
+        assert_eq!(others, 0);
+        // Nothing is drawn at all when the rates are 0: other draws stay as seeded.
+        let none = PortalFaults::none();
+        let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let b = a.clone();
+        assert!(none.draw_late(&mut a).is_none() && none.draw_answer(&mut a).is_empty());
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn realistic_lies_only_about_order_and_harsh_about_everything() {
+        let realistic = PortalFaults::for_level(FaultLevel::Realistic);
+        assert!(realistic.shuffled_rate > 0.0 && realistic.late_answer_rate > 0.0);
+        // A late store can leave the portal with an older version that only a content check finds.
+        assert_eq!(
+            realistic.unknown_entry_rate
+                + realistic.dropped_entry_rate
+                + realistic.duplicated_entry_rate
+                + realistic.late_store_rate,
+            0.0
+        );
+        let harsh = PortalFaults::for_level(FaultLevel::Harsh);
+        assert!(
+            [
+                harsh.shuffled_rate,
+                harsh.unknown_entry_rate,
+                harsh.dropped_entry_rate,
+                harsh.duplicated_entry_rate,
+                harsh.late_store_rate,
+                harsh.late_answer_rate
+            ]
+            .iter()
+            .all(|rate| *rate > 0.0)
+        );
+        let none = PortalFaults::for_level(FaultLevel::None);
+        assert_eq!(none, PortalFaults::none());
     }
 }

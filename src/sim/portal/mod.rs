@@ -1,7 +1,11 @@
 //! The National Public Service Portal simulator: `POST /auth` and `POST /integration` exactly as
 //! `../shared/spec/portal-api.md` says (its **[sim]** behaviours included), transport faults on demand
-//! ([`faults`]), and a record of everything it stored and every call it received, for tests to inspect
-//! in-process or through `GET /_sim/stats`.
+//! ([`faults`]), answers that lie about their entries or come late, and a record of everything it stored
+//! and every call it received, for tests to inspect in-process or through `GET /_sim/stats` and
+//! `GET /_sim/dossiers/{MaHoSo}` (what the portal holds for one dossier).
+//!
+//! Each call's storing is atomic: its items are applied under one lock, so two calls' effects never
+//! interleave, and a late-stored call lands whole, at the end of its delay.
 //!
 //! Requests are read as raw JSON and checked field by field ([`validate`]), as a lenient real server
 //! would: a malformed dossier is a per-item code 2 naming the field, never a refused request.
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{InjectedFault, PortalFaults};
+pub use faults::{AnswerFault, InjectedFault, PortalFaults};
 
 /// How the simulated portal is set up.
 #[derive(Debug, Clone)]
@@ -93,7 +97,7 @@ pub struct CallRecord {
     pub service: String,
     /// `isUpdating` of a `DongBoHoSoMC` call, when it was read.
     pub is_updating: Option<bool>,
-    /// How many items `data` held (0 for services without `data`).
+    /// How many items `data` held (0 for services without `data`), read on arrival.
     pub items: usize,
     /// The per-item codes answered, in order (empty when the call was refused as a whole).
     pub item_codes: Vec<i64>,
@@ -101,8 +105,14 @@ pub struct CallRecord {
     pub overall_code: Option<i64>,
     /// The fault injected into this call, if any.
     pub fault: Option<InjectedFault>,
+    /// The lies told in this call's `result` (after processing, which they do not change).
+    pub answer_faults: Vec<AnswerFault>,
+    /// The `MaHoSo` of each item of `data`, in order, read on arrival (empty when there was no `data`).
+    pub ma_ho_so: Vec<String>,
     /// When the call arrived.
     pub at: jiff::Timestamp,
+    /// When it was processed (for a late store, `late_delay` after `at`); `None` when it was not.
+    pub processed_at: Option<jiff::Timestamp>,
 }
 
 /// The simulated portal. Cloning is cheap: clones share one state.
@@ -129,6 +139,8 @@ struct SimState {
     faults: PortalFaults,
     catalogs: validate::Catalogs,
     rng: ChaCha8Rng,
+    /// Late-store calls held, not processed yet.
+    late_waiting: usize,
 }
 
 struct DossierRecord {
@@ -151,6 +163,7 @@ impl PortalSim {
                 procedures: config.known_procedures.clone().map(Arc::new),
             },
             rng: ChaCha8Rng::seed_from_u64(config.seed),
+            late_waiting: 0,
         };
         PortalSim {
             shared: Arc::new(Shared {
@@ -170,6 +183,7 @@ impl PortalSim {
             .route("/auth", post(auth_handler))
             .route("/integration", post(integration_handler))
             .route("/_sim/stats", get(stats_handler))
+            .route("/_sim/dossiers/{ma_ho_so}", get(dossier_handler))
             .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(AppState {
                 sim: self.clone(),
@@ -213,6 +227,11 @@ impl PortalSim {
             }
         }
         forgotten
+    }
+
+    /// Late-store calls held and not processed yet.
+    pub fn late_calls_waiting(&self) -> usize {
+        self.lock().late_waiting
     }
 
     /// How many dossiers are stored.
@@ -282,6 +301,7 @@ impl PortalSim {
             "calls_total": state.calls.len(),
             "calls": state.calls_per_service,
             "faults_injected": state.faults_injected,
+            "late_calls_waiting": state.late_waiting,
         })
     }
 
@@ -306,6 +326,32 @@ impl PortalSim {
             *state.faults_injected.entry(fault.name()).or_default() += 1;
         }
         (fault, state.faults.clone())
+    }
+
+    /// Draws the late fault of a delivery call that no transport fault struck, and counts it.
+    fn draw_late(&self) -> Option<InjectedFault> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let fault = state.faults.draw_late(&mut state.rng);
+        if let Some(fault) = fault {
+            *state.faults_injected.entry(fault.name()).or_default() += 1;
+        }
+        fault
+    }
+
+    /// Processes a request that got through (the service's effect, answer faults included) and records
+    /// the call; returns the answer.
+    fn process(&self, request: Option<Value>, mut record: CallRecord) -> Value {
+        record.processed_at = Some(jiff::Timestamp::now());
+        let mut answer = self.integrate(request, &mut record);
+        if record.is_delivery() {
+            self.spoil_answer(&mut answer, &mut record);
+        }
+        record.overall_code = answer
+            .get("error_code")
+            .and_then(crate::portal::wire::parse_code);
+        self.record(record);
+        answer
     }
 
     fn record(&self, record: CallRecord) {
@@ -336,6 +382,7 @@ async fn auth_handler(State(app): State<AppState>, headers: HeaderMap, body: Byt
         .get("dstcode")
         .and_then(|value| value.to_str().ok())
         .map(str::trim);
+    record.processed_at = Some(jiff::Timestamp::now());
     let answer = app.sim.authenticate(dstcode, &body);
     record.overall_code = answer
         .get("error_code")
@@ -353,22 +400,71 @@ async fn integration_handler(State(app): State<AppState>, body: Bytes) -> Respon
         .unwrap_or_default()
         .to_owned();
     let mut record = CallRecord::new(service);
-    let (fault, timing) = app.sim.draw_fault();
-    record.fault = fault;
+    record.read_items(request.as_ref());
+    let (mut fault, timing) = app.sim.draw_fault();
     if let Some(fault) = fault.filter(|fault| !fault.processed()) {
+        record.fault = Some(fault);
         app.sim.record(record);
         return before_processing(&app, fault, &timing).await;
     }
-    let answer = app.sim.integrate(request, &mut record);
-    record.overall_code = answer
-        .get("error_code")
-        .and_then(crate::portal::wire::parse_code);
-    app.sim.record(record);
+    if fault.is_none() && record.is_delivery() {
+        fault = app.sim.draw_late();
+    }
+    record.fault = fault;
+    if fault == Some(InjectedFault::LateStore) {
+        return late_store(&app, request, record, timing.late_delay).await;
+    }
+    let answer = app.sim.process(request, record);
     after_processing(&app, answer, fault, &timing).await
+}
+
+/// Holds a request for `delay`, then processes and answers it. The wait and the processing run in a
+/// task of their own, so a client that gives up (drops the connection) does not cancel them: its batch
+/// lands all the same, after whatever was stored meanwhile. A simulator stopping meanwhile processes
+/// nothing.
+async fn late_store(
+    app: &AppState,
+    request: Option<Value>,
+    record: CallRecord,
+    delay: Duration,
+) -> Response {
+    let (sim, shutdown) = (app.sim.clone(), app.shutdown.clone());
+    sim.lock().late_waiting += 1;
+    let held = tokio::spawn(async move {
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            _ = shutdown.cancelled() => true,
+        };
+        sim.lock().late_waiting -= 1;
+        if stopped {
+            sim.record(record);
+            return None;
+        }
+        Some(sim.process(request, record))
+    });
+    match held.await {
+        Ok(Some(answer)) => json_response(&answer),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response(),
+    }
 }
 
 async fn stats_handler(State(app): State<AppState>) -> Response {
     json_response(&app.sim.stats())
+}
+
+/// `GET /_sim/dossiers/{MaHoSo}`: what the portal holds for one dossier (404 when nothing).
+async fn dossier_handler(State(app): State<AppState>, Path(ma_ho_so): Path<String>) -> Response {
+    match app.sim.stored_dossier(&ma_ho_so) {
+        None => (StatusCode::NOT_FOUND, "Hồ sơ không tồn tại").into_response(),
+        Some(stored) => json_response(&json!({
+            "MaHoSo": ma_ho_so,
+            "dossier": stored.dossier,
+            "NgayCapNhat": stored.updated_at,
+            "times_stored": stored.times_stored,
+            "progress": stored.progress,
+            "progress_received": stored.progress_received,
+        })),
+    }
 }
 
 impl CallRecord {
@@ -380,8 +476,37 @@ impl CallRecord {
             item_codes: Vec::new(),
             overall_code: None,
             fault: None,
+            answer_faults: Vec::new(),
+            ma_ho_so: Vec::new(),
             at: jiff::Timestamp::now(),
+            processed_at: None,
         }
+    }
+
+    /// Notes how many items the request's `data` holds and their `MaHoSo`, before any fault strikes.
+    fn read_items(&mut self, request: Option<&Value>) {
+        let Some(Value::Array(items)) = request.and_then(|request| request.get("data")) else {
+            return;
+        };
+        self.items = items.len();
+        self.ma_ho_so = items
+            .iter()
+            .map(|item| {
+                item.get("MaHoSo")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+    }
+
+    /// A call that delivers items (`DongBoHoSoMC`, `CapNhatTienDoHoSoMC`): the only ones answer and late
+    /// faults strike.
+    fn is_delivery(&self) -> bool {
+        matches!(
+            self.service.as_str(),
+            "DongBoHoSoMC" | "CapNhatTienDoHoSoMC"
+        )
     }
 }
 
@@ -443,6 +568,10 @@ async fn after_processing(
                 cut,
             )
                 .into_response()
+        }
+        Some(InjectedFault::LateAnswer) => {
+            wait_or_shutdown(app, timing.late_delay).await;
+            json_response(&answer)
         }
         Some(InjectedFault::TimeoutAfterProcessing) => {
             dropped_connection(app, timing.timeout_delay).await

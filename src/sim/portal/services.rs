@@ -4,11 +4,13 @@
 use std::fmt::Write as _;
 
 use rand::RngExt;
+use rand::seq::SliceRandom;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::portal::wire::{UnitCatalogItem, UnitDayCount};
 
+use super::faults::AnswerFault;
 use super::validate::{self, Rejection, text_of};
 use super::{CallRecord, DossierRecord, PortalSim, SimState, StoredDossier};
 
@@ -198,6 +200,49 @@ impl PortalSim {
         json!({"error_code": "0", "message": "Cập nhật tiến độ thành công", "result": results})
     }
 
+    /// Spoils the `result` of a processed delivery call with the answer faults drawn for it (what was
+    /// stored stays as it is): entries shuffled, one dropped, one repeated, one invented for a `MaHoSo`
+    /// that was not sent, in that order.
+    pub(super) fn spoil_answer(&self, answer: &mut Value, record: &mut CallRecord) {
+        let Some(Value::Array(entries)) = answer.get_mut("result") else {
+            return;
+        };
+        if entries.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        let state = &mut *state;
+        let faults = state.faults.draw_answer(&mut state.rng);
+        for &fault in &faults {
+            match fault {
+                AnswerFault::Shuffled if entries.len() > 1 => {
+                    let before = entries.clone();
+                    entries.shuffle(&mut state.rng);
+                    if *entries == before {
+                        entries.rotate_left(1);
+                    }
+                }
+                AnswerFault::DroppedEntry if !entries.is_empty() => {
+                    let at = state.rng.random_range(0..entries.len());
+                    entries.remove(at);
+                }
+                AnswerFault::DuplicatedEntry if !entries.is_empty() => {
+                    let copy = entries[state.rng.random_range(0..entries.len())].clone();
+                    let at = state.rng.random_range(0..=entries.len());
+                    entries.insert(at, copy);
+                }
+                AnswerFault::UnknownEntry => {
+                    let code = unsent_code(state, &record.ma_ho_so);
+                    let at = state.rng.random_range(0..=entries.len());
+                    entries.insert(at, item(Some(&code), 0, "Thành công"));
+                }
+                _ => continue,
+            }
+            *state.faults_injected.entry(fault.name()).or_default() += 1;
+            record.answer_faults.push(fault);
+        }
+    }
+
     /// `TraCuuHoSo`: the stored dossier with its `NgayCapNhat`.
     fn look_up(&self, request: &Map<String, Value>) -> Value {
         let Some(code) = text_of(request, "mahoso").or_else(|| text_of(request, "MaHoSo")) else {
@@ -355,6 +400,26 @@ fn store_dossier(
         }
     }
     (0, "Thành công".to_owned())
+}
+
+/// A well-formed `MaHoSo` that was not among `sent` and that the portal does not hold: a sent code whose
+/// last part is replaced by a number the generator never uses (six digits starting with 99; its per-day
+/// sequence has four).
+fn unsent_code(state: &mut SimState, sent: &[String]) -> String {
+    let base = sent
+        .iter()
+        .find(|code| !code.is_empty())
+        .map_or("000.00.00.H60-000101", |code| {
+            code.rsplit_once('-')
+                .map_or(code.as_str(), |(head, _)| head)
+        })
+        .to_owned();
+    loop {
+        let code = format!("{base}-99{:04}", state.rng.random_range(0..10_000u32));
+        if !sent.contains(&code) && !state.dossiers.contains_key(&code) {
+            return code;
+        }
+    }
 }
 
 /// (DonViXuLy, day of NgayTiepNhan) of a valid dossier.
