@@ -9,6 +9,11 @@
 //! - no older source version replaced a newer one;
 //! - no dossier has two claims whose leases both run.
 //!
+//! Calls land on the portal while their lease holds (the pusher renews the lease for as long as the call
+//! runs); their answers may come at any time after, also after the lease lapsed and the dossier was
+//! claimed again. A request that reaches the portal only after its sender's lease lapsed, with no answer
+//! ever coming back, cannot be seen by the ledger: reconciliation's content check is there for it.
+//!
 //! At the end of each case every call is settled and the store is drained by a healthy pusher: the portal
 //! must then hold the latest version of every sendable dossier, and the ledger must call it accepted.
 //!
@@ -294,10 +299,15 @@ async fn run_case(store: &dyn Store, inspector: &Inspector, seed: u64) -> Result
                     });
                 }
             }
-            // A call lands on the portal (its in-call retries land the same payload).
+            // A call lands on the portal (its in-call retries land the same payload), while its lease
+            // holds: the pusher renews the lease for as long as the call runs, so a lease lapses only
+            // when its owner is gone, and a request landing after that is the content check's to find.
             43..=57 if !model.calls.is_empty() => {
                 let index = rng.random_range(0..model.calls.len());
                 let call = model.calls[index].clone();
+                if call.lease_until < model.now {
+                    continue;
+                }
                 if model
                     .refused
                     .contains(&(call.id.clone(), call.hash.clone()))
