@@ -276,7 +276,9 @@ pub struct StoreSettings {
     /// Name of this instance in leases; two instances sharing a store need different names.
     #[serde(default = "default_instance")]
     pub instance: String,
-    /// Seconds a claim on work in flight lasts before another worker may take it over.
+    /// Seconds a claim on work in flight lasts before another worker may take it over. A pusher renews
+    /// the claims of its call every third of this while the call runs (in-call retries included), so a
+    /// claim lapses only when its owner stopped or cannot reach the ledger.
     #[serde(default = "default_lease")]
     pub lease_seconds: u64,
     /// Days after the portal accepted a finished dossier (portal status 9 or 10) before its personal

@@ -291,7 +291,9 @@ pub fn on_answer(
     match answer {
         Answer::Accepted => {
             next.portal_has = true;
-            next.accepted_hash = Some(sent_hash.to_owned());
+            // After a late answer of another call during this flight, which of the two the portal
+            // received last is unknown.
+            next.accepted_hash = (!next.recheck).then(|| sent_hash.to_owned());
             next.accepted_at = Some(now);
             next.last_error = None;
             if current && !next.recheck {
