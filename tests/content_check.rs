@@ -95,7 +95,14 @@ async fn the_content_check_queues_again_only_the_payload_it_compared(store: &dyn
         .map(|id| row(id, "p1"))
         .collect();
     store.ingest(&rows, None, 10).await.unwrap();
-    assert_eq!(store.claim_dossiers("me", 10, 20, 1_000).await.unwrap().len(), 5);
+    assert_eq!(
+        store
+            .claim_dossiers("me", 10, 20, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
     let accepted = |id: &str| DeliveryResult {
         source_id: id.into(),
         payload_hash: "p1".into(),
@@ -113,14 +120,24 @@ async fn the_content_check_queues_again_only_the_payload_it_compared(store: &dyn
         .unwrap();
 
     let recent = store.content_candidates(0, 100, None, 10).await.unwrap();
-    assert_eq!(ids(&recent), ["a", "b", "c", "e"], "accepted only, not in flight");
+    assert_eq!(
+        ids(&recent),
+        ["a", "b", "c", "e"],
+        "accepted only, not in flight"
+    );
     let a = recent.iter().find(|c| c.source_id == "a").unwrap();
     assert_eq!(a.dossier_code, "000.00.31.H60-240115-a");
     assert_eq!(a.payload, "{\"MaHoSo\":\"a\"}");
     assert_eq!(a.payload_hash, "p1");
     assert_eq!(a.unit.as_deref(), Some("000.00.31.H60"));
     assert_eq!(a.reception_day.as_deref(), Some("2024-01-15"));
-    assert!(store.content_candidates(31, 100, None, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .content_candidates(31, 100, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .content_candidates(0, 100, Some("000.00.99.H60"), 10)
@@ -128,15 +145,45 @@ async fn the_content_check_queues_again_only_the_payload_it_compared(store: &dyn
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.content_candidates(0, 100, None, 2).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .content_candidates(0, 100, None, 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     // The sample is of those accepted before the recent window.
-    assert_eq!(store.content_sample("000.00.31.H60", 31, 10).await.unwrap().len(), 4);
-    assert!(store.content_sample("000.00.31.H60", 30, 10).await.unwrap().is_empty());
-    assert_eq!(store.content_sample("000.00.31.H60", 31, 3).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .content_sample("000.00.31.H60", 31, 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert!(
+        store
+            .content_sample("000.00.31.H60", 30, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .content_sample("000.00.31.H60", 31, 3)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 
     // Checked in this run: out of the run's candidates; in the next run, after those never checked.
     store.mark_content_checked(&["a".into()], 40).await.unwrap();
-    assert_eq!(ids(&store.content_candidates(0, 40, None, 10).await.unwrap()), ["b", "c", "e"]);
+    assert_eq!(
+        ids(&store.content_candidates(0, 40, None, 10).await.unwrap()),
+        ["b", "c", "e"]
+    );
     let next_run = store.content_candidates(0, 41, None, 10).await.unwrap();
     assert_eq!(next_run.len(), 4);
     assert_eq!(next_run.last().unwrap().source_id, "a");
@@ -154,8 +201,18 @@ async fn the_content_check_queues_again_only_the_payload_it_compared(store: &dyn
         .await
         .unwrap();
     assert_eq!(redacted, 1);
-    assert_eq!(ids(&store.content_candidates(0, 100, None, 10).await.unwrap()), ["a", "b", "c"]);
-    assert_eq!(store.content_sample("000.00.31.H60", 31, 10).await.unwrap().len(), 3);
+    assert_eq!(
+        ids(&store.content_candidates(0, 100, None, 10).await.unwrap()),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        store
+            .content_sample("000.00.31.H60", 31, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 
     // Queued again only where the row is still accepted with the hash compared: b was compared under
     // another hash, d is in flight.
@@ -175,7 +232,10 @@ async fn the_content_check_queues_again_only_the_payload_it_compared(store: &dyn
     let claimed = store.claim_dossiers("me", 10, 60, 1_000).await.unwrap();
     assert_eq!(claimed.len(), 1, "only c is due: {claimed:?}");
     assert_eq!(claimed[0].source_id, "c");
-    assert!(claimed[0].portal_has, "the portal has it: it goes as an update");
+    assert!(
+        claimed[0].portal_has,
+        "the portal has it: it goes as an update"
+    );
     assert_eq!(claimed[0].attempts, 0);
     assert_eq!(claimed[0].payload_hash, "p1");
     // A second requeue of the same comparison finds c in flight: nothing changes.
@@ -186,7 +246,10 @@ async fn the_content_check_queues_again_only_the_payload_it_compared(store: &dyn
             .unwrap()
             .is_empty()
     );
-    assert_eq!(ids(&store.content_candidates(0, 100, None, 10).await.unwrap()), ["a", "b"]);
+    assert_eq!(
+        ids(&store.content_candidates(0, 100, None, 10).await.unwrap()),
+        ["a", "b"]
+    );
 }
 
 /// A backfill of far more dossiers than a chunk: each chunk is in the ledger before the one after next
@@ -208,9 +271,13 @@ async fn a_backfill_writes_chunk_by_chunk_with_flat_memory() {
         .unwrap(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("tthc.db")).await.unwrap());
-    let sink = IngestSink::new(store.clone(), Arc::new(MappingTables::default()), None)
-        .without_cursor();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("tthc.db"))
+            .await
+            .unwrap(),
+    );
+    let sink =
+        IngestSink::new(store.clone(), Arc::new(MappingTables::default()), None).without_cursor();
     let chunk = 50;
     let mut backfill = Backfill::new(client, sink, chunk);
     let ids: Vec<String> = source.snapshot().into_iter().map(|row| row.id).collect();
@@ -222,7 +289,13 @@ async fn a_backfill_writes_chunk_by_chunk_with_flat_memory() {
             // The chunk before the one just handed over has been written.
             let written = &ids[(index - 1) * chunk..index * chunk];
             let views = store.ledger_views(written).await.unwrap();
-            assert_eq!(views.len(), chunk, "chunk {} written before chunk {} was fetched", index - 1, index + 1);
+            assert_eq!(
+                views.len(),
+                chunk,
+                "chunk {} written before chunk {} was fetched",
+                index - 1,
+                index + 1
+            );
             let later = &ids[(index + 1) * chunk..((index + 2) * chunk).min(ids.len())];
             if !later.is_empty() {
                 assert!(store.ledger_views(later).await.unwrap().is_empty());
@@ -281,7 +354,14 @@ async fn reconcile(config: &str) -> String {
 
 async fn json_report(config: &str) -> Value {
     let (ok, stdout, stderr) = run_binary(&[
-        "report", "--config", config, "--format", "json", "--from", "2000-01-01", "--offline",
+        "report",
+        "--config",
+        config,
+        "--format",
+        "json",
+        "--from",
+        "2000-01-01",
+        "--offline",
     ])
     .await;
     assert!(ok, "report failed: {stderr}");
@@ -292,6 +372,7 @@ async fn json_report(config: &str) -> Value {
 async fn reconcile_finds_corrupted_copies_on_the_portal_and_sends_them_again() {
     let mut source_config = common::source_config(300, 3, 77, FaultLevel::None);
     source_config.generator.bad_share = 0.0;
+    source_config.generator.null_code_agencies = 0;
     let (dir, demo) = common::start(
         source_config,
         common::portal_config(77, FaultLevel::None),
@@ -316,9 +397,19 @@ async fn reconcile_finds_corrupted_copies_on_the_portal_and_sends_them_again() {
     let run = reconcile(config).await;
     let log_dir = dir.path().join("reconciliation");
     let clean = log_lines(&log_dir, &run);
-    let checked: i64 = clean.values().map(|line| line["content_checked"].as_i64().unwrap()).sum();
-    assert_eq!(checked as usize, stored.len(), "every accepted dossier is recent: all compared");
-    assert!(clean.values().all(|line| line["content_differs"] == 0), "{clean:#?}");
+    let checked: i64 = clean
+        .values()
+        .map(|line| line["content_checked"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        checked as usize,
+        stored.len(),
+        "every accepted dossier is recent: all compared"
+    );
+    assert!(
+        clean.values().all(|line| line["content_differs"] == 0),
+        "{clean:#?}"
+    );
 
     // Three copies go wrong on the portal: two of one unit, one of another.
     let mut by_unit: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -328,9 +419,12 @@ async fn reconcile_finds_corrupted_copies_on_the_portal_and_sends_them_again() {
             .or_default()
             .push(code.clone());
     }
+    let sizes: Vec<usize> = by_unit.values().map(Vec::len).collect();
     let mut units = by_unit.into_iter().filter(|(_, codes)| codes.len() >= 2);
     let (first_unit, first_codes) = units.next().unwrap();
-    let (second_unit, second_codes) = units.next().unwrap();
+    let (second_unit, second_codes) = units
+        .next()
+        .unwrap_or_else(|| panic!("two units with dossiers on the portal: {sizes:?}"));
     let corrupted = [
         (&first_codes[0], "TenTTHC", Value::from("Thủ tục khác")),
         (&first_codes[1], "TrangThaiHoSo", Value::from("3")),
@@ -340,13 +434,27 @@ async fn reconcile_finds_corrupted_copies_on_the_portal_and_sends_them_again() {
         assert!(demo.portal.overwrite_field(code, field, value.clone()));
     }
     let versions = |code: &str| demo.portal.dossier_versions_received(code);
-    let before: Vec<usize> = corrupted.iter().map(|(code, _, _)| versions(code)).collect();
+    let before: Vec<usize> = corrupted
+        .iter()
+        .map(|(code, _, _)| versions(code))
+        .collect();
 
     let run = reconcile(config).await;
     let found = log_lines(&log_dir, &run);
-    assert_eq!(found[&first_unit]["content_differs"], 2, "{:#}", found[&first_unit]);
-    assert_eq!(found[&second_unit]["content_differs"], 1, "{:#}", found[&second_unit]);
-    let differing: i64 = found.values().map(|line| line["content_differs"].as_i64().unwrap()).sum();
+    assert_eq!(
+        found[&first_unit]["content_differs"], 2,
+        "{:#}",
+        found[&first_unit]
+    );
+    assert_eq!(
+        found[&second_unit]["content_differs"], 1,
+        "{:#}",
+        found[&second_unit]
+    );
+    let differing: i64 = found
+        .values()
+        .map(|line| line["content_differs"].as_i64().unwrap())
+        .sum();
     assert_eq!(differing, 3, "only the corrupted copies differ");
     let day_total: i64 = found[&first_unit]["content_differs_days"]
         .as_object()
@@ -367,32 +475,56 @@ async fn reconcile_finds_corrupted_copies_on_the_portal_and_sends_them_again() {
         assert_eq!(line["content_differs"], expected, "{line:#}");
     }
     let (ok, csv, _) = run_binary(&[
-        "report", "--config", config, "--format", "csv", "--from", "2000-01-01", "--offline", "--lang", "en",
+        "report",
+        "--config",
+        config,
+        "--format",
+        "csv",
+        "--from",
+        "2000-01-01",
+        "--offline",
+        "--lang",
+        "en",
     ])
     .await;
     assert!(ok);
-    assert!(csv.lines().next().unwrap().contains("Content differs on the portal"), "{csv}");
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .contains("Content differs on the portal"),
+        "{csv}"
+    );
 
     // The daemon sends them again: the portal holds our payloads once more.
     let restored = common::eventually(Duration::from_secs(60), || {
-        corrupted
-            .iter()
-            .all(|(code, _, _)| demo.portal.stored_dossier(code).unwrap().dossier == stored[*code].dossier)
+        corrupted.iter().all(|(code, _, _)| {
+            demo.portal.stored_dossier(code).unwrap().dossier == stored[*code].dossier
+        })
     })
     .await;
     assert!(restored, "the portal should hold the payloads again");
     for ((code, _, _), before) in corrupted.iter().zip(before) {
-        assert_eq!(versions(code), before + 1, "{code} sent once more, as an update");
+        assert_eq!(
+            versions(code),
+            before + 1,
+            "{code} sent once more, as an update"
+        );
     }
     let calls = demo.portal.calls();
     assert!(
-        calls.iter().any(|call| call.service == "DongBoHoSoMC" && call.is_updating == Some(true)),
+        calls
+            .iter()
+            .any(|call| call.service == "DongBoHoSoMC" && call.is_updating == Some(true)),
         "sent as updates"
     );
 
     // And the next check finds nothing more to send.
     let run = reconcile(config).await;
     let after = log_lines(&log_dir, &run);
-    assert!(after.values().all(|line| line["content_differs"] == 0), "{after:#?}");
+    assert!(
+        after.values().all(|line| line["content_differs"] == 0),
+        "{after:#?}"
+    );
     demo.stop().await.unwrap();
 }

@@ -12,11 +12,11 @@ use jiff::civil::Date;
 
 use crate::app::{App, vietnam_today};
 use crate::config::Settings;
+use crate::reconcile::fetch::{self, Backfill};
 use crate::reconcile::render::{self, Format, Lang, Sheet};
 use crate::reconcile::{
     Counts, UnitLine, apply_content_check, attach_indicators, lines, sum_by_unit,
 };
-use crate::reconcile::fetch::{self, Backfill};
 use crate::store::DossierFilter;
 use crate::sync::ingest::IngestSink;
 

@@ -88,9 +88,8 @@ fn differs(ours: &Value, theirs: &Value, path: &mut String) -> bool {
             }
             false
         }
-        (Value::Number(number), Value::String(text)) | (Value::String(text), Value::Number(number)) => {
-            !same_number(number, text)
-        }
+        (Value::Number(number), Value::String(text))
+        | (Value::String(text), Value::Number(number)) => !same_number(number, text),
         (Value::Number(a), Value::Number(b)) => a.as_f64() != b.as_f64(),
         (ours, theirs) => ours != theirs,
     }
@@ -173,9 +172,17 @@ mod tests {
                 json!({"TaiLieuNop": "[]"}),
                 Some("TaiLieuNop"),
             ),
-            (json!({"GhiChu": "1"}), json!({"GhiChu": true}), Some("GhiChu")),
+            (
+                json!({"GhiChu": "1"}),
+                json!({"GhiChu": true}),
+                Some("GhiChu"),
+            ),
             // Text is compared exactly: "04" is not "4" as text.
-            (json!({"MaHoSo": "04"}), json!({"MaHoSo": "4"}), Some("MaHoSo")),
+            (
+                json!({"MaHoSo": "04"}),
+                json!({"MaHoSo": "4"}),
+                Some("MaHoSo"),
+            ),
         ]
     }
 

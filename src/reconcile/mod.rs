@@ -730,7 +730,9 @@ impl Reconciler {
                 break;
             }
             recent_left -= page.len();
-            healthy = self.compare_with_portal(portal, page, &mut found, notes).await?;
+            healthy = self
+                .compare_with_portal(portal, page, &mut found, notes)
+                .await?;
         }
         if healthy && recent_left == 0 && limits.recent_hours > 0 {
             let more = self.store.content_candidates(since, now, unit, 1).await?;
@@ -750,7 +752,9 @@ impl Reconciler {
                 .content_sample(sampled, since, limits.sample_per_unit.min(samples_left))
                 .await?;
             samples_left = samples_left.saturating_sub(page.len());
-            healthy = self.compare_with_portal(portal, page, &mut found, notes).await?;
+            healthy = self
+                .compare_with_portal(portal, page, &mut found, notes)
+                .await?;
         }
         self.settle_content(lines, found, period).await
     }
@@ -843,7 +847,10 @@ impl Reconciler {
             .collect();
         let mut lost_by_unit: BTreeMap<String, Vec<&ContentCandidate>> = BTreeMap::new();
         for candidate in &found.lost {
-            lost_by_unit.entry(unit_of(candidate)).or_default().push(candidate);
+            lost_by_unit
+                .entry(unit_of(candidate))
+                .or_default()
+                .push(candidate);
         }
         let line_of = |lines: &mut Vec<UnitLine>, key: &str| -> usize {
             match lines.iter().position(|line| line.unit == key) {
@@ -878,7 +885,10 @@ impl Reconciler {
         }
         for (key, lost) in lost_by_unit {
             *checked.entry(key.clone()).or_default() += lost.len() as i64;
-            let ids: Vec<String> = lost.iter().map(|candidate| candidate.source_id.clone()).collect();
+            let ids: Vec<String> = lost
+                .iter()
+                .map(|candidate| candidate.source_id.clone())
+                .collect();
             let marked = self.store.mark_missing_on_portal(&ids, now).await?;
             if marked == 0 {
                 continue;

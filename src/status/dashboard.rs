@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::data::DashboardView;
 use crate::reconcile::UnitLine;
 use crate::reconcile::render::{
-    CONTENT_DIFFERS_EN, CONTENT_DIFFERS_VI, Lang, failures_sheet, group_thousands, percent, raw_text, reason_label, vietnam_time,
+    CONTENT_DIFFERS_EN, CONTENT_DIFFERS_VI, Lang, failures_sheet, group_thousands, percent,
+    raw_text, reason_label, vietnam_time,
 };
 use crate::report::indicators::INDICATORS;
 use crate::store::FailureRow;

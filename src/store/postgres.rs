@@ -1041,7 +1041,10 @@ impl Store for PostgresStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|row| content_candidate(&row)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| content_candidate(&row))
+            .collect())
     }
 
     async fn content_sample(
@@ -1063,7 +1066,10 @@ impl Store for PostgresStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|row| content_candidate(&row)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| content_candidate(&row))
+            .collect())
     }
 
     async fn mark_content_checked(

@@ -1113,7 +1113,10 @@ impl Store for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.into_iter().map(|row| content_candidate(&row)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| content_candidate(&row))
+            .collect())
     }
 
     async fn content_sample(
@@ -1135,7 +1138,10 @@ impl Store for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.into_iter().map(|row| content_candidate(&row)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| content_candidate(&row))
+            .collect())
     }
 
     async fn mark_content_checked(
