@@ -118,6 +118,7 @@ async fn main() {
         log: Some(ReconciliationLog::new(dir.path().join("log"), 10 << 20)),
         portal_sample: 0,
         portal_lookups: 0,
+        content: tthc_sync::reconcile::content::ContentLimits::OFF,
     };
     let today = tthc_sync::app::vietnam_today();
     let first = jiff::civil::date(2000, 1, 1);

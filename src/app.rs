@@ -350,6 +350,11 @@ impl App {
             )),
             portal_sample: self.settings.reconcile.portal_sample,
             portal_lookups: self.settings.reconcile.portal_lookups,
+            content: crate::reconcile::content::ContentLimits {
+                recent_hours: self.settings.reconcile.content_check_hours,
+                sample_per_unit: self.settings.reconcile.content_sample,
+                budget: self.settings.reconcile.content_budget,
+            },
         }
     }
 

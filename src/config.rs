@@ -80,6 +80,20 @@ pub struct ReconcileSettings {
     /// ledger's.
     #[serde(default = "default_portal_lookups")]
     pub portal_lookups: usize,
+    /// The content check: every dossier the portal accepted within this many hours (where delivery
+    /// races live) has its copy on the portal (TraCuuHoSo) compared with its payload at each run; a
+    /// difference sends the payload again. 0 checks none of them.
+    #[serde(default = "default_content_check_hours")]
+    pub content_check_hours: u64,
+    /// The content check: dossiers per unit accepted earlier than that, chosen at random, compared at
+    /// each run as well; 0 compares none.
+    #[serde(default = "default_content_sample")]
+    pub content_sample: usize,
+    /// The content check: the most TraCuuHoSo lookups of one run (recent dossiers first, those checked
+    /// longest ago before the others, then the samples), at the portal client's rate. When more are due,
+    /// the next runs go on with them; 0 turns the content check off.
+    #[serde(default = "default_content_budget")]
+    pub content_budget: usize,
 }
 
 impl Default for ReconcileSettings {
@@ -93,6 +107,9 @@ impl Default for ReconcileSettings {
             log_max_bytes: default_log_max_bytes(),
             portal_sample: default_portal_sample(),
             portal_lookups: default_portal_lookups(),
+            content_check_hours: default_content_check_hours(),
+            content_sample: default_content_sample(),
+            content_budget: default_content_budget(),
         }
     }
 }
@@ -536,6 +553,15 @@ fn default_portal_sample() -> usize {
 }
 fn default_portal_lookups() -> usize {
     500
+}
+fn default_content_check_hours() -> u64 {
+    48
+}
+fn default_content_sample() -> usize {
+    5
+}
+fn default_content_budget() -> usize {
+    2000
 }
 fn default_true() -> bool {
     true

@@ -108,6 +108,8 @@ pub struct UnitSnapshot {
     pub complete: bool,
     /// Dossiers that should be on the portal and are not.
     pub missing: i64,
+    /// Accepted dossiers whose copy on the portal differed from the payload (the content check).
+    pub content_differs: i64,
     /// Unix seconds of the reconciliation.
     pub reconciled_at: f64,
 }
@@ -288,6 +290,7 @@ impl SyncMetrics {
         );
         let complete = Family::<UnitLabel, Gauge>::default();
         let missing = Family::<UnitLabel, Gauge>::default();
+        let content_differs = Family::<UnitLabel, Gauge>::default();
         let reconciled = Family::<UnitLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         for unit in &snapshot.units {
             let label = UnitLabel {
@@ -295,6 +298,9 @@ impl SyncMetrics {
             };
             complete.get_or_create(&label).set(i64::from(unit.complete));
             missing.get_or_create(&label).set(unit.missing);
+            content_differs
+                .get_or_create(&label)
+                .set(unit.content_differs);
             reconciled.get_or_create(&label).set(unit.reconciled_at);
         }
         registry.register(
@@ -306,6 +312,11 @@ impl SyncMetrics {
             "tthc_sync_unit_missing_dossiers",
             "Dossiers of the unit not on the portal at its latest reconciliation",
             missing,
+        );
+        registry.register(
+            "tthc_sync_unit_content_differs",
+            "Accepted dossiers of the unit whose copy on the portal differed from the payload at its latest reconciliation (sent again)",
+            content_differs,
         );
         registry.register(
             "tthc_sync_unit_reconciled_timestamp_seconds",

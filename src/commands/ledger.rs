@@ -4,19 +4,19 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use futures::StreamExt;
 use jiff::Timestamp;
 use jiff::civil::Date;
 
 use crate::app::{App, vietnam_today};
 use crate::config::Settings;
+use crate::reconcile::fetch::{self, Backfill};
 use crate::reconcile::render::{self, Format, Lang, Sheet};
-use crate::reconcile::{Counts, UnitLine, attach_indicators, lines, sum_by_unit};
-use crate::source::feed::FeedRecord;
+use crate::reconcile::{
+    Counts, UnitLine, apply_content_check, attach_indicators, lines, sum_by_unit,
+};
 use crate::store::DossierFilter;
 use crate::sync::ingest::IngestSink;
 
@@ -199,6 +199,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     if let Some(unit) = &args.unit {
         lines.retain(|line| &line.unit == unit);
     }
+    apply_content_check(&mut lines, &app.store.latest_reconciliation().await?);
     attach_indicators(
         app.store.as_ref(),
         &mut lines,
@@ -295,73 +296,77 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.from <= args.to, "--from is after --to");
-    let app = Arc::new(app(&args.common).await?);
+    let app = app(&args.common).await?;
     let (from_day, to_day) = (args.from.to_string(), args.to.to_string());
     let buckets = app.store.ledger_buckets(&from_day, &to_day, None).await?;
     let owner = crate::reconcile::agency_units(&buckets);
-    let counts = app
-        .source
-        .count_by_agency(&from_day, &to_day)
-        .await
-        .context("the source's counts list the agencies and days to read again")?;
-    let mut ids = Vec::new();
-    for row in counts {
-        let unit = owner
-            .get(&row.agency_id)
-            .cloned()
-            .unwrap_or_else(|| crate::reconcile::unit_key(None, Some(&row.agency_id)));
-        if args.unit.as_ref().is_some_and(|wanted| *wanted != unit) {
-            continue;
-        }
-        let listed = app
+    drop(buckets);
+    let sink =
+        IngestSink::new(app.store.clone(), app.tables(), app.catalog.clone()).without_cursor();
+    let mut backfill = Backfill::new(app.source.clone(), sink, fetch::CHUNK);
+    let mut notes = Vec::new();
+    // The period goes a month of counts at a time, each (agency, day) a page of ids at a time, and each
+    // chunk of ids is fetched and written before the next: memory stays flat whatever the period.
+    let mut window_from = args.from;
+    while window_from <= args.to {
+        let window_to = window_from
+            .checked_add(jiff::Span::new().days(30))
+            .map_or(args.to, |end| end.min(args.to));
+        let counts = app
             .source
-            .ids(&row.agency_id, &row.date)
+            .count_by_agency(&window_from.to_string(), &window_to.to_string())
             .await
-            .with_context(|| format!("listing {} on {}", row.agency_id, row.date))?;
-        ids.extend(listed.into_iter().map(|item| item.id));
-    }
-    // Eight fetches at a time: the source is a production system shared with its own users.
-    let fetched: Vec<FeedRecord> = futures::stream::iter(ids.iter().cloned())
-        .map(|id| {
-            let app = app.clone();
-            async move {
-                match app.source.dossier(&id).await {
-                    Ok(Some(raw)) => Some(FeedRecord {
-                        id: Some(id),
-                        updated: None,
-                        raw,
-                    }),
-                    Ok(None) => None,
-                    Err(error) => {
-                        eprintln!("tthc-sync: dossier {id} could not be fetched: {error}");
-                        None
-                    }
+            .context("the source's counts list the agencies and days to read again")?;
+        for row in counts {
+            let unit = owner
+                .get(&row.agency_id)
+                .cloned()
+                .unwrap_or_else(|| crate::reconcile::unit_key(None, Some(&row.agency_id)));
+            if args.unit.as_ref().is_some_and(|wanted| *wanted != unit) {
+                continue;
+            }
+            for page in 0.. {
+                let (items, last) = app
+                    .source
+                    .ids_page(&row.agency_id, &row.date, page, IDS_PAGE)
+                    .await
+                    .with_context(|| format!("listing {} on {}", row.agency_id, row.date))?;
+                backfill
+                    .push(items.into_iter().map(|item| item.id), &mut notes)
+                    .await?;
+                if last {
+                    break;
                 }
             }
-        })
-        .buffer_unordered(8)
-        .filter_map(|record| async move { record })
-        .collect()
-        .await;
-    let read = fetched.len();
-    let mut sink =
-        IngestSink::new(app.store.clone(), app.tables(), app.catalog.clone()).without_cursor();
-    let mut fetched = fetched.into_iter().peekable();
-    while fetched.peek().is_some() {
-        sink.write(fetched.by_ref().take(500).collect(), None)
-            .await?;
+        }
+        match window_to.tomorrow() {
+            Ok(next) if window_to < args.to => window_from = next,
+            _ => break,
+        }
     }
-    sink.flush().await?;
+    let (fetched, stats) = backfill.finish(&mut notes).await?;
+    for note in &notes {
+        eprintln!("tthc-sync: {note}");
+    }
     println!(
-        "read {read} of {} dossier(s) again ({from_day} → {to_day}): {} changed, queued {} for the portal, {} held back, {} skipped",
-        ids.len(),
-        sink.stats.received - sink.stats.unchanged,
-        sink.stats.queued,
-        sink.stats.held,
-        sink.stats.skipped
+        "read {} of {} dossier(s) again ({from_day} → {to_day}): {} changed, queued {} for the portal, {} held back, {} skipped",
+        fetched.fetched,
+        fetched.listed,
+        stats.received - stats.unchanged,
+        stats.queued,
+        stats.held,
+        stats.skipped
+    );
+    tracing::debug!(
+        chunks = fetched.chunks,
+        peak_held = fetched.peak_held,
+        "resync written chunk by chunk"
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// Identifiers asked of the source per page while reading a period again.
+const IDS_PAGE: u32 = 500;
 
 fn write_sheet(
     sheet: &Sheet,

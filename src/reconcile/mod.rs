@@ -5,10 +5,12 @@
 //! [`lines`] is pure: ledger buckets and the other sides' counts in, one [`UnitLine`] per unit out.
 //! [`Reconciler::run`] does the I/O around it and keeps the run (store, JSON Lines log).
 
+pub mod content;
+pub mod fetch;
 pub mod log;
 pub mod render;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -20,8 +22,9 @@ use crate::portal::client::PortalClient;
 use crate::portal::wire::Dossier;
 use crate::report::indicators::{IndicatorTally, UnitPreview, preview};
 use crate::source::client::SourceClient;
-use crate::source::feed::FeedRecord;
-use crate::store::{LedgerBucket, Millis, ReconciliationRecord, Store, StoreError};
+use crate::store::{
+    ContentCandidate, LedgerBucket, Millis, ReconciliationRecord, Store, StoreError,
+};
 use crate::sync::catalog::PortalCatalog;
 use crate::sync::decide::DossierState;
 use crate::sync::ingest::IngestSink;
@@ -74,6 +77,13 @@ pub struct UnitLine {
     /// Accepted by the portal by our ledger, yet not found there by TraCuuHoSo (a sample is checked
     /// when the portal's count falls short or it offers none); queued to be sent again.
     pub lost_on_portal: i64,
+    /// Content check: accepted dossiers of the unit whose copy on the portal (TraCuuHoSo) this run
+    /// compared with their payload.
+    pub content_checked: i64,
+    /// Content check: those whose copy on the portal differed from the payload; queued to be sent again.
+    pub content_differs: i64,
+    /// `content_differs` by reception day (`YYYY-MM-DD`).
+    pub content_differs_days: BTreeMap<String, i64>,
     /// accepted ÷ the source's count (1.4 sync completeness); `None` without a source count.
     pub completeness: Option<f64>,
     /// Held and refused dossiers by reason, most first.
@@ -297,6 +307,38 @@ pub async fn attach_indicators(
     Ok(())
 }
 
+/// The content check's counts of each unit's latest reconciliation, put on the lines of a report or the
+/// dashboard. The check is about recent acceptances rather than the period's reception days, so the
+/// latest run counts whatever period it covered.
+pub fn apply_content_check(lines: &mut [UnitLine], records: &[ReconciliationRecord]) {
+    for line in lines {
+        let Some(record) = records.iter().find(|record| record.unit == line.unit) else {
+            continue;
+        };
+        let Ok(summary) = serde_json::from_str::<serde_json::Value>(&record.summary) else {
+            continue;
+        };
+        line.content_checked = summary["content_checked"].as_i64().unwrap_or(0);
+        line.content_differs = summary["content_differs"].as_i64().unwrap_or(0);
+        line.content_differs_days = summary["content_differs_days"]
+            .as_object()
+            .map(|days| {
+                days.iter()
+                    .filter_map(|(day, count)| Some((day.clone(), count.as_i64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+}
+
+/// How many dossiers a stored reconciliation line found with other content on the portal.
+pub fn content_differs_of(record: &ReconciliationRecord) -> i64 {
+    serde_json::from_str::<serde_json::Value>(&record.summary)
+        .ok()
+        .and_then(|summary| summary["content_differs"].as_i64())
+        .unwrap_or(0)
+}
+
 /// Counts by (unit, day) summed per unit over the period.
 pub fn sum_by_unit(days: &HashMap<(String, String), i64>) -> HashMap<String, i64> {
     let mut by_unit: HashMap<String, i64> = HashMap::new();
@@ -319,6 +361,22 @@ pub enum ReconcileError {
     Log(#[from] std::io::Error),
     #[error("cannot queue the dossiers found missing: {0}")]
     Queue(String),
+}
+
+/// Dossiers compared with the portal's copy per page of a content check.
+const CONTENT_PAGE: usize = 100;
+
+/// What a run's content check found, before it is queued and counted.
+#[derive(Debug, Default)]
+struct ContentFindings {
+    /// Unit → dossiers whose copy on the portal holds the payload.
+    same: BTreeMap<String, i64>,
+    /// Copies that differ from the payload.
+    differing: Vec<ContentCandidate>,
+    /// Accepted dossiers the portal does not have (TraCuuHoSo code 4).
+    lost: Vec<ContentCandidate>,
+    /// The first differing field's path → how many dossiers (paths only: values are personal data).
+    fields: BTreeMap<String, usize>,
 }
 
 /// What one run found, for its caller (the CLI prints it, the daemon logs a summary).
@@ -346,6 +404,8 @@ pub struct Reconciler {
     /// The most lookups per unit and run on the days where the portal's count falls short of the
     /// ledger's (every accepted dossier of those days, up to this bound).
     pub portal_lookups: usize,
+    /// The content check's reach ([`content`]).
+    pub content: content::ContentLimits,
 }
 
 impl Reconciler {
@@ -376,9 +436,10 @@ impl Reconciler {
 
         // Where the source and the ledger disagree, compare identifier sets and fetch what is missing.
         let mut missing: HashMap<String, i64> = HashMap::new();
-        let mut unseen: Vec<String> = Vec::new();
         let mut fetched = 0;
         if let Some(source) = &source {
+            // What the source has and the ledger never saw is fetched and written bucket by bucket.
+            let mut backfill = self.fetch_and_queue();
             let mut ledger_days: HashMap<(&str, &str), i64> = HashMap::new();
             for bucket in &buckets {
                 if let (Some(agency), Some(day)) = (&bucket.source_agency_id, &bucket.day)
@@ -432,10 +493,17 @@ impl Reconciler {
                     .collect();
                 if !never_seen.is_empty() {
                     *missing.entry(agency.clone()).or_default() += never_seen.len() as i64;
-                    unseen.extend(never_seen);
+                    backfill
+                        .push(never_seen, &mut notes)
+                        .await
+                        .map_err(|error| ReconcileError::Queue(error.to_string()))?;
                 }
             }
-            fetched = self.fetch_and_queue(&unseen, &mut notes).await?;
+            let (stats, _) = backfill
+                .finish(&mut notes)
+                .await
+                .map_err(|error| ReconcileError::Queue(error.to_string()))?;
+            fetched = stats.fetched;
             if fetched > 0 {
                 // The fetched dossiers are in the ledger now: count them where they belong.
                 buckets = self.store.ledger_buckets(&from_day, &to_day, unit).await?;
@@ -496,6 +564,9 @@ impl Reconciler {
                     .await?;
             }
         }
+        let period = (from_day.as_str(), to_day.as_str());
+        self.check_content(&mut lines, unit, period, started, &mut notes)
+            .await?;
         let records: Vec<ReconciliationRecord> = lines
             .iter()
             .map(|line| ReconciliationRecord {
@@ -622,56 +693,251 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Fetches dossiers by id (eight at a time: the source is a production system with its own users)
-    /// and writes them to the ledger in pages, without moving the feed cursor.
-    async fn fetch_and_queue(
+    /// The content check: the portal's copy (TraCuuHoSo) of the dossiers accepted within the recent
+    /// hours, those checked longest ago first, then a random sample of each unit's older ones, within the
+    /// run's budget and at the portal client's rate. A copy that differs from the payload queues the
+    /// payload to be sent again; a dossier the portal does not have is lost on the portal, as in
+    /// [`Self::confirm_on_portal`]. Counted on each unit's line (a unit outside the period's lines gets
+    /// a line of its own); the ledger's counts move only for dossiers of the period.
+    async fn check_content(
         &self,
-        ids: &[String],
+        lines: &mut Vec<UnitLine>,
+        unit: Option<&str>,
+        period: (&str, &str),
+        started: Timestamp,
         notes: &mut Vec<String>,
-    ) -> Result<u64, ReconcileError> {
-        if ids.is_empty() {
-            return Ok(0);
+    ) -> Result<(), ReconcileError> {
+        let Some(portal) = &self.portal else {
+            return Ok(());
+        };
+        let limits = self.content;
+        let units: Vec<String> = lines
+            .iter()
+            .map(|line| line.unit.clone())
+            .filter(|key| !key.starts_with("agency:") && key != "unknown")
+            .collect();
+        let (mut recent_left, mut samples_left) = limits.split(units.len());
+        let now = started.as_millisecond();
+        let since = now.saturating_sub((limits.recent_hours as i64).saturating_mul(3_600_000));
+        let mut found = ContentFindings::default();
+        let mut healthy = true;
+        while recent_left > 0 && healthy {
+            let page = self
+                .store
+                .content_candidates(since, now, unit, recent_left.min(CONTENT_PAGE))
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            recent_left -= page.len();
+            healthy = self
+                .compare_with_portal(portal, page, &mut found, notes)
+                .await?;
         }
-        let answers: Vec<(String, Result<Option<Box<serde_json::value::RawValue>>, _>)> =
-            futures::stream::iter(ids.iter().cloned())
-                .map(|id| async move {
-                    let answer = self.source.dossier(&id).await;
-                    (id, answer)
-                })
-                .buffer_unordered(8)
-                .collect()
-                .await;
-        let mut records = Vec::with_capacity(answers.len());
-        for (id, answer) in answers {
-            match answer {
-                Ok(Some(raw)) => records.push(FeedRecord {
-                    id: Some(id),
-                    updated: None,
-                    raw,
-                }),
-                Ok(None) => notes.push(format!(
-                    "dossier {id} is listed by the source but not served"
-                )),
-                Err(error) => notes.push(format!("dossier {id} could not be fetched: {error}")),
+        if healthy && recent_left == 0 && limits.recent_hours > 0 {
+            let more = self.store.content_candidates(since, now, unit, 1).await?;
+            if !more.is_empty() {
+                notes.push(format!(
+                    "the content check's budget ({}) did not cover every dossier accepted within {} hours: the next runs go on with the others",
+                    limits.budget, limits.recent_hours
+                ));
             }
         }
-        let fetched = records.len() as u64;
-        let mut sink = IngestSink::new(
+        for sampled in &units {
+            if !healthy || samples_left == 0 {
+                break;
+            }
+            let page = self
+                .store
+                .content_sample(sampled, since, limits.sample_per_unit.min(samples_left))
+                .await?;
+            samples_left = samples_left.saturating_sub(page.len());
+            healthy = self
+                .compare_with_portal(portal, page, &mut found, notes)
+                .await?;
+        }
+        self.settle_content(lines, found, period).await
+    }
+
+    /// Looks a page of candidates up on the portal (a few at a time; the client keeps its rate) and
+    /// compares. False when the portal could not be asked: the check stops for this run.
+    async fn compare_with_portal(
+        &self,
+        portal: &PortalClient,
+        page: Vec<ContentCandidate>,
+        found: &mut ContentFindings,
+        notes: &mut Vec<String>,
+    ) -> Result<bool, ReconcileError> {
+        let answers: Vec<_> = futures::stream::iter(page)
+            .map(|candidate| async move {
+                let answer = portal.lookup(&candidate.dossier_code).await;
+                (candidate, answer)
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        // Every dossier the portal answered for is marked checked, whatever the answer: a run never
+        // reads it again, and the next runs take those checked longest ago first.
+        let mut answered: Vec<String> = Vec::new();
+        let mut healthy = true;
+        for (candidate, answer) in answers {
+            if answer.is_ok() {
+                answered.push(candidate.source_id.clone());
+            }
+            match answer {
+                Ok(Some(theirs)) => {
+                    let ours = serde_json::from_str::<serde_json::Value>(&candidate.payload)
+                        .unwrap_or(serde_json::Value::Null);
+                    match content::first_difference(&ours, &theirs) {
+                        None => {
+                            *found
+                                .same
+                                .entry(unit_key(candidate.unit.as_deref(), None))
+                                .or_default() += 1;
+                        }
+                        Some(field) => {
+                            *found.fields.entry(field).or_default() += 1;
+                            found.differing.push(candidate);
+                        }
+                    }
+                }
+                Ok(None) => found.lost.push(candidate),
+                Err(error) => {
+                    if healthy {
+                        notes.push(format!(
+                            "the content check stopped: the portal could not be asked: {error}"
+                        ));
+                    }
+                    healthy = false;
+                }
+            }
+        }
+        self.store
+            .mark_content_checked(&answered, Timestamp::now().as_millisecond())
+            .await?;
+        Ok(healthy)
+    }
+
+    /// Queues what the content check found and counts it on the units' lines.
+    async fn settle_content(
+        &self,
+        lines: &mut Vec<UnitLine>,
+        found: ContentFindings,
+        period: (&str, &str),
+    ) -> Result<(), ReconcileError> {
+        let now = Timestamp::now().as_millisecond();
+        let in_period = |candidate: &ContentCandidate| {
+            candidate
+                .reception_day
+                .as_deref()
+                .is_some_and(|day| period.0 <= day && day <= period.1)
+        };
+        let mut checked = found.same.clone();
+        let unit_of = |candidate: &ContentCandidate| unit_key(candidate.unit.as_deref(), None);
+        let pairs: Vec<(String, String)> = found
+            .differing
+            .iter()
+            .map(|candidate| (candidate.source_id.clone(), candidate.payload_hash.clone()))
+            .collect();
+        let queued: HashSet<String> = self
+            .store
+            .requeue_content_differs(&pairs, now)
+            .await?
+            .into_iter()
+            .collect();
+        let mut lost_by_unit: BTreeMap<String, Vec<&ContentCandidate>> = BTreeMap::new();
+        for candidate in &found.lost {
+            lost_by_unit
+                .entry(unit_of(candidate))
+                .or_default()
+                .push(candidate);
+        }
+        let line_of = |lines: &mut Vec<UnitLine>, key: &str| -> usize {
+            match lines.iter().position(|line| line.unit == key) {
+                Some(index) => index,
+                None => {
+                    lines.push(UnitLine {
+                        unit: key.to_owned(),
+                        complete: true,
+                        ..UnitLine::default()
+                    });
+                    lines.len() - 1
+                }
+            }
+        };
+        for candidate in &found.differing {
+            *checked.entry(unit_of(candidate)).or_default() += 1;
+            if !queued.contains(&candidate.source_id) {
+                // In flight or changed since it was read: the new version goes out anyway.
+                continue;
+            }
+            let index = line_of(lines, &unit_of(candidate));
+            let line = &mut lines[index];
+            line.content_differs += 1;
+            if let Some(day) = &candidate.reception_day {
+                *line.content_differs_days.entry(day.clone()).or_default() += 1;
+            }
+            if in_period(candidate) {
+                line.ledger.accepted -= 1;
+                line.ledger.pending += 1;
+            }
+            line.complete = false;
+        }
+        for (key, lost) in lost_by_unit {
+            *checked.entry(key.clone()).or_default() += lost.len() as i64;
+            let ids: Vec<String> = lost
+                .iter()
+                .map(|candidate| candidate.source_id.clone())
+                .collect();
+            let marked = self.store.mark_missing_on_portal(&ids, now).await?;
+            if marked == 0 {
+                continue;
+            }
+            let index = line_of(lines, &key);
+            let line = &mut lines[index];
+            line.lost_on_portal += marked as i64;
+            let of_period = lost.iter().filter(|candidate| in_period(candidate)).count() as i64;
+            let moved = of_period.min(marked as i64);
+            line.ledger.accepted -= moved;
+            line.ledger.pending += moved;
+            line.complete = false;
+        }
+        for (key, count) in checked {
+            let index = line_of(lines, &key);
+            lines[index].content_checked += count;
+        }
+        if !queued.is_empty() {
+            let fields: Vec<String> = found
+                .fields
+                .iter()
+                .map(|(field, count)| format!("{field} ({count})"))
+                .collect();
+            tracing::warn!(
+                differs = queued.len(),
+                fields = %fields.join(", "),
+                "content check: the portal holds other content than the accepted payload; sent again"
+            );
+        }
+        lines.sort_by(|a, b| {
+            a.complete
+                .cmp(&b.complete)
+                .then_with(|| b.gap().cmp(&a.gap()))
+                .then_with(|| a.unit.cmp(&b.unit))
+        });
+        Ok(())
+    }
+
+    /// A backfill that fetches dossiers by id (eight at a time: the source is a production system with
+    /// its own users) and writes them to the ledger a chunk at a time as they come, without moving the
+    /// feed cursor.
+    fn fetch_and_queue(&self) -> fetch::Backfill {
+        let sink = IngestSink::new(
             self.store.clone(),
             self.tables.clone(),
             self.catalog.clone(),
         )
         .without_cursor();
-        let mut records = records.into_iter().peekable();
-        while records.peek().is_some() {
-            sink.write(records.by_ref().take(500).collect(), None)
-                .await
-                .map_err(|error| ReconcileError::Queue(error.to_string()))?;
-        }
-        sink.flush()
-            .await
-            .map_err(|error| ReconcileError::Queue(error.to_string()))?;
-        Ok(fetched)
+        fetch::Backfill::new(self.source.clone(), sink, fetch::CHUNK)
     }
 }
 

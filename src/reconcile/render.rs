@@ -21,6 +21,11 @@ pub const REPORT_SCHEMA: &str = "tthc-sync.report/1";
 /// The JSON failure list's schema version.
 pub const FAILURES_SCHEMA: &str = "tthc-sync.failures/1";
 
+/// The content check's finding in the operators' words (in the style of vocabulary.md): accepted
+/// dossiers whose copy on the portal is not the payload tthc-sync sent, queued to be sent again.
+pub const CONTENT_DIFFERS_VI: &str = "Nội dung trên Cổng DVCQG bị sai khác";
+pub const CONTENT_DIFFERS_EN: &str = "Content differs on the portal";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
     Vi,
@@ -144,6 +149,7 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
             "Skipped (cancelled or deleted at the source)",
         ),
         ("Chưa có trên Cổng DVCQG", "Missing on the portal"),
+        (CONTENT_DIFFERS_VI, CONTENT_DIFFERS_EN),
         ("Tỷ lệ đồng bộ", "Sync completeness"),
         ("Hồ sơ chờ lâu nhất", "Oldest unsent dossier"),
         ("Lý do", "Reasons"),
@@ -182,6 +188,7 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
                 Cell::Int(line.ledger.refused),
                 Cell::Int(line.ledger.skipped),
                 Cell::Int(line.gap()),
+                Cell::Int(line.content_differs),
                 line.completeness.map_or(Cell::Empty, Cell::Percent),
                 line.oldest_unsent_at
                     .map_or(Cell::Empty, |at| Cell::Text(vietnam_time(at))),

@@ -295,6 +295,27 @@ impl SourceClient {
         )
         .await
     }
+
+    /// One page (`size` rows) of the identifiers of one agency's dossiers received on one day, and
+    /// whether it is the last: for readers that go on page by page instead of holding the listing.
+    pub async fn ids_page(
+        &self,
+        agency_id: &str,
+        date: &str,
+        page: u32,
+        size: u32,
+    ) -> Result<(Vec<DossierIdItem>, bool), SourceError> {
+        let query = [
+            ("agency-id", agency_id.to_string()),
+            ("date", date.to_string()),
+            ("page", page.to_string()),
+            ("size", size.to_string()),
+        ];
+        let answer: Page<DossierIdItem> =
+            self.get_json("/pa/dossier-statistic/ids", &query).await?;
+        let last = answer.last || answer.content.is_empty();
+        Ok((answer.content, last))
+    }
 }
 
 /// A feed page: the raw records and what the source says of the whole result.

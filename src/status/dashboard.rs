@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::data::DashboardView;
 use crate::reconcile::UnitLine;
 use crate::reconcile::render::{
-    Lang, failures_sheet, group_thousands, percent, raw_text, reason_label, vietnam_time,
+    CONTENT_DIFFERS_EN, CONTENT_DIFFERS_VI, Lang, failures_sheet, group_thousands, percent,
+    raw_text, reason_label, vietnam_time,
 };
 use crate::report::indicators::INDICATORS;
 use crate::store::FailureRow;
@@ -258,6 +259,7 @@ fn unit_table(out: &mut String, lines: &[UnitLine], now: i64, lang: Lang) {
         ("Chờ đồng bộ", "Waiting to be sent"),
         ("Bị giữ lại", "Held back"),
         ("Bị Cổng DVCQG từ chối", "Refused by the portal"),
+        (CONTENT_DIFFERS_VI, CONTENT_DIFFERS_EN),
         ("Lý do", "Reasons"),
         ("Hồ sơ chờ lâu nhất", "Oldest unsent dossier"),
         ("Dự báo chỉ số (QĐ 766)", "Indicator preview (Decision 766)"),
@@ -317,11 +319,14 @@ fn unit_table(out: &mut String, lines: &[UnitLine], now: i64, lang: Lang) {
         };
         let _ = write!(
             out,
-            "</td><td class=\"s\">{state}</td><td class=\"n\">{completeness}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>",
+            "</td><td class=\"s\">{state}</td><td class=\"n\">{completeness}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n content\">{}<br><small>{} {}</small></td><td>",
             group_thousands(line.ledger.accepted, lang),
             group_thousands(line.ledger.pending, lang),
             group_thousands(line.ledger.held, lang),
             group_thousands(line.ledger.refused, lang),
+            group_thousands(line.content_differs, lang),
+            pick(lang, "đã đối chiếu", "checked"),
+            group_thousands(line.content_checked, lang),
         );
         if !line.reasons.is_empty() {
             out.push_str("<ul>");

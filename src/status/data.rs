@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::STORE_TIMEOUT;
 use crate::app::{App, vietnam_today};
 use crate::metrics::{Snapshot, UnitSnapshot};
-use crate::reconcile::{Counts, UnitLine, attach_indicators, lines};
+use crate::reconcile::{Counts, UnitLine, apply_content_check, attach_indicators, lines};
 use crate::store::{LedgerCounts, ReconciliationRecord};
 use crate::sync::ingest::FEED_CURSOR;
 
@@ -91,6 +91,7 @@ pub async fn snapshot(app: &App, shutdown: &CancellationToken) -> Snapshot {
             unit: record.unit.clone(),
             complete: record.complete,
             missing: record_gap(record),
+            content_differs: crate::reconcile::content_differs_of(record),
             reconciled_at: record.started_at as f64 / 1000.0,
         })
         .collect();
@@ -166,6 +167,7 @@ pub async fn unit_lines(
             apply_reconciliation(line, record);
         }
     }
+    apply_content_check(&mut lines, &records);
     lines.sort_by(|a, b| {
         a.complete
             .cmp(&b.complete)

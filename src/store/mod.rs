@@ -248,6 +248,21 @@ impl Requeued {
     }
 }
 
+/// An accepted dossier whose copy on the portal the content check compares with its payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentCandidate {
+    pub source_id: String,
+    pub dossier_code: String,
+    pub unit: Option<String>,
+    pub reception_day: Option<String>,
+    /// The payload the ledger says the portal accepted (the exact bytes sent).
+    pub payload: String,
+    pub payload_hash: String,
+}
+
+/// The message a dossier queued again by the content check carries in `last_error`.
+pub const CONTENT_DIFFERS: &str = "content differs on the portal";
+
 /// One unit's line of one reconciliation run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReconciliationRecord {
@@ -489,6 +504,46 @@ pub trait Store: Send + Sync {
     /// alone. The `dossiers` row (ids, unit, day, state, hashes) stays for reconciliation. Returns how
     /// many were redacted.
     async fn redact(&self, redactions: &[Redaction], now: Millis) -> Result<u64, StoreError>;
+
+    /// Content check: up to `limit` accepted dossiers (not redacted, with a code and a payload) accepted
+    /// at or after `accepted_since`, of `unit` when given, that no check has looked at since
+    /// `checked_before` (the run's start), those never checked first and then those checked longest
+    /// ago, newest acceptance first. A caller pages by calling again once it has marked what it read
+    /// ([`Store::mark_content_checked`]) or queued it again: those drop out.
+    async fn content_candidates(
+        &self,
+        accepted_since: Millis,
+        checked_before: Millis,
+        unit: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ContentCandidate>, StoreError>;
+
+    /// Content check: up to `limit` of a unit's accepted dossiers (not redacted) accepted before
+    /// `accepted_before`, chosen at random.
+    async fn content_sample(
+        &self,
+        unit: &str,
+        accepted_before: Millis,
+        limit: usize,
+    ) -> Result<Vec<ContentCandidate>, StoreError>;
+
+    /// Content check: stamps `content_checked_at` on these dossiers.
+    async fn mark_content_checked(
+        &self,
+        source_ids: &[String],
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Content check: the portal holds something else than these accepted payloads, given as
+    /// (source id, payload hash compared). Each is queued to be sent again now (pending, no accepted
+    /// hash, attempts 0, `last_error` "content differs on the portal"), but only while it is still
+    /// accepted with that very payload hash: a row in flight, or changed since it was read, is left
+    /// alone. Returns the source ids queued.
+    async fn requeue_content_differs(
+        &self,
+        differing: &[(String, String)],
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
 /// What a page of records does to the ledger, decided on the rows as they stand in the writing

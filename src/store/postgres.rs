@@ -987,6 +987,112 @@ impl Store for PostgresStore {
         tx.commit().await?;
         Ok(redacted)
     }
+
+    async fn content_candidates(
+        &self,
+        accepted_since: Millis,
+        checked_before: Millis,
+        unit: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<super::ContentCandidate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.source_id, d.dossier_code, d.unit, d.reception_day, b.payload, d.payload_hash \
+             FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.state = 'accepted' AND d.accepted_at >= $1 \
+             AND (d.content_checked_at IS NULL OR d.content_checked_at < $2) \
+             AND ($3::TEXT IS NULL OR d.unit = $3) \
+             AND d.dossier_code IS NOT NULL AND d.payload_hash IS NOT NULL \
+             AND b.payload IS NOT NULL AND b.redacted_at IS NULL \
+             ORDER BY d.content_checked_at IS NOT NULL, d.content_checked_at, d.accepted_at DESC, d.source_id \
+             LIMIT $4",
+        )
+        .bind(accepted_since)
+        .bind(checked_before)
+        .bind(unit)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| content_candidate(&row))
+            .collect())
+    }
+
+    async fn content_sample(
+        &self,
+        unit: &str,
+        accepted_before: Millis,
+        limit: usize,
+    ) -> Result<Vec<super::ContentCandidate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.source_id, d.dossier_code, d.unit, d.reception_day, b.payload, d.payload_hash \
+             FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.unit = $1 AND d.state = 'accepted' AND d.accepted_at < $2 \
+             AND d.dossier_code IS NOT NULL AND d.payload_hash IS NOT NULL \
+             AND b.payload IS NOT NULL AND b.redacted_at IS NULL \
+             ORDER BY random() LIMIT $3",
+        )
+        .bind(unit)
+        .bind(accepted_before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| content_candidate(&row))
+            .collect())
+    }
+
+    async fn mark_content_checked(
+        &self,
+        source_ids: &[String],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE dossiers SET content_checked_at = $1 WHERE source_id = ANY($2)")
+            .bind(now)
+            .bind(source_ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn requeue_content_differs(
+        &self,
+        differing: &[(String, String)],
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        let (ids, hashes): (Vec<&str>, Vec<&str>) = differing
+            .iter()
+            .map(|(id, hash)| (id.as_str(), hash.as_str()))
+            .unzip();
+        let queued = sqlx::query(
+            "UPDATE dossiers d SET state = 'pending', accepted_hash = NULL, attempts = 0, \
+             next_attempt_at = $1, last_error = $2, content_checked_at = $1 \
+             FROM UNNEST($3::TEXT[], $4::TEXT[]) AS compared(source_id, payload_hash) \
+             WHERE d.source_id = compared.source_id AND d.state = 'accepted' \
+             AND d.payload_hash = compared.payload_hash RETURNING d.source_id",
+        )
+        .bind(now)
+        .bind(super::CONTENT_DIFFERS)
+        .bind(&ids)
+        .bind(&hashes)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(queued.into_iter().map(|row| row.get(0)).collect())
+    }
+}
+
+/// A content-check candidate from its row (source_id, dossier_code, unit, reception_day, payload,
+/// payload_hash).
+fn content_candidate(row: &PgRow) -> super::ContentCandidate {
+    super::ContentCandidate {
+        source_id: row.get(0),
+        dossier_code: row.get(1),
+        unit: row.get(2),
+        reception_day: row.get(3),
+        payload: row.get(4),
+        payload_hash: row.get(5),
+    }
 }
 
 /// The delivery columns of `dossiers`, in the order [`delivery_row`] reads them after `source_id`.

@@ -1033,6 +1033,120 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(redacted)
     }
+
+    async fn content_candidates(
+        &self,
+        accepted_since: Millis,
+        checked_before: Millis,
+        unit: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<super::ContentCandidate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.source_id, d.dossier_code, d.unit, d.reception_day, b.payload, d.payload_hash \
+             FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.state = 'accepted' AND d.accepted_at >= ?1 \
+             AND (d.content_checked_at IS NULL OR d.content_checked_at < ?2) \
+             AND (?3 IS NULL OR d.unit = ?3) \
+             AND d.dossier_code IS NOT NULL AND d.payload_hash IS NOT NULL \
+             AND b.payload IS NOT NULL AND b.redacted_at IS NULL \
+             ORDER BY d.content_checked_at IS NOT NULL, d.content_checked_at, d.accepted_at DESC, d.source_id \
+             LIMIT ?4",
+        )
+        .bind(accepted_since)
+        .bind(checked_before)
+        .bind(unit)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| content_candidate(&row))
+            .collect())
+    }
+
+    async fn content_sample(
+        &self,
+        unit: &str,
+        accepted_before: Millis,
+        limit: usize,
+    ) -> Result<Vec<super::ContentCandidate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.source_id, d.dossier_code, d.unit, d.reception_day, b.payload, d.payload_hash \
+             FROM dossiers d JOIN dossier_bodies b ON b.source_id = d.source_id \
+             WHERE d.unit = ?1 AND d.state = 'accepted' AND d.accepted_at < ?2 \
+             AND d.dossier_code IS NOT NULL AND d.payload_hash IS NOT NULL \
+             AND b.payload IS NOT NULL AND b.redacted_at IS NULL \
+             ORDER BY random() LIMIT ?3",
+        )
+        .bind(unit)
+        .bind(accepted_before)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| content_candidate(&row))
+            .collect())
+    }
+
+    async fn mark_content_checked(
+        &self,
+        source_ids: &[String],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for chunk in source_ids.chunks(ROWS_PER_STATEMENT) {
+            let mut query =
+                QueryBuilder::<Sqlite>::new("UPDATE dossiers SET content_checked_at = ");
+            query.push_bind(now).push(" WHERE source_id IN (");
+            let mut ids = query.separated(", ");
+            for id in chunk {
+                ids.push_bind(id);
+            }
+            query.push(")");
+            query.build().persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn requeue_content_differs(
+        &self,
+        differing: &[(String, String)],
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut queued = Vec::new();
+        for (source_id, payload_hash) in differing {
+            let row = sqlx::query(
+                "UPDATE dossiers SET state = 'pending', accepted_hash = NULL, attempts = 0, \
+                 next_attempt_at = ?1, last_error = ?2, content_checked_at = ?1 \
+                 WHERE source_id = ?3 AND state = 'accepted' AND payload_hash = ?4 RETURNING source_id",
+            )
+            .bind(now)
+            .bind(super::CONTENT_DIFFERS)
+            .bind(source_id)
+            .bind(payload_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            queued.extend(row.map(|row| row.get::<String, _>(0)));
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+}
+
+/// A content-check candidate from its row (source_id, dossier_code, unit, reception_day, payload,
+/// payload_hash).
+fn content_candidate(row: &sqlx::sqlite::SqliteRow) -> super::ContentCandidate {
+    super::ContentCandidate {
+        source_id: row.get(0),
+        dossier_code: row.get(1),
+        unit: row.get(2),
+        reception_day: row.get(3),
+        payload: row.get(4),
+        payload_hash: row.get(5),
+    }
 }
 
 /// Narrows a query (which already has a WHERE clause) by an operator's filter; `prefix` is the

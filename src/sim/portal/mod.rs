@@ -234,6 +234,24 @@ impl PortalSim {
         self.lock().late_waiting
     }
 
+    /// Test hook: overwrites one top-level field of a stored dossier (as a portal-side bug or an old
+    /// version landing last would), without counting it as a stored version. False when the portal does
+    /// not hold the dossier.
+    pub fn overwrite_field(&self, ma_ho_so: &str, field: &str, value: Value) -> bool {
+        let mut state = self.lock();
+        match state
+            .dossiers
+            .get_mut(ma_ho_so)
+            .and_then(|record| record.stored.dossier.as_object_mut())
+        {
+            Some(fields) => {
+                fields.insert(field.to_owned(), value);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// How many dossiers are stored.
     pub fn stored_count(&self) -> usize {
         self.lock().dossiers.len()
