@@ -102,6 +102,8 @@ pub struct UnitSnapshot {
     pub complete: bool,
     /// Dossiers that should be on the portal and are not.
     pub missing: i64,
+    /// Sync completeness ([`crate::reconcile::completeness`]); `None` without a source count.
+    pub completeness: Option<f64>,
     /// Unix seconds of the reconciliation.
     pub reconciled_at: f64,
 }
@@ -267,10 +269,15 @@ impl SyncMetrics {
         let complete = Family::<UnitLabel, Gauge>::default();
         let missing = Family::<UnitLabel, Gauge>::default();
         let reconciled = Family::<UnitLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let completeness =
+            Family::<UnitLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         for unit in &snapshot.units {
             let label = UnitLabel {
                 unit: unit.unit.clone(),
             };
+            if let Some(share) = unit.completeness {
+                completeness.get_or_create(&label).set(share);
+            }
             complete.get_or_create(&label).set(i64::from(unit.complete));
             missing.get_or_create(&label).set(unit.missing);
             reconciled.get_or_create(&label).set(unit.reconciled_at);
@@ -284,6 +291,11 @@ impl SyncMetrics {
             "tthc_sync_unit_missing_dossiers",
             "Dossiers of the unit not on the portal at its latest reconciliation",
             missing,
+        );
+        registry.register(
+            "tthc_sync_unit_completeness_ratio",
+            "Sync completeness of the unit at its latest reconciliation (0-1; absent without a source count)",
+            completeness,
         );
         registry.register(
             "tthc_sync_unit_reconciled_timestamp_seconds",

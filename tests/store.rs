@@ -781,7 +781,7 @@ async fn operators_count_list_requeue_and_reconcile(store: &dyn Store) {
         ]
     );
     let only_held = DossierFilter {
-        reason: Some("unmapped_unit".into()),
+        reasons: Some(vec!["unmapped_unit".into()]),
         ..DossierFilter::default()
     };
     assert_eq!(store.failures(&only_held, 10).await.unwrap().len(), 1);

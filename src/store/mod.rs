@@ -17,6 +17,7 @@ use async_trait::async_trait;
 
 use crate::config::{StoreSettings, masked_url};
 use crate::sync::decide::{DossierState, IngestAction, LedgerView};
+pub use crate::unit_key::UnitScope;
 
 /// Unix milliseconds, the store's one representation of time.
 pub type Millis = i64;
@@ -159,8 +160,10 @@ pub struct LedgerBucket {
 /// Which dossiers an operator's command is about; every field narrows, `None` does not.
 #[derive(Debug, Clone, Default)]
 pub struct DossierFilter {
-    pub unit: Option<String>,
-    pub reason: Option<String>,
+    /// The rows of one unit key ([`crate::unit_key::UnitKey::scope`]).
+    pub unit: Option<UnitScope>,
+    /// Any of these reason codes (an actor's codes, or the one `--reason`).
+    pub reasons: Option<Vec<String>>,
     pub dossier_code: Option<String>,
     /// Reception days, inclusive (`YYYY-MM-DD`).
     pub from_day: Option<String>,
@@ -401,6 +404,10 @@ pub trait Store: Send + Sync {
 
     /// The latest reconciliation line of every unit.
     async fn latest_reconciliation(&self) -> Result<Vec<ReconciliationRecord>, StoreError>;
+
+    /// The state of the dossier with this code (MaHoSo), if the ledger holds one: `retry --dossier`
+    /// tells an unknown code from one with nothing to retry.
+    async fn dossier_state(&self, dossier_code: &str) -> Result<Option<DossierState>, StoreError>;
 
     /// The earliest time a pending dossier or progress entry becomes due, if any.
     async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
