@@ -269,8 +269,7 @@ impl SyncMetrics {
         let complete = Family::<UnitLabel, Gauge>::default();
         let missing = Family::<UnitLabel, Gauge>::default();
         let reconciled = Family::<UnitLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        let completeness =
-            Family::<UnitLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let completeness = Family::<UnitLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         for unit in &snapshot.units {
             let label = UnitLabel {
                 unit: unit.unit.clone(),

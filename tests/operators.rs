@@ -63,7 +63,8 @@ fn workbook(path: &std::path::Path) -> (String, BTreeSet<String>, Vec<String>) {
 async fn every_report_line_drills_down_to_its_dossiers() {
     let mut source = common::source_config(700, 8, 47, FaultLevel::None);
     source.generator.bad_share = 0.15;
-    let (dir, demo) = common::start(source, common::portal_config(47, FaultLevel::None), |_| {}).await;
+    let (dir, demo) =
+        common::start(source, common::portal_config(47, FaultLevel::None), |_| {}).await;
     common::synced(&demo, Duration::from_secs(120)).await;
     let config_path = dir.path().join("tthc-sync.toml");
     std::fs::write(
@@ -78,7 +79,14 @@ async fn every_report_line_drills_down_to_its_dossiers() {
     let config = config_path.to_str().unwrap();
 
     let report = json(&[
-        "report", "--config", config, "--offline", "--format", "json", "--from", "2000-01-01",
+        "report",
+        "--config",
+        config,
+        "--offline",
+        "--format",
+        "json",
+        "--from",
+        "2000-01-01",
     ])
     .await;
     let lines = report["units"].as_array().unwrap();
@@ -131,10 +139,19 @@ async fn every_report_line_drills_down_to_its_dossiers() {
     // Malformed records are listed, as many as the report counts.
     assert!(malformed > 0, "the dataset needs malformed records");
     let listed = json(&[
-        "failures", "--config", config, "--reason", "malformed_record", "--format", "json",
+        "failures",
+        "--config",
+        config,
+        "--reason",
+        "malformed_record",
+        "--format",
+        "json",
     ])
     .await;
-    assert_eq!(listed["dossiers"].as_array().unwrap().len() as i64, malformed);
+    assert_eq!(
+        listed["dossiers"].as_array().unwrap().len() as i64,
+        malformed
+    );
 
     // --actor: only that actor's reasons, as many as the report counts for it.
     for (actor, count) in &reasons_by_actor {
@@ -146,17 +163,37 @@ async fn every_report_line_drills_down_to_its_dossiers() {
         assert_eq!(dossiers.len() as i64, *count, "--actor {actor}");
         assert!(dossiers.iter().all(|dossier| dossier["actor"] == *actor));
     }
-    assert!(reasons_by_actor.contains_key("unit") && reasons_by_actor.contains_key("administrator"));
+    assert!(
+        reasons_by_actor.contains_key("unit") && reasons_by_actor.contains_key("administrator")
+    );
 
     // Unknown unit, reason or dossier: a message and a non-zero exit.
     for (args, words) in [
-        (vec!["failures", "--unit", "999.99.99.H99"], "not in the ledger"),
-        (vec!["failures", "--unit", "agency:no-such-agency"], "not in the ledger"),
+        (
+            vec!["failures", "--unit", "999.99.99.H99"],
+            "not in the ledger",
+        ),
+        (
+            vec!["failures", "--unit", "agency:no-such-agency"],
+            "not in the ledger",
+        ),
         (vec!["failures", "--reason", "unmaped_unit"], "unmaped_unit"),
-        (vec!["retry", "--unit", "999.99.99.H99"], "not in the ledger"),
-        (vec!["retry", "--reason", "no_such_reason"], "no_such_reason"),
-        (vec!["retry", "--dossier", "NO-SUCH-DOSSIER"], "not in the ledger"),
-        (vec!["report", "--offline", "--unit", "999.99.99.H99"], "not in the ledger"),
+        (
+            vec!["retry", "--unit", "999.99.99.H99"],
+            "not in the ledger",
+        ),
+        (
+            vec!["retry", "--reason", "no_such_reason"],
+            "no_such_reason",
+        ),
+        (
+            vec!["retry", "--dossier", "NO-SUCH-DOSSIER"],
+            "not in the ledger",
+        ),
+        (
+            vec!["report", "--offline", "--unit", "999.99.99.H99"],
+            "not in the ledger",
+        ),
     ] {
         let mut full = args.clone();
         full.extend(["--config", config]);
@@ -196,7 +233,10 @@ async fn every_report_line_drills_down_to_its_dossiers() {
         assert_eq!(sheets[0], "Đơn vị cần sửa");
         assert!(text.starts_with("Mã hồ sơ\tNgày tiếp nhận\tTrường thông tin\tLỗi\tCách sửa"));
         let expected = dossier_codes(
-            &json(&["failures", "--config", config, "--unit", key, "--format", "json"]).await,
+            &json(&[
+                "failures", "--config", config, "--unit", key, "--format", "json",
+            ])
+            .await,
         );
         assert_eq!(codes, expected, "workbook of {key}");
         personal.assert_absent(&format!("correction workbook of {key}"), &text);

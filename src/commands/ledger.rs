@@ -12,9 +12,9 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use jiff::civil::Date;
 
+use crate::actors::Actor;
 use crate::app::{App, vietnam_today};
 use crate::config::Settings;
-use crate::actors::Actor;
 use crate::reconcile::render::{self, Format, Lang, Sheet};
 use crate::reconcile::select::LedgerIndex;
 use crate::reconcile::{Counts, UnitLine, attach_indicators, lines, sum_by_unit};
@@ -309,8 +309,7 @@ pub async fn failures(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             .output
             .as_ref()
             .context("--by-unit needs --output DIR (a directory for the workbooks)")?;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut by_unit: std::collections::BTreeMap<String, Vec<FailureRow>> =
             std::collections::BTreeMap::new();
         for failure in failures {

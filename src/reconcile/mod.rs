@@ -38,7 +38,11 @@ pub fn unit_key(unit: Option<&str>, agency: Option<&str>) -> String {
 /// count when it offers one (a unit the portal holds none of is at 0%). Capped at 100%: a source count
 /// read before the latest dossiers arrived does not make a unit more than complete. `None` without a
 /// source count (or with a count of 0).
-pub fn completeness(source_count: Option<i64>, accepted: i64, portal_count: Option<i64>) -> Option<f64> {
+pub fn completeness(
+    source_count: Option<i64>,
+    accepted: i64,
+    portal_count: Option<i64>,
+) -> Option<f64> {
     let at_source = source_count.filter(|count| *count > 0)?;
     let on_portal = portal_count
         .map_or(accepted, |portal| accepted.min(portal))
@@ -107,7 +111,8 @@ impl UnitLine {
     /// Sets `completeness` and `complete` from the counts: called whenever a count changes, so that
     /// the two never disagree with the counts beside them.
     pub fn settle(&mut self) {
-        self.completeness = completeness(self.source_count, self.ledger.accepted, self.portal_count);
+        self.completeness =
+            completeness(self.source_count, self.ledger.accepted, self.portal_count);
         let nothing_waiting =
             self.ledger.pending + self.ledger.held + self.ledger.refused + self.missing == 0;
         self.complete = nothing_waiting && self.completeness.is_none_or(|share| share >= 1.0);
@@ -391,9 +396,8 @@ impl Reconciler {
         // Every unit's buckets: which key a source agency's dossiers go to depends on all of them.
         let mut buckets = self.store.ledger_buckets(&from_day, &to_day, None).await?;
         let owner = agency_units(&buckets);
-        let wanted = |agency: &str| {
-            unit.is_none_or(|unit| owner_of(None, Some(agency), &owner) == *unit)
-        };
+        let wanted =
+            |agency: &str| unit.is_none_or(|unit| owner_of(None, Some(agency), &owner) == *unit);
 
         // The source's counts, by agency and day.
         let source = self
@@ -872,7 +876,10 @@ mod tests {
         };
         let line = &lines(&buckets, &counts)[0];
         assert_eq!(line.completeness, Some(0.0));
-        assert!(!line.complete, "a unit the portal holds none of is not complete");
+        assert!(
+            !line.complete,
+            "a unit the portal holds none of is not complete"
+        );
     }
 
     #[test]

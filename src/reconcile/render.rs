@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use super::UnitLine;
 use crate::actors::{Actor, triage_of};
 use crate::normalize::codes;
-use crate::unit_key::owner_of;
 use crate::report::indicators::INDICATORS;
 use crate::store::{FailureRow, Millis};
+use crate::unit_key::owner_of;
 
 /// The JSON report's schema version: bump it on any change a consumer could notice.
 pub const REPORT_SCHEMA: &str = "tthc-sync.report/1";

@@ -10,8 +10,8 @@ use super::data::{DASHBOARD_PERIODS, DashboardView};
 use crate::actors::{Actor, triage_of};
 use crate::reconcile::UnitLine;
 use crate::reconcile::render::{
-    Lang, actor_label, failures_sheet, group_thousands, next_step, percent, raw_text,
-    reason_label, vietnam_time, workbook_file_name,
+    Lang, actor_label, failures_sheet, group_thousands, next_step, percent, raw_text, reason_label,
+    vietnam_time, workbook_file_name,
 };
 use crate::store::FailureRow;
 
@@ -111,10 +111,10 @@ header{display:flex;justify-content:space-between;align-items:baseline;flex-wrap
 .card{flex:1 1 0;min-width:0;background:#fff;border:1px solid #d5dbe3;border-radius:6px;padding:4px 8px}
 .card b{display:block;font-size:17px}.card span{color:#556;font-size:12px}
 table{border-collapse:collapse;width:100%;background:#fff}
-th,td{border:1px solid #d5dbe3;padding:4px 6px;text-align:left;vertical-align:top}
+th,td{border:1px solid #d5dbe3;padding:2px 5px;text-align:left;vertical-align:top}
 th{background:#e8edf3;position:sticky;top:0;font-size:12px}
 #failures td{overflow-wrap:break-word}#failures td.code,td.key b{white-space:nowrap}
-.bar{margin:2px 0}.bar a,.bar b{margin:0 2px}td.why{font-size:12px}td.why small{color:#445}
+.bar{margin:2px 0}.bar a,.bar b{margin:0 2px}td.why{font-size:12px;line-height:1.25}td.why small{color:#445}td.why li{margin:0}td{line-height:1.25}
 details{margin:6px 0}.compact span{display:inline-block;margin:1px 6px 1px 0;font-size:12px}
 td.ind{white-space:nowrap;font-size:11px}
 td.n{text-align:right;white-space:nowrap}
@@ -358,7 +358,10 @@ pub fn page(
             group_thousands(view.totals.accepted, lang),
         ),
         (
-            format!("{} {period}", pick(lang, "Chờ đồng bộ", "Waiting to be sent")),
+            format!(
+                "{} {period}",
+                pick(lang, "Chờ đồng bộ", "Waiting to be sent")
+            ),
             group_thousands(view.totals.pending, lang),
         ),
         (
@@ -419,9 +422,9 @@ pub fn page(
             group_thousands(complete.len() as i64, lang)
         );
         for line in &complete {
-            let share = line.completeness.map_or_else(String::new, |share| {
-                format!(" {}", percent(share, lang))
-            });
+            let share = line
+                .completeness
+                .map_or_else(String::new, |share| format!(" {}", percent(share, lang)));
             let _ = write!(
                 out,
                 "<span class=\"unit fine\" data-unit=\"{}\">{}{}</span> ",
@@ -498,10 +501,14 @@ fn unit_table(
         if line.ledger.held + line.ledger.refused > 0 {
             let _ = write!(
                 out,
-                "<br><a href=\"/units/{unit}/failures{lang_query}\">{}</a> · <a href=\"/units/{unit}/corrections.xlsx\" download=\"{}\">{}</a>",
+                "<br><a href=\"/units/{unit}/failures{lang_query}\">{}</a> · <a href=\"/units/{unit}/corrections.xlsx\" download=\"{}\" title=\"{}\">xlsx</a>",
                 pick(lang, "Hồ sơ lỗi", "Failures"),
                 escape(&workbook_file_name(&line.unit)),
-                pick(lang, "Danh sách cần sửa (xlsx)", "Correction list (xlsx)"),
+                pick(
+                    lang,
+                    "Danh sách cần sửa của đơn vị",
+                    "The unit's correction list"
+                ),
                 unit = path_segment(&line.unit),
             );
         }
@@ -540,7 +547,7 @@ fn unit_table(
             .collect();
         if !reasons.is_empty() {
             out.push_str("<ul>");
-            for reason in reasons.iter().take(3) {
+            for reason in reasons.iter().take(REASONS_SHOWN) {
                 let triage = triage_of(&reason.code);
                 let _ = write!(
                     out,
@@ -551,8 +558,12 @@ fn unit_table(
                     escape(&next_step(&reason.code, lang))
                 );
             }
-            if reasons.len() > 3 {
-                let rest: i64 = reasons.iter().skip(3).map(|reason| reason.count).sum();
+            if reasons.len() > REASONS_SHOWN {
+                let rest: i64 = reasons
+                    .iter()
+                    .skip(REASONS_SHOWN)
+                    .map(|reason| reason.count)
+                    .sum();
                 let _ = write!(
                     out,
                     "<li><small>{} {} {}</small></li>",
@@ -605,6 +616,10 @@ fn unit_table(
     }
     out.push_str("</tbody></table>");
 }
+
+/// Reasons shown in a unit's row (the rest are counted; the failures page lists them all): rows stay
+/// short enough for every failing unit to be seen on a screen or two.
+const REASONS_SHOWN: usize = 2;
 
 /// An indicator's name without the "Tỷ lệ"/"rate" every one of them carries, for a narrow cell.
 fn short_indicator_name<'a>(_id: &str, name: &'a str) -> &'a str {
@@ -761,7 +776,10 @@ mod tests {
             .map(|rest| &rest[..rest.find('"').unwrap()])
             .collect();
         assert_eq!(order, ["agency:ag-029", "000.00.01.H60", "000.00.03.H60"]);
-        assert!(html.contains("data-unit=\"000.00.02.H60\""), "complete units are listed too");
+        assert!(
+            html.contains("data-unit=\"000.00.02.H60\""),
+            "complete units are listed too"
+        );
         assert!(html.contains("Khoảng thời gian: 7 ngày"));
         assert!(html.contains("/units/agency:ag-029/corrections.xlsx"));
         // Who acts and what to do, in Vietnamese.
@@ -777,10 +795,27 @@ mod tests {
         let html = page(&view(), Some(12.0), 30, None, Lang::Vi);
         let text = visible_text(&html);
         for word in [
-            "Held", "Refused", "Unit", "Sync", "dossiers", "Failures", "measuring", "ago",
-            "Needs", "English", "Reasons", "poll", "ledger", "Period", "days", "min",
+            "Held",
+            "Refused",
+            "Unit",
+            "Sync",
+            "dossiers",
+            "Failures",
+            "measuring",
+            "ago",
+            "Needs",
+            "English",
+            "Reasons",
+            "poll",
+            "ledger",
+            "Period",
+            "days",
+            "min",
         ] {
-            assert!(!text.contains(word), "{word:?} on the Vietnamese page: {text}");
+            assert!(
+                !text.contains(word),
+                "{word:?} on the Vietnamese page: {text}"
+            );
         }
         let sheet_page = failures_page("agency:ag-029", &[], &HashMap::new(), 10, Lang::Vi);
         assert!(!visible_text(&sheet_page).contains("Detail"));
@@ -822,7 +857,10 @@ mod tests {
         assert_eq!(throughput.per_minute(), Some(60.0));
         // Old samples leave the window: the rate is that of the last five minutes.
         for minute in 1..=10u64 {
-            throughput.sample(start + Duration::from_secs(30 + minute * 60), 130 + minute * 10);
+            throughput.sample(
+                start + Duration::from_secs(30 + minute * 60),
+                130 + minute * 10,
+            );
         }
         assert_eq!(throughput.per_minute(), Some(10.0));
     }

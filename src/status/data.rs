@@ -258,4 +258,3 @@ pub async fn dashboard(
         now: Timestamp::now().as_millisecond(),
     })
 }
-
