@@ -242,15 +242,70 @@ async fn every_report_line_drills_down_to_its_dossiers() {
         personal.assert_absent(&format!("correction workbook of {key}"), &text);
     }
 
-    // `retry --unit KEY` queues that line's dossiers, for an agency key too.
+    // The same key in `reconcile`, `resync` and `/api/v1`.
     let unmapped = failing
         .iter()
         .find(|line| line["unit"].as_str().unwrap().starts_with("agency:"))
         .unwrap();
     let key = unmapped["unit"].as_str().unwrap();
-    let (ok, stdout, stderr) = run_binary(&["retry", "--config", config, "--unit", key]).await;
+    let (ok, stdout, stderr) = run_binary(&[
+        "reconcile",
+        "--config",
+        config,
+        "--from",
+        "2000-01-01",
+        "--unit",
+        key,
+    ])
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(key) && stdout.contains("1 đơn vị"),
+        "{stdout}"
+    );
+    let today = tthc_sync::app::vietnam_today().to_string();
+    let (ok, stdout, stderr) = run_binary(&[
+        "resync",
+        "--config",
+        config,
+        "--from",
+        "2000-01-01",
+        "--to",
+        &today,
+        "--unit",
+        key,
+    ])
+    .await;
     assert!(ok, "{stderr}");
     let held = unmapped["ledger"]["held"].as_i64().unwrap();
+    let read: i64 = stdout
+        .strip_prefix("read ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("resync --unit {key}: {stdout}"));
+    assert!(
+        read >= held,
+        "resync --unit {key} reads its dossiers again: {stdout}"
+    );
+    let (ok, _, stderr) =
+        run_binary(&["reconcile", "--config", config, "--unit", "999.99.99.H99"]).await;
+    assert!(!ok && stderr.contains("999.99.99.H99"), "{stderr}");
+    let api = reqwest::get(format!(
+        "http://{}/api/v1/report?from=2000-01-01&unit={key}",
+        demo.status.address
+    ))
+    .await
+    .unwrap()
+    .json::<Value>()
+    .await
+    .unwrap();
+    let api_units = api["units"].as_array().unwrap();
+    assert_eq!(api_units.len(), 1, "{api:#}");
+    assert_eq!(api_units[0]["ledger"]["held"], held);
+
+    // `retry --unit KEY` queues that line's dossiers, for an agency key too.
+    let (ok, stdout, stderr) = run_binary(&["retry", "--config", config, "--unit", key]).await;
+    assert!(ok, "{stderr}");
     assert!(held > 0);
     assert!(
         stdout.contains(&format!("{held} held back to normalize again")),
