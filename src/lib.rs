@@ -9,7 +9,10 @@
 //! - [`sim`]: simulators of both systems, faults included.
 //! - [`metrics`]: the Prometheus metrics, counted where events happen and read from the ledger at scrape.
 //! - [`status`]: the status server: health checks, `/metrics`, the operators' dashboard and its JSON.
+//! - [`unit_key`]: the one key a unit is reported and filtered under (`agency:<id>`, `unknown`).
+//! - [`actors`]: who must act on each reason code, and the next step in both languages.
 
+pub mod actors;
 pub mod app;
 pub mod commands;
 pub mod config;
@@ -27,3 +30,4 @@ pub mod status;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod unit_key;

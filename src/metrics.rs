@@ -110,6 +110,8 @@ pub struct UnitSnapshot {
     pub missing: i64,
     /// Accepted dossiers whose copy on the portal differed from the payload (the content check).
     pub content_differs: i64,
+    /// Sync completeness ([`crate::reconcile::completeness`]); `None` without a source count.
+    pub completeness: Option<f64>,
     /// Unix seconds of the reconciliation.
     pub reconciled_at: f64,
 }
@@ -292,10 +294,14 @@ impl SyncMetrics {
         let missing = Family::<UnitLabel, Gauge>::default();
         let content_differs = Family::<UnitLabel, Gauge>::default();
         let reconciled = Family::<UnitLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let completeness = Family::<UnitLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         for unit in &snapshot.units {
             let label = UnitLabel {
                 unit: unit.unit.clone(),
             };
+            if let Some(share) = unit.completeness {
+                completeness.get_or_create(&label).set(share);
+            }
             complete.get_or_create(&label).set(i64::from(unit.complete));
             missing.get_or_create(&label).set(unit.missing);
             content_differs
@@ -317,6 +323,11 @@ impl SyncMetrics {
             "tthc_sync_unit_content_differs",
             "Accepted dossiers of the unit whose copy on the portal differed from the payload at its latest reconciliation (sent again)",
             content_differs,
+        );
+        registry.register(
+            "tthc_sync_unit_completeness_ratio",
+            "Sync completeness of the unit at its latest reconciliation (0-1; absent without a source count)",
+            completeness,
         );
         registry.register(
             "tthc_sync_unit_reconciled_timestamp_seconds",

@@ -21,7 +21,6 @@ use tthc_sync::reconcile::fetch::Backfill;
 use tthc_sync::sim::FaultLevel;
 use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::store::{DeliveryOutcome, DeliveryResult, IngestRow, Redaction, Store};
-use tthc_sync::sync::decide::{DossierState, IngestAction};
 use tthc_sync::sync::ingest::IngestSink;
 
 use common::run_binary;
@@ -75,7 +74,8 @@ fn row(id: &str, payload_hash: &str) -> IngestRow {
         reason_code: None,
         reason_detail: None,
         findings: "[]".into(),
-        action: IngestAction::Set(DossierState::Pending),
+        kind: tthc_sync::store::VersionKind::Sendable,
+        renormalized: false,
         progress: Vec::new(),
     }
 }
@@ -95,15 +95,11 @@ async fn the_content_check_queues_again_only_the_payload_it_compared(store: &dyn
         .map(|id| row(id, "p1"))
         .collect();
     store.ingest(&rows, None, 10).await.unwrap();
-    assert_eq!(
-        store
-            .claim_dossiers("me", 10, 20, 1_000)
-            .await
-            .unwrap()
-            .len(),
-        5
-    );
+    let claimed = store.claim_dossiers("me", 10, 20, 1_000).await.unwrap();
+    assert_eq!(claimed.len(), 5);
+    let claim = claimed[0].claim.clone();
     let accepted = |id: &str| DeliveryResult {
+        claim: claim.clone(),
         source_id: id.into(),
         payload_hash: "p1".into(),
         outcome: DeliveryOutcome::Accepted,
@@ -111,10 +107,8 @@ async fn the_content_check_queues_again_only_the_payload_it_compared(store: &dyn
     // d stays in flight; the others are accepted at 30.
     store
         .record_deliveries(
-            "me",
             &[accepted("a"), accepted("b"), accepted("c"), accepted("e")],
             30,
-            1_000,
         )
         .await
         .unwrap();

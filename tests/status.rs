@@ -193,6 +193,7 @@ async fn readiness_metrics_report_and_pages_against_a_running_daemon() {
         "tthc_sync_unit_complete",
         "tthc_sync_unit_missing_dossiers",
         "tthc_sync_unit_reconciled_timestamp_seconds",
+        "tthc_sync_unit_completeness_ratio",
     ] {
         assert!(has_series(&samples, name), "{name} missing:\n{metrics}");
     }
@@ -256,8 +257,9 @@ async fn readiness_metrics_report_and_pages_against_a_running_daemon() {
     let (status, _) = get(&format!("{url}/api/v1/report?from=yesterday")).await;
     assert_eq!(status, 400);
 
-    // The dashboard: Vietnamese headings, one row per unit, problems first with a failures link.
-    let (status, vi) = get(&format!("{url}/")).await;
+    // The dashboard over 90 days (every reception day of the dataset): Vietnamese headings, one row
+    // per unit, problems first with a failures link.
+    let (status, vi) = get(&format!("{url}/?days=90")).await;
     assert_eq!(status, 200);
     for heading in [
         "Tình trạng đồng bộ",
@@ -284,7 +286,13 @@ async fn readiness_metrics_report_and_pages_against_a_running_daemon() {
     }
     assert!(!vi.contains("<script"), "no JavaScript");
     assert!(vi.contains("http-equiv=\"refresh\""), "it refreshes itself");
-    let (_, en) = get(&format!("{url}/?lang=en")).await;
+    assert!(
+        vi.contains("Khoảng thời gian: 90 ngày"),
+        "the period is stated"
+    );
+    let (status, _) = get(&format!("{url}/?days=12")).await;
+    assert_eq!(status, 400, "the periods offered are 7, 30 and 90 days");
+    let (_, en) = get(&format!("{url}/?days=90&lang=en")).await;
     assert!(
         en.contains("Sync health") && en.contains("Held back"),
         "English view"
@@ -306,6 +314,18 @@ async fn readiness_metrics_report_and_pages_against_a_running_daemon() {
     let failures: Value = serde_json::from_str(&failures_json).unwrap();
     assert_eq!(failures["schema"], "tthc-sync.failures/1");
     assert!(!failures["dossiers"].as_array().unwrap().is_empty());
+    let (status, _) = get(&format!("{url}/api/v1/units/999.99.99.H99/failures")).await;
+    assert_eq!(status, 404, "an unknown unit is not an empty list");
+    // The unit's correction workbook, offered for download.
+    assert!(vi.contains(&format!("/units/{}/corrections.xlsx", failing.unit)));
+    let response = client()
+        .get(format!("{url}/units/{}/corrections.xlsx", failing.unit))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let workbook = response.bytes().await.unwrap();
+    assert!(workbook.starts_with(b"PK"), "an xlsx (zip) file");
 
     // No personal data on any page or document.
     let records: Vec<Value> = demo
@@ -433,7 +453,7 @@ async fn a_real_browser_shows_the_dashboard_in_vietnamese() {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
-        .arg(format!("{}/", base(&demo)))
+        .arg(format!("{}/?days=90", base(&demo)))
         .output()
         .await
         .expect("chromium runs");
@@ -453,6 +473,56 @@ async fn a_real_browser_shows_the_dashboard_in_vietnamese() {
         assert!(
             dom.contains(heading),
             "the browser's DOM lacks {heading:?}:\n{dom}"
+        );
+    }
+    // The order: the units needing attention as the report of the same period sorts them (worst
+    // completeness first, then the largest gap), and every one of them is there.
+    let today = tthc_sync::app::vietnam_today();
+    let from = today.checked_sub(jiff::Span::new().days(89)).unwrap();
+    let (status, body) = get(&format!(
+        "{}/api/v1/report?from={from}&to={today}",
+        base(&demo)
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let expected: Vec<&str> = report["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|line| line["complete"] == false)
+        .map(|line| line["unit"].as_str().unwrap())
+        .collect();
+    assert!(
+        expected.len() >= 2,
+        "the dataset needs failing units: {report:#}"
+    );
+    let shown: Vec<&str> = dom
+        .split("<tr class=\"unit problem\" data-unit=\"")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .collect();
+    assert_eq!(shown, expected, "the failing units, worst first");
+    let share = |unit: &str| {
+        let line = report["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|line| line["unit"] == unit)
+            .unwrap();
+        let ledger = &line["ledger"];
+        line["completeness"].as_f64().unwrap_or_else(|| {
+            ledger["accepted"].as_f64().unwrap() / ledger["received"].as_f64().unwrap().max(1.0)
+        })
+    };
+    for pair in shown.windows(2) {
+        assert!(
+            share(pair[0]) <= share(pair[1]),
+            "{} ({}) is shown above {} ({})",
+            pair[0],
+            share(pair[0]),
+            pair[1],
+            share(pair[1])
         );
     }
     let units = demo.app.store.unit_counts().await.unwrap();

@@ -716,7 +716,7 @@ async fn held_records_come_in_pages_of_source_ids_with_their_records(store: &dyn
 }
 
 async fn operators_count_list_requeue_and_reconcile(store: &dyn Store) {
-    use tthc_sync::store::{DossierFilter, RENORMALIZE_REQUESTED, ReconciliationRecord};
+    use tthc_sync::store::{DossierFilter, RENORMALIZE_REQUESTED, ReconciliationRecord, UnitScope};
     let pending = IngestAction::Set(DossierState::Pending);
     let mut held = row("b", "r1", "p1", IngestAction::Set(DossierState::Held));
     held.payload = None;
@@ -822,7 +822,7 @@ async fn operators_count_list_requeue_and_reconcile(store: &dyn Store) {
         ]
     );
     let only_held = DossierFilter {
-        reason: Some("unmapped_unit".into()),
+        reasons: Some(vec!["unmapped_unit".into()]),
         ..DossierFilter::default()
     };
     assert_eq!(store.failures(&only_held, 10).await.unwrap().len(), 1);
@@ -892,6 +892,77 @@ async fn operators_count_list_requeue_and_reconcile(store: &dyn Store) {
     assert_eq!(
         latest,
         [line("r2", "U1", 2, true), line("r1", "U2", 1, false)]
+    );
+
+    // A unit key's scope: its unit code, or no unit and an agency it owns, or neither ("a" was queued
+    // again by the retry above, so it is no longer listed).
+    let held_without = |id: &str, agency: Option<&str>, reason: &str| {
+        let mut held = row(id, "r1", "p1", IngestAction::Set(DossierState::Held));
+        held.unit = None;
+        held.source_agency_id = agency.map(str::to_owned);
+        held.payload = None;
+        held.payload_hash = None;
+        held.reason_code = Some(reason.into());
+        held
+    };
+    store
+        .ingest(
+            &[
+                held_without("m1", Some("ag-1"), "malformed_record"),
+                held_without("m2", Some("ag-9"), "unmapped_unit"),
+                held_without("m3", None, "malformed_record"),
+            ],
+            None,
+            40,
+        )
+        .await
+        .unwrap();
+    let listed = |scope: UnitScope, reasons: Option<Vec<&str>>| {
+        let filter = DossierFilter {
+            unit: Some(scope),
+            reasons: reasons.map(|codes| codes.into_iter().map(str::to_owned).collect()),
+            ..DossierFilter::default()
+        };
+        async move {
+            let mut ids: Vec<String> = store
+                .failures(&filter, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|failure| failure.source_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let scope = |units: &[&str], agencies: &[&str], without_agency| UnitScope {
+        units: units.iter().map(|unit| (*unit).to_owned()).collect(),
+        agencies_without_unit: agencies.iter().map(|agency| (*agency).to_owned()).collect(),
+        without_agency,
+    };
+    assert_eq!(
+        listed(scope(&["000.00.31.H60"], &["ag-1"], false), None).await,
+        ["b", "m1"]
+    );
+    assert_eq!(listed(scope(&[], &["ag-9"], false), None).await, ["m2"]);
+    assert_eq!(listed(scope(&[], &[], true), None).await, ["m3"]);
+    assert!(
+        listed(scope(&["000.00.99.H60"], &[], false), None)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        listed(
+            scope(&["000.00.31.H60"], &["ag-1", "ag-9"], true),
+            Some(vec!["malformed_record"])
+        )
+        .await,
+        ["m1", "m3"]
+    );
+    assert!(
+        listed(scope(&["000.00.31.H60"], &[], true), Some(vec![]))
+            .await
+            .is_empty()
     );
 }
 

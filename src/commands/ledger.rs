@@ -10,15 +10,18 @@ use clap::Args;
 use jiff::Timestamp;
 use jiff::civil::Date;
 
+use crate::actors::Actor;
 use crate::app::{App, vietnam_today};
 use crate::config::Settings;
 use crate::reconcile::fetch::{self, Backfill};
 use crate::reconcile::render::{self, Format, Lang, Sheet};
+use crate::reconcile::select::LedgerIndex;
 use crate::reconcile::{
     Counts, UnitLine, apply_content_check, attach_indicators, lines, sum_by_unit,
 };
-use crate::store::DossierFilter;
+use crate::store::FailureRow;
 use crate::sync::ingest::IngestSink;
+use crate::unit_key::{UnitKey, owner_of};
 
 /// What every ledger command takes.
 #[derive(Args, Debug, Clone)]
@@ -56,9 +59,10 @@ pub struct ReconcileArgs {
     pub common: Common,
     #[command(flatten)]
     pub period: Period,
-    /// Only this unit (portal code, or `agency:<id>` for an unmapped source agency).
+    /// Only this unit: a key as the report shows it (portal code, `agency:<id>` for an unmapped
+    /// source agency, `unknown` for records without an agency).
     #[arg(long)]
-    pub unit: Option<String>,
+    pub unit: Option<UnitKey>,
     #[arg(long, value_enum, default_value = "vi")]
     pub lang: Lang,
 }
@@ -69,8 +73,12 @@ pub struct ReportArgs {
     pub common: Common,
     #[command(flatten)]
     pub period: Period,
+    /// Only this unit (a key as the report shows it).
     #[arg(long)]
-    pub unit: Option<String>,
+    pub unit: Option<UnitKey>,
+    /// Only the reasons of this actor in the reasons column (unit, administrator, portal, nobody).
+    #[arg(long, value_enum)]
+    pub actor: Option<Actor>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
     #[arg(long, value_enum, default_value = "vi")]
@@ -93,11 +101,18 @@ pub struct ReportArgs {
 pub struct FailuresArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Only this unit: a key as the report shows it (portal code, `agency:<id>`, `unknown`).
     #[arg(long)]
     pub unit: Option<String>,
     /// Only this reason (`unmapped_unit`, `portal_2`, ...).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Only the reasons this actor must act on (unit, administrator, portal, nobody).
+    #[arg(long, value_enum)]
+    pub actor: Option<Actor>,
+    /// One correction workbook per unit (`--format xlsx --output DIR`): what each unit must fix.
+    #[arg(long)]
+    pub by_unit: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
     #[arg(long, value_enum, default_value = "vi")]
@@ -117,6 +132,9 @@ pub struct RetryArgs {
     pub unit: Option<String>,
     #[arg(long)]
     pub reason: Option<String>,
+    /// Only the reasons this actor must act on (unit, administrator, portal, nobody).
+    #[arg(long, value_enum)]
+    pub actor: Option<Actor>,
     /// One dossier, by its code (MaHoSo).
     #[arg(long)]
     pub dossier: Option<String>,
@@ -132,8 +150,9 @@ pub struct ResyncArgs {
     /// Last reception day, `YYYY-MM-DD`.
     #[arg(long)]
     pub to: Date,
+    /// Only this unit (a key as the report shows it).
     #[arg(long)]
-    pub unit: Option<String>,
+    pub unit: Option<UnitKey>,
 }
 
 /// The daemon's parts, built for a command: nothing is started and no claim is touched.
@@ -145,9 +164,15 @@ async fn app(common: &Common) -> anyhow::Result<App> {
 pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (from, to) = args.period.resolve()?;
     let app = app(&args.common).await?;
-    let outcome = app.reconciler().run(from, to, args.unit.as_deref()).await?;
+    let outcome = app.reconciler().run(from, to, args.unit.as_ref()).await?;
     for note in &outcome.notes {
         eprintln!("tthc-sync: {note}");
+    }
+    if let Some(unit) = &args.unit {
+        anyhow::ensure!(
+            !outcome.lines.is_empty(),
+            "unit {unit} is neither in the ledger nor counted by the source for {from} → {to}"
+        );
     }
     print!(
         "{}",
@@ -178,10 +203,8 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let (from, to) = args.period.resolve()?;
     let app = app(&args.common).await?;
     let (from_day, to_day) = (from.to_string(), to.to_string());
-    let buckets = app
-        .store
-        .ledger_buckets(&from_day, &to_day, args.unit.as_deref())
-        .await?;
+    // Every unit's buckets: which key a source agency's dossiers go to depends on all of them.
+    let buckets = app.store.ledger_buckets(&from_day, &to_day, None).await?;
     let mut notes = Vec::new();
     let mut counts = Counts::default();
     if !args.offline {
@@ -197,15 +220,34 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     }
     let mut lines = lines(&buckets, &counts);
     if let Some(unit) = &args.unit {
-        lines.retain(|line| &line.unit == unit);
+        let key = unit.to_string();
+        lines.retain(|line| line.unit == key);
+        if lines.is_empty() {
+            let index = LedgerIndex::read(app.store.as_ref()).await?;
+            anyhow::ensure!(
+                index.keys().any(|known| known == key),
+                "unit {key} is not in the ledger; its units are: {}",
+                index.keys().take(20).collect::<Vec<_>>().join(", ")
+            );
+        }
     }
     apply_content_check(&mut lines, &app.store.latest_reconciliation().await?);
+    if let Some(actor) = args.actor {
+        for line in &mut lines {
+            line.reasons
+                .retain(|reason| crate::actors::triage_of(&reason.code).actor == actor);
+        }
+    }
+    let payload_unit = match &args.unit {
+        Some(UnitKey::Unit(code)) => Some(code.as_str()),
+        _ => None,
+    };
     attach_indicators(
         app.store.as_ref(),
         &mut lines,
         &from_day,
         &to_day,
-        args.unit.as_deref(),
+        payload_unit,
     )
     .await?;
     for note in &notes {
@@ -250,19 +292,56 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn failures(args: FailuresArgs) -> anyhow::Result<ExitCode> {
     let app = app(&args.common).await?;
-    let filter = DossierFilter {
-        unit: args.unit.clone(),
-        reason: args.reason.clone(),
-        ..DossierFilter::default()
-    };
+    let index = LedgerIndex::read(app.store.as_ref()).await?;
+    let filter = index.filter(
+        args.unit.as_deref(),
+        args.reason.as_deref(),
+        args.actor,
+        None,
+    )?;
     let failures = app.store.failures(&filter, args.limit).await?;
+    let owners = index.owners();
+    if args.by_unit {
+        anyhow::ensure!(
+            args.format == Format::Xlsx,
+            "--by-unit writes correction workbooks: give --format xlsx --output DIR"
+        );
+        let dir = args
+            .output
+            .as_ref()
+            .context("--by-unit needs --output DIR (a directory for the workbooks)")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut by_unit: std::collections::BTreeMap<String, Vec<FailureRow>> =
+            std::collections::BTreeMap::new();
+        for failure in failures {
+            let key = owner_of(
+                failure.unit.as_deref(),
+                failure.source_agency_id.as_deref(),
+                owners,
+            );
+            by_unit.entry(key.to_string()).or_default().push(failure);
+        }
+        for (key, rows) in &by_unit {
+            let path = dir.join(render::workbook_file_name(key));
+            let bytes = render::corrections_workbook(key, rows, owners)?;
+            std::fs::write(&path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("{}\t{}\t{}", key, rows.len(), path.display());
+        }
+        eprintln!(
+            "tthc-sync: {} correction workbook(s) written to {}",
+            by_unit.len(),
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     match args.format {
         Format::Json => write_json(
             args.output.as_ref(),
-            &render::failures_json(&failures, Timestamp::now()),
+            &render::failures_json(&failures, owners, Timestamp::now()),
         )?,
         format => write_sheet(
-            &render::failures_sheet(&failures, args.lang),
+            &render::failures_sheet(&failures, owners, args.lang),
             format,
             args.lang,
             args.output.as_ref(),
@@ -273,12 +352,19 @@ pub async fn failures(args: FailuresArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     let app = app(&args.common).await?;
-    let filter = DossierFilter {
-        unit: args.unit,
-        reason: args.reason,
-        dossier_code: args.dossier,
-        ..DossierFilter::default()
-    };
+    let index = LedgerIndex::read(app.store.as_ref()).await?;
+    let filter = index.filter(
+        args.unit.as_deref(),
+        args.reason.as_deref(),
+        args.actor,
+        args.dossier.as_deref(),
+    )?;
+    if let Some(code) = &args.dossier {
+        anyhow::ensure!(
+            app.store.dossier_state(code).await?.is_some(),
+            "dossier {code} is not in the ledger"
+        );
+    }
     let queued = app
         .store
         .requeue(&filter, Timestamp::now().as_millisecond())
@@ -305,6 +391,7 @@ pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
         IngestSink::new(app.store.clone(), app.tables(), app.catalog.clone()).without_cursor();
     let mut backfill = Backfill::new(app.source.clone(), sink, fetch::CHUNK);
     let mut notes = Vec::new();
+    let mut matched_unit = args.unit.is_none();
     // The period goes a month of counts at a time, each (agency, day) a page of ids at a time, and each
     // chunk of ids is fetched and written before the next: memory stays flat whatever the period.
     let mut window_from = args.from;
@@ -318,13 +405,11 @@ pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("the source's counts list the agencies and days to read again")?;
         for row in counts {
-            let unit = owner
-                .get(&row.agency_id)
-                .cloned()
-                .unwrap_or_else(|| crate::reconcile::unit_key(None, Some(&row.agency_id)));
+            let unit = owner_of(None, Some(&row.agency_id), &owner);
             if args.unit.as_ref().is_some_and(|wanted| *wanted != unit) {
                 continue;
             }
+            matched_unit = true;
             for page in 0.. {
                 let (items, last) = app
                     .source
@@ -343,6 +428,18 @@ pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
             Ok(next) if window_to < args.to => window_from = next,
             _ => break,
         }
+    }
+    if let Some(unit) = &args.unit
+        && !matched_unit
+    {
+        // Not counted by the source in this period: fine for a unit the ledger knows, an error for a
+        // key nobody knows (a typo must not read as "nothing to do").
+        let index = LedgerIndex::read(app.store.as_ref()).await?;
+        let key = unit.to_string();
+        anyhow::ensure!(
+            index.keys().any(|known| known == key),
+            "unit {key} is neither in the ledger nor counted by the source from {from_day} to {to_day}"
+        );
     }
     let (fetched, stats) = backfill.finish(&mut notes).await?;
     for note in &notes {

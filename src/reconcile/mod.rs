@@ -9,6 +9,7 @@ pub mod content;
 pub mod fetch;
 pub mod log;
 pub mod render;
+pub mod select;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -28,15 +29,28 @@ use crate::store::{
 use crate::sync::catalog::PortalCatalog;
 use crate::sync::decide::DossierState;
 use crate::sync::ingest::IngestSink;
+use crate::unit_key::{UnitKey, owner_of};
 
-/// The key a unit is reported under: its portal code, or `agency:<id>` for a source agency whose
-/// dossiers resolve to no unit (unmapped), or `unknown` for records without even an agency.
+/// The key a unit is reported under, as text ([`UnitKey::of`]).
 pub fn unit_key(unit: Option<&str>, agency: Option<&str>) -> String {
-    match (unit, agency) {
-        (Some(unit), _) => unit.to_owned(),
-        (None, Some(agency)) => format!("agency:{agency}"),
-        (None, None) => "unknown".to_owned(),
-    }
+    UnitKey::of(unit, agency).to_string()
+}
+
+/// Sync completeness (1.4), the one place it is computed: what is on the portal ÷ the source's count.
+/// "On the portal" is what the portal accepted by the ledger, but never more than the portal's own
+/// count when it offers one (a unit the portal holds none of is at 0%). Capped at 100%: a source count
+/// read before the latest dossiers arrived does not make a unit more than complete. `None` without a
+/// source count (or with a count of 0).
+pub fn completeness(
+    source_count: Option<i64>,
+    accepted: i64,
+    portal_count: Option<i64>,
+) -> Option<f64> {
+    let at_source = source_count.filter(|count| *count > 0)?;
+    let on_portal = portal_count
+        .map_or(accepted, |portal| accepted.min(portal))
+        .max(0);
+    Some((on_portal as f64 / at_source as f64).min(1.0))
 }
 
 /// How many dossiers of a unit are in one state for one reason.
@@ -103,6 +117,40 @@ impl UnitLine {
         let expected = self.source_count.unwrap_or(self.ledger.received);
         (expected - self.ledger.accepted).max(0)
     }
+
+    /// Sets `completeness` and `complete` from the counts: called whenever a count changes, so that
+    /// the two never disagree with the counts beside them.
+    pub fn settle(&mut self) {
+        self.completeness =
+            completeness(self.source_count, self.ledger.accepted, self.portal_count);
+        let nothing_waiting =
+            self.ledger.pending + self.ledger.held + self.ledger.refused + self.missing == 0;
+        self.complete = nothing_waiting && self.completeness.is_none_or(|share| share >= 1.0);
+    }
+
+    /// The share the line is sorted by: its completeness, or without a source count what the ledger
+    /// received and the portal accepted (1 for a line with nothing received).
+    pub fn sort_share(&self) -> f64 {
+        self.completeness.unwrap_or_else(|| {
+            if self.ledger.received > 0 {
+                self.ledger.accepted as f64 / self.ledger.received as f64
+            } else {
+                1.0
+            }
+        })
+    }
+}
+
+/// The order every view shows units in: units needing attention first, the worst completeness first,
+/// then the largest gap, then by key.
+pub fn sort_worst_first(lines: &mut [UnitLine]) {
+    lines.sort_by(|a, b| {
+        a.complete
+            .cmp(&b.complete)
+            .then_with(|| a.sort_share().total_cmp(&b.sort_share()))
+            .then_with(|| b.gap().cmp(&a.gap()))
+            .then_with(|| a.unit.cmp(&b.unit))
+    });
 }
 
 /// The other sides' counts for the period, by (source agency, day) and by (unit, day).
@@ -152,13 +200,12 @@ pub fn lines(buckets: &[LedgerBucket], counts: &Counts) -> Vec<UnitLine> {
         // A record that resolved to no unit (malformed, or rejected before its unit was known) counts
         // against the unit its agency's other dossiers go to; only an agency that never resolves is
         // shown on its own.
-        let key = match (&bucket.unit, &bucket.source_agency_id) {
-            (None, Some(agency)) => owner
-                .get(agency)
-                .cloned()
-                .unwrap_or_else(|| unit_key(None, Some(agency))),
-            (unit, agency) => unit_key(unit.as_deref(), agency.as_deref()),
-        };
+        let key = owner_of(
+            bucket.unit.as_deref(),
+            bucket.source_agency_id.as_deref(),
+            &owner,
+        )
+        .to_string();
         let line = units.entry(key.clone()).or_insert_with(|| UnitLine {
             unit: key.clone(),
             ..UnitLine::default()
@@ -253,25 +300,11 @@ pub fn lines(buckets: &[LedgerBucket], counts: &Counts) -> Vec<UnitLine> {
             }
             line.reasons
                 .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.code.cmp(&b.code)));
-            line.completeness = line
-                .source_count
-                .filter(|count| *count > 0)
-                .map(|count| line.ledger.accepted as f64 / count as f64);
-            let nothing_waiting =
-                line.ledger.pending + line.ledger.held + line.ledger.refused + line.missing == 0;
-            line.complete = nothing_waiting
-                && line
-                    .source_count
-                    .is_none_or(|count| line.ledger.accepted >= count);
+            line.settle();
             line
         })
         .collect();
-    lines.sort_by(|a, b| {
-        a.complete
-            .cmp(&b.complete)
-            .then_with(|| b.gap().cmp(&a.gap()))
-            .then_with(|| a.unit.cmp(&b.unit))
-    });
+    sort_worst_first(&mut lines);
     lines
 }
 
@@ -414,16 +447,17 @@ impl Reconciler {
         &self,
         from: Date,
         to: Date,
-        unit: Option<&str>,
+        unit: Option<&UnitKey>,
     ) -> Result<RunOutcome, ReconcileError> {
         let started = Timestamp::now();
         let run_id = started.strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
         let (from_day, to_day) = (from.to_string(), to.to_string());
         let mut notes = Vec::new();
-        let mut buckets = self.store.ledger_buckets(&from_day, &to_day, unit).await?;
+        // Every unit's buckets: which key a source agency's dossiers go to depends on all of them.
+        let mut buckets = self.store.ledger_buckets(&from_day, &to_day, None).await?;
         let owner = agency_units(&buckets);
         let wanted =
-            |agency: &str| unit.is_none_or(|unit| owner.get(agency).is_some_and(|key| key == unit));
+            |agency: &str| unit.is_none_or(|unit| owner_of(None, Some(agency), &owner) == *unit);
 
         // The source's counts, by agency and day.
         let source = self
@@ -506,7 +540,7 @@ impl Reconciler {
             fetched = stats.fetched;
             if fetched > 0 {
                 // The fetched dossiers are in the ledger now: count them where they belong.
-                buckets = self.store.ledger_buckets(&from_day, &to_day, unit).await?;
+                buckets = self.store.ledger_buckets(&from_day, &to_day, None).await?;
             }
         }
 
@@ -521,6 +555,7 @@ impl Reconciler {
         };
         let mut lines = lines(&buckets, &counts);
         if let Some(unit) = unit {
+            let unit = unit.to_string();
             lines.retain(|line| line.unit == unit);
         }
         let mut accepted_days: HashMap<(String, String), i64> = HashMap::new();
@@ -565,8 +600,19 @@ impl Reconciler {
             }
         }
         let period = (from_day.as_str(), to_day.as_str());
-        self.check_content(&mut lines, unit, period, started, &mut notes)
-            .await?;
+        // Only dossiers with a unit code reach the portal: an `agency:` or `unknown` key has none to check.
+        match unit {
+            None => {
+                self.check_content(&mut lines, None, period, started, &mut notes)
+                    .await?
+            }
+            Some(UnitKey::Unit(code)) => {
+                self.check_content(&mut lines, Some(code.as_str()), period, started, &mut notes)
+                    .await?
+            }
+            Some(_) => {}
+        }
+        sort_worst_first(&mut lines);
         let records: Vec<ReconciliationRecord> = lines
             .iter()
             .map(|line| ReconciliationRecord {
@@ -688,7 +734,7 @@ impl Reconciler {
             line.lost_on_portal = marked as i64;
             line.ledger.accepted -= line.lost_on_portal;
             line.ledger.pending += line.lost_on_portal;
-            line.complete = false;
+            line.settle();
         }
         Ok(())
     }
@@ -1076,6 +1122,68 @@ mod tests {
         assert_eq!(units, ["agency:ag-9", a]);
         assert_eq!(lines[1].ledger.received, 10);
         assert_eq!(lines[1].reasons[0].code, "malformed_record");
+    }
+
+    #[test]
+    fn completeness_never_exceeds_what_the_portal_holds() {
+        // The reconciliation line of the issue: the portal holds none of 96 accepted dossiers.
+        assert_eq!(completeness(Some(114), 96, Some(0)), Some(0.0));
+        assert_eq!(completeness(Some(100), 96, Some(50)), Some(0.5));
+        assert_eq!(completeness(Some(100), 96, None), Some(0.96));
+        assert_eq!(completeness(Some(100), 96, Some(500)), Some(0.96));
+        // A source count behind the ledger is capped at 100%; no source count, no completeness.
+        assert_eq!(completeness(Some(3), 4, None), Some(1.0));
+        assert_eq!(completeness(None, 4, Some(4)), None);
+        assert_eq!(completeness(Some(0), 0, Some(0)), None);
+
+        let a = "000.00.01.H60";
+        let buckets = vec![bucket(
+            Some(a),
+            "ag-1",
+            "2026-11-01",
+            DossierState::Accepted,
+            None,
+            10,
+        )];
+        let counts = Counts {
+            source: Some(HashMap::from([(("ag-1".into(), "2026-11-01".into()), 10)])),
+            portal: Some(HashMap::from([(a.to_owned(), 0)])),
+            missing: HashMap::new(),
+        };
+        let line = &lines(&buckets, &counts)[0];
+        assert_eq!(line.completeness, Some(0.0));
+        assert!(
+            !line.complete,
+            "a unit the portal holds none of is not complete"
+        );
+    }
+
+    #[test]
+    fn the_worst_completeness_comes_first_then_the_largest_gap() {
+        let line = |unit: &str, source: i64, accepted: i64, held: i64| {
+            let mut line = UnitLine {
+                unit: unit.into(),
+                source_count: Some(source),
+                ledger: LedgerSide {
+                    received: accepted + held,
+                    accepted,
+                    held,
+                    ..LedgerSide::default()
+                },
+                ..UnitLine::default()
+            };
+            line.settle();
+            line
+        };
+        let mut lines = vec![
+            line("big-gap", 1000, 900, 100),
+            line("fine", 10, 10, 0),
+            line("zero", 5, 0, 5),
+            line("small-gap", 100, 90, 10),
+        ];
+        sort_worst_first(&mut lines);
+        let order: Vec<&str> = lines.iter().map(|line| line.unit.as_str()).collect();
+        assert_eq!(order, ["zero", "big-gap", "small-gap", "fine"]);
     }
 
     #[test]

@@ -11,10 +11,14 @@ use jiff::Timestamp;
 use jiff::tz::{Offset, TimeZone};
 use serde_json::{Value, json};
 
+use std::collections::HashMap;
+
 use super::UnitLine;
+use crate::actors::{Actor, triage_of};
 use crate::normalize::codes;
 use crate::report::indicators::INDICATORS;
 use crate::store::{FailureRow, Millis};
+use crate::unit_key::owner_of;
 
 /// The JSON report's schema version: bump it on any change a consumer could notice.
 pub const REPORT_SCHEMA: &str = "tthc-sync.report/1";
@@ -134,6 +138,36 @@ fn pick(lang: Lang, vi: &str, en: &str) -> String {
     }
 }
 
+/// Who must act on a reason, in the operator's language.
+pub fn actor_label(actor: Actor, lang: Lang) -> String {
+    let (vi, en) = actor.label();
+    pick(lang, vi, en)
+}
+
+/// The next step for a reason, in the operator's language.
+pub fn next_step(code: &str, lang: Lang) -> String {
+    let triage = triage_of(code);
+    pick(lang, triage.next_vi, triage.next_en)
+}
+
+/// The reasons' next steps, one per actor, the actor named: "Đơn vị: …; Quản trị hệ thống của Sở: …".
+fn next_steps(codes: &[&str], lang: Lang) -> String {
+    let mut steps: Vec<(Actor, String)> = Vec::new();
+    for code in codes {
+        let actor = triage_of(code).actor;
+        let step = next_step(code, lang);
+        if !steps.iter().any(|(_, known)| *known == step) {
+            steps.push((actor, step));
+        }
+    }
+    steps.sort_by_key(|(actor, _)| *actor);
+    steps
+        .into_iter()
+        .map(|(actor, step)| format!("{}: {step}", actor_label(actor, lang)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The report's sheet: one row per unit, problems first (the order of `lines`).
 pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
     let columns = [
@@ -153,6 +187,7 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
         ("Tỷ lệ đồng bộ", "Sync completeness"),
         ("Hồ sơ chờ lâu nhất", "Oldest unsent dossier"),
         ("Lý do", "Reasons"),
+        ("Việc cần làm", "Next steps"),
         ("Tình trạng đồng bộ", "Sync health"),
     ]
     .iter()
@@ -178,6 +213,11 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
                 .map(|reason| format!("{} ({})", reason_label(&reason.code, lang), reason.count))
                 .collect::<Vec<_>>()
                 .join("; ");
+            let codes: Vec<&str> = line
+                .reasons
+                .iter()
+                .map(|reason| reason.code.as_str())
+                .collect();
             vec![
                 Cell::Text(line.unit.clone()),
                 Cell::Text(line.source_agencies.join(", ")),
@@ -193,6 +233,7 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
                 line.oldest_unsent_at
                     .map_or(Cell::Empty, |at| Cell::Text(vietnam_time(at))),
                 Cell::Text(reasons),
+                Cell::Text(next_steps(&codes, lang)),
                 Cell::Text(if line.complete {
                     pick(lang, "Đầy đủ", "Complete")
                 } else {
@@ -216,9 +257,39 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
     }
 }
 
-/// The failure list's sheet: one row per finding of each held-back or refused dossier.
-pub fn failures_sheet(failures: &[FailureRow], lang: Lang) -> Sheet {
-    let columns = [
+/// One rejection of a failing dossier, as the lists show it: (code, field, masked value, detail).
+fn rejections(failure: &FailureRow) -> Vec<(String, String, String, String)> {
+    let mut findings: Vec<(String, String, String, String)> =
+        serde_json::from_str::<Vec<Value>>(&failure.findings)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|finding| finding["kind"] == "rejection")
+            .map(|finding| {
+                let text = |key: &str| finding[key].as_str().unwrap_or_default().to_owned();
+                (text("code"), text("field"), text("value"), text("detail"))
+            })
+            .collect();
+    if findings.is_empty() {
+        // A refusal, or a hold by the catalog pre-flight stored without findings.
+        findings.push((
+            failure.reason_code.clone().unwrap_or_default(),
+            String::new(),
+            String::new(),
+            failure.reason_detail.clone().unwrap_or_default(),
+        ));
+    }
+    findings
+}
+
+/// The failure list's sheet: one row per finding of each held-back or refused dossier, with the unit
+/// key the report shows it under, who must act and how. The free-text detail (English, from the
+/// normalizer or the portal) is in the English sheet only.
+pub fn failures_sheet(
+    failures: &[FailureRow],
+    owners: &HashMap<String, String>,
+    lang: Lang,
+) -> Sheet {
+    let mut columns = vec![
         ("Mã hồ sơ", "Dossier code"),
         ("Đơn vị", "Unit"),
         ("Mã tại hệ thống một cửa", "Source agency"),
@@ -228,42 +299,31 @@ pub fn failures_sheet(failures: &[FailureRow], lang: Lang) -> Sheet {
         ("Lý do", "Reason"),
         ("Trường", "Field"),
         ("Giá trị (đã che)", "Value (masked)"),
-        ("Chi tiết", "Detail"),
-        ("Lần gửi", "Attempts"),
-        ("Cập nhật", "Changed"),
-    ]
-    .iter()
-    .map(|(vi, en)| pick(lang, vi, en))
-    .collect();
+        ("Người xử lý", "Who acts"),
+        ("Việc cần làm", "Next step"),
+    ];
+    if lang == Lang::En {
+        columns.push(("Chi tiết", "Detail"));
+    }
+    columns.push(("Lần gửi", "Attempts"));
+    columns.push(("Cập nhật", "Changed"));
+    let columns = columns.iter().map(|(vi, en)| pick(lang, vi, en)).collect();
     let mut rows = Vec::new();
     for failure in failures {
         let state = match failure.state.as_str() {
             "held" => pick(lang, "Bị giữ lại", "Held back"),
             _ => pick(lang, "Bị Cổng DVCQG từ chối", "Refused by the portal"),
         };
-        let mut findings: Vec<(String, String, String, String)> =
-            serde_json::from_str::<Vec<Value>>(&failure.findings)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|finding| finding["kind"] == "rejection")
-                .map(|finding| {
-                    let text = |key: &str| finding[key].as_str().unwrap_or_default().to_owned();
-                    (text("code"), text("field"), text("value"), text("detail"))
-                })
-                .collect();
-        if findings.is_empty() {
-            // A refusal, or a hold by the catalog pre-flight stored without findings.
-            findings.push((
-                failure.reason_code.clone().unwrap_or_default(),
-                String::new(),
-                String::new(),
-                failure.reason_detail.clone().unwrap_or_default(),
-            ));
-        }
-        for (code, field, value, detail) in findings {
-            rows.push(vec![
+        let key = owner_of(
+            failure.unit.as_deref(),
+            failure.source_agency_id.as_deref(),
+            owners,
+        )
+        .to_string();
+        for (code, field, value, detail) in rejections(failure) {
+            let mut row = vec![
                 Cell::Text(failure.dossier_code.clone().unwrap_or_default()),
-                Cell::Text(failure.unit.clone().unwrap_or_default()),
+                Cell::Text(key.clone()),
                 Cell::Text(failure.source_agency_id.clone().unwrap_or_default()),
                 Cell::Text(failure.reception_day.clone().unwrap_or_default()),
                 Cell::Text(state.clone()),
@@ -271,10 +331,15 @@ pub fn failures_sheet(failures: &[FailureRow], lang: Lang) -> Sheet {
                 Cell::Text(reason_label(&code, lang)),
                 Cell::Text(field),
                 Cell::Text(value),
-                Cell::Text(detail),
-                Cell::Int(failure.attempts),
-                Cell::Text(vietnam_time(failure.changed_at)),
-            ]);
+                Cell::Text(actor_label(triage_of(&code).actor, lang)),
+                Cell::Text(next_step(&code, lang)),
+            ];
+            if lang == Lang::En {
+                row.push(Cell::Text(detail));
+            }
+            row.push(Cell::Int(failure.attempts));
+            row.push(Cell::Text(vietnam_time(failure.changed_at)));
+            rows.push(row);
         }
     }
     Sheet {
@@ -282,6 +347,96 @@ pub fn failures_sheet(failures: &[FailureRow], lang: Lang) -> Sheet {
         columns,
         rows,
     }
+}
+
+/// The file a unit's correction workbook is written to: its key with what file systems refuse
+/// (`:` on Windows) replaced, `.xlsx`.
+pub fn workbook_file_name(key: &str) -> String {
+    let safe: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("sua-ho-so_{safe}.xlsx")
+}
+
+/// A unit's correction list (Vietnamese, ready to send): the first sheet holds what the unit must fix
+/// in the one-stop system, one row per problem (dossier code, reception date, field, what is wrong, how
+/// to fix, the masked value); the second, for information, its dossiers that others (the Department,
+/// the portal) are dealing with.
+pub fn corrections_workbook(
+    key: &str,
+    failures: &[FailureRow],
+    owners: &HashMap<String, String>,
+) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    let columns: Vec<String> = [
+        "Mã hồ sơ",
+        "Ngày tiếp nhận",
+        "Trường thông tin",
+        "Lỗi",
+        "Cách sửa",
+        "Giá trị hiện tại (đã che)",
+        "Người xử lý",
+        "Mã lý do",
+    ]
+    .iter()
+    .map(|title| (*title).to_owned())
+    .collect();
+    let mut to_fix = Vec::new();
+    let mut others = Vec::new();
+    for failure in failures {
+        if owner_of(
+            failure.unit.as_deref(),
+            failure.source_agency_id.as_deref(),
+            owners,
+        )
+        .to_string()
+            != key
+        {
+            continue;
+        }
+        let day = failure
+            .reception_day
+            .as_deref()
+            .and_then(|day| day.parse::<jiff::civil::Date>().ok())
+            .map(|day| day.strftime("%d/%m/%Y").to_string())
+            .unwrap_or_default();
+        for (code, field, value, _) in rejections(failure) {
+            let actor = triage_of(&code).actor;
+            let row = vec![
+                Cell::Text(failure.dossier_code.clone().unwrap_or_default()),
+                Cell::Text(day.clone()),
+                Cell::Text(field),
+                Cell::Text(reason_label(&code, Lang::Vi)),
+                Cell::Text(next_step(&code, Lang::Vi)),
+                Cell::Text(value),
+                Cell::Text(actor_label(actor, Lang::Vi)),
+                Cell::Text(code),
+            ];
+            if actor == Actor::Unit {
+                to_fix.push(row);
+            } else {
+                others.push(row);
+            }
+        }
+    }
+    xlsx_book(&[
+        Sheet {
+            title: "Đơn vị cần sửa".to_owned(),
+            columns: columns.clone(),
+            rows: to_fix,
+        },
+        Sheet {
+            title: "Sở và Cổng DVCQG đang xử lý".to_owned(),
+            columns,
+            rows: others,
+        },
+    ])
 }
 
 /// An aligned text table (widths in characters: Vietnamese letters are one column each once NFC).
@@ -348,8 +503,24 @@ pub fn raw_text(cell: &Cell) -> String {
 /// An xlsx workbook with one sheet: header in bold, frozen, columns wide enough to read, percentages
 /// formatted as such.
 pub fn xlsx(sheet: &Sheet) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
-    use rust_xlsxwriter::{Format, Workbook};
+    xlsx_book(std::slice::from_ref(sheet))
+}
+
+/// An xlsx workbook with one worksheet per sheet, each as [`xlsx`] writes it.
+pub fn xlsx_book(sheets: &[Sheet]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::Workbook;
     let mut workbook = Workbook::new();
+    for sheet in sheets {
+        add_worksheet(&mut workbook, sheet)?;
+    }
+    workbook.save_to_buffer()
+}
+
+fn add_worksheet(
+    workbook: &mut rust_xlsxwriter::Workbook,
+    sheet: &Sheet,
+) -> Result<(), rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::Format;
     let worksheet = workbook.add_worksheet();
     // Sheet names are limited to 31 characters.
     let name: String = sheet.title.chars().take(31).collect();
@@ -387,7 +558,7 @@ pub fn xlsx(sheet: &Sheet) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
         worksheet.set_column_width(column as u16, (*width).clamp(8, 60) as f64 + 2.0)?;
     }
     worksheet.set_freeze_panes(1, 0)?;
-    workbook.save_to_buffer()
+    Ok(())
 }
 
 /// The report as a versioned JSON document (its schema: `docs/report.schema.json`).
@@ -415,6 +586,10 @@ pub fn report_json(
                 let code = reason["code"].as_str().unwrap_or_default().to_owned();
                 reason["message_vi"] = json!(reason_label(&code, Lang::Vi));
                 reason["message_en"] = json!(reason_label(&code, Lang::En));
+                let triage = triage_of(&code);
+                reason["actor"] = json!(triage.actor.as_str());
+                reason["next_step_vi"] = json!(triage.next_vi);
+                reason["next_step_en"] = json!(triage.next_en);
             }
             value
         }).collect::<Vec<_>>(),
@@ -423,23 +598,33 @@ pub fn report_json(
 }
 
 /// The failure list as a versioned JSON document (its schema: `docs/failures.schema.json`).
-pub fn failures_json(failures: &[FailureRow], generated_at: Timestamp) -> Value {
+pub fn failures_json(
+    failures: &[FailureRow],
+    owners: &HashMap<String, String>,
+    generated_at: Timestamp,
+) -> Value {
     json!({
         "schema": FAILURES_SCHEMA,
         "generated_at": generated_at.to_string(),
-        "dossiers": failures.iter().map(|failure| json!({
+        "dossiers": failures.iter().map(|failure| {
+            let triage = triage_of(failure.reason_code.as_deref().unwrap_or_default());
+            json!({
             "source_id": failure.source_id,
             "dossier_code": failure.dossier_code,
             "unit": failure.unit,
+            "unit_key": owner_of(failure.unit.as_deref(), failure.source_agency_id.as_deref(), owners).to_string(),
             "source_agency_id": failure.source_agency_id,
             "reception_day": failure.reception_day,
             "state": failure.state.as_str(),
             "reason_code": failure.reason_code,
             "reason_detail": failure.reason_detail,
+            "actor": triage.actor.as_str(),
+            "next_step_vi": triage.next_vi,
+            "next_step_en": triage.next_en,
             "findings": serde_json::from_str::<Value>(&failure.findings).unwrap_or(Value::Array(Vec::new())),
             "attempts": failure.attempts,
             "changed_at": Timestamp::from_millisecond(failure.changed_at).map(|at| at.to_string()).unwrap_or_default(),
-        })).collect::<Vec<_>>(),
+        })}).collect::<Vec<_>>(),
     })
 }
 

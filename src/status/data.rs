@@ -10,12 +10,13 @@ use tokio_util::sync::CancellationToken;
 use super::STORE_TIMEOUT;
 use crate::app::{App, vietnam_today};
 use crate::metrics::{Snapshot, UnitSnapshot};
-use crate::reconcile::{Counts, UnitLine, apply_content_check, attach_indicators, lines};
-use crate::store::{LedgerCounts, ReconciliationRecord};
+use crate::reconcile::select::ALL_DAYS;
+use crate::reconcile::{
+    Counts, UnitLine, apply_content_check, attach_indicators, completeness, lines, sort_worst_first,
+};
+use crate::store::ReconciliationRecord;
 use crate::sync::ingest::FEED_CURSOR;
-
-/// Reception days of all time: the bounds the ledger's buckets take for "everything".
-const ALL_DAYS: (&str, &str) = ("0001-01-01", "9999-12-31");
+use crate::unit_key::UnitKey;
 
 /// 200 from `/readyz`, or the reasons for a 503.
 pub async fn readiness(app: &App, shutdown: &CancellationToken) -> Result<(), Vec<String>> {
@@ -92,6 +93,7 @@ pub async fn snapshot(app: &App, shutdown: &CancellationToken) -> Snapshot {
             complete: record.complete,
             missing: record_gap(record),
             content_differs: crate::reconcile::content_differs_of(record),
+            completeness: completeness(record.source_count, record.accepted, record.portal_count),
             reconciled_at: record.started_at as f64 / 1000.0,
         })
         .collect();
@@ -152,12 +154,14 @@ pub async fn unit_lines(
     app: &App,
     from: &str,
     to: &str,
-    unit: Option<&str>,
+    unit: Option<&UnitKey>,
 ) -> anyhow::Result<Vec<UnitLine>> {
-    let buckets = app.store.ledger_buckets(from, to, unit).await?;
+    // Every unit's buckets: which key a source agency's dossiers go to depends on all of them.
+    let buckets = app.store.ledger_buckets(from, to, None).await?;
     let mut lines = lines(&buckets, &Counts::default());
     if let Some(unit) = unit {
-        lines.retain(|line| line.unit == unit);
+        let key = unit.to_string();
+        lines.retain(|line| line.unit == key);
     }
     let records = app.store.latest_reconciliation().await?;
     for line in &mut lines {
@@ -168,13 +172,12 @@ pub async fn unit_lines(
         }
     }
     apply_content_check(&mut lines, &records);
-    lines.sort_by(|a, b| {
-        a.complete
-            .cmp(&b.complete)
-            .then_with(|| b.gap().cmp(&a.gap()))
-            .then_with(|| a.unit.cmp(&b.unit))
-    });
-    attach_indicators(app.store.as_ref(), &mut lines, from, to, unit).await?;
+    sort_worst_first(&mut lines);
+    let payload_unit = match unit {
+        Some(UnitKey::Unit(code)) => Some(code.as_str()),
+        _ => None,
+    };
+    attach_indicators(app.store.as_ref(), &mut lines, from, to, payload_unit).await?;
     Ok(lines)
 }
 
@@ -184,58 +187,75 @@ fn apply_reconciliation(line: &mut UnitLine, record: &ReconciliationRecord) {
     line.source_count = record.source_count;
     line.portal_count = record.portal_count;
     line.missing = record.missing;
-    line.completeness = line
-        .source_count
-        .filter(|count| *count > 0)
-        .map(|count| line.ledger.accepted as f64 / count as f64);
-    let nothing_waiting =
-        line.ledger.pending + line.ledger.held + line.ledger.refused + line.missing == 0;
-    line.complete = nothing_waiting
-        && line
-            .source_count
-            .is_none_or(|count| line.ledger.accepted >= count);
+    line.settle();
+}
+
+/// The periods the dashboard offers, in days.
+pub const DASHBOARD_PERIODS: [u32; 3] = [7, 30, 90];
+
+/// The ledger's side of a period, summed over its units: the dashboard's tiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeriodTotals {
+    pub accepted: i64,
+    pub pending: i64,
+    pub held: i64,
+    pub refused: i64,
 }
 
 /// Everything the dashboard shows.
 pub struct DashboardView {
+    /// The period of the tiles and the table: `days` reception days ending `to`.
+    pub days: u32,
     pub from: String,
     pub to: String,
     pub lines: Vec<UnitLine>,
-    pub counts: LedgerCounts,
+    pub totals: PeriodTotals,
     /// Unix ms of the last successful poll and push (0: none yet).
     pub last_poll_ok: i64,
     pub last_push_ok: i64,
+    /// The oldest dossier of the period not on the portal (Unix ms).
     pub oldest_unsent_at: Option<i64>,
-    /// When the latest reconciliation ran (Unix ms), if any.
+    /// When the latest reconciliation of this period ran (Unix ms), if any.
     pub reconciled_at: Option<i64>,
     pub ready: Result<(), Vec<String>>,
     pub now: i64,
 }
 
-/// The dashboard's period is the latest reconciliation's, so that its source counts apply; before any
-/// reconciliation, the last `reconcile.window_days` days.
-pub async fn dashboard(app: &App, shutdown: &CancellationToken) -> anyhow::Result<DashboardView> {
+/// The dashboard over the last `days` reception days (today included): one period for the tiles and the
+/// table. The source's and portal's counts are those of the latest reconciliation of the same period.
+pub async fn dashboard(
+    app: &App,
+    shutdown: &CancellationToken,
+    days: u32,
+) -> anyhow::Result<DashboardView> {
+    let today = vietnam_today();
+    let from = today.checked_sub(jiff::Span::new().days(i64::from(days.max(1)) - 1))?;
+    let (from, to) = (from.to_string(), today.to_string());
     let records = app.store.latest_reconciliation().await?;
-    let latest = records.iter().max_by_key(|record| record.started_at);
-    let (from, to) = match latest {
-        Some(record) => (record.from_day.clone(), record.to_day.clone()),
-        None => {
-            let today = vietnam_today();
-            let days = i64::from(app.settings.reconcile.window_days.max(1)) - 1;
-            let from = today.checked_sub(jiff::Span::new().days(days))?;
-            (from.to_string(), today.to_string())
-        }
-    };
+    let reconciled_at = records
+        .iter()
+        .filter(|record| record.from_day == from && record.to_day == to)
+        .map(|record| record.started_at)
+        .max();
     let lines = unit_lines(app, &from, &to, None).await?;
+    let mut totals = PeriodTotals::default();
+    for line in &lines {
+        totals.accepted += line.ledger.accepted;
+        totals.pending += line.ledger.pending;
+        totals.held += line.ledger.held;
+        totals.refused += line.ledger.refused;
+    }
+    let oldest_unsent_at = lines.iter().filter_map(|line| line.oldest_unsent_at).min();
     Ok(DashboardView {
-        reconciled_at: latest.map(|record| record.started_at),
+        days,
+        reconciled_at,
         from,
         to,
         lines,
-        counts: app.store.counts().await?,
+        totals,
         last_poll_ok: app.health.last_poll_ok.load(Ordering::Relaxed),
         last_push_ok: app.health.last_push_ok.load(Ordering::Relaxed),
-        oldest_unsent_at: oldest_unsent(app).await,
+        oldest_unsent_at,
         ready: readiness(app, shutdown).await,
         now: Timestamp::now().as_millisecond(),
     })

@@ -23,9 +23,11 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::actors::Actor;
 use crate::app::App;
 use crate::reconcile::render::{self, Lang};
-use crate::store::DossierFilter;
+use crate::reconcile::select::{LedgerIndex, SelectError};
+use crate::unit_key::UnitKey;
 
 /// Failing dossiers listed on a unit's page and in its JSON, at most.
 const FAILURES_LIMIT: usize = 1000;
@@ -54,6 +56,9 @@ struct StatusState {
     throughput: Mutex<dashboard::Throughput>,
 }
 
+/// How often the server samples the accepted counter for the throughput tile.
+const THROUGHPUT_SAMPLE: Duration = Duration::from_secs(10);
+
 /// Binds `status.listen` and serves until [`StatusServer::stop`]. A non-loopback address without a token
 /// is a startup error naming `status.token_file`.
 pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> anyhow::Result<StatusServer> {
@@ -80,14 +85,34 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> anyhow::Result
     let router = Router::new()
         .route("/", get(dashboard_page))
         .route("/units/{unit}/failures", get(failures_page))
+        .route("/units/{unit}/corrections.xlsx", get(corrections_workbook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/report", get(report_json))
         .route("/api/v1/units/{unit}/failures", get(failures_json))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .with_state(state);
+        .with_state(state.clone());
     let stop = CancellationToken::new();
+    // Throughput is measured by the server, on its own clock, not between two views of the page.
+    let sampling = stop.clone();
+    let sampled = state.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(THROUGHPUT_SAMPLE);
+        loop {
+            tokio::select! {
+                _ = sampling.cancelled() => break,
+                _ = ticks.tick() => {
+                    let accepted = sampled.app.metrics.accepted_total();
+                    sampled
+                        .throughput
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .sample(std::time::Instant::now(), accepted);
+                }
+            }
+        }
+    });
     let stopping = stop.clone();
     let serving = tokio::spawn(async move {
         let served = axum::serve(listener, router)
@@ -176,19 +201,58 @@ struct LangQuery {
 
 impl LangQuery {
     fn lang(&self) -> Lang {
-        match self.lang.as_deref() {
-            Some("en") => Lang::En,
-            _ => Lang::Vi,
-        }
+        lang_of(self.lang.as_deref())
     }
+}
+
+fn lang_of(text: Option<&str>) -> Lang {
+    match text {
+        Some("en") => Lang::En,
+        _ => Lang::Vi,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DashboardQuery {
+    lang: Option<String>,
+    /// 7, 30 or 90 reception days; by default `reconcile.window_days` when it is one of them, else 7.
+    days: Option<u32>,
+    /// Only units with reasons for this actor (`unit`, `administrator`, `portal`, `nobody`).
+    actor: Option<String>,
 }
 
 async fn dashboard_page(
     State(state): State<Arc<StatusState>>,
-    Query(query): Query<LangQuery>,
+    Query(query): Query<DashboardQuery>,
 ) -> Response {
-    let lang = query.lang();
-    let view = match data::dashboard(&state.app, &state.shutdown).await {
+    let lang = lang_of(query.lang.as_deref());
+    let window = state.app.settings.reconcile.window_days;
+    let default_days = if data::DASHBOARD_PERIODS.contains(&window) {
+        window
+    } else {
+        data::DASHBOARD_PERIODS[0]
+    };
+    let days = match query.days {
+        None => default_days,
+        Some(days) if data::DASHBOARD_PERIODS.contains(&days) => days,
+        Some(_) => {
+            return (StatusCode::BAD_REQUEST, "days must be 7, 30 or 90\n").into_response();
+        }
+    };
+    let actor = match query.actor.as_deref() {
+        None | Some("") => None,
+        Some(text) => match Actor::ALL.iter().find(|actor| actor.as_str() == text) {
+            Some(actor) => Some(*actor),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "actor must be unit, administrator, portal or nobody\n",
+                )
+                    .into_response();
+            }
+        },
+    };
+    let view = match data::dashboard(&state.app, &state.shutdown, days).await {
         Ok(view) => view,
         Err(error) => return internal(error),
     };
@@ -196,14 +260,43 @@ async fn dashboard_page(
         .throughput
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .sample(state.app.metrics.accepted_total());
+        .per_minute();
     Html(dashboard::page(
         &view,
         throughput,
         state.app.settings.status.refresh_seconds,
+        actor,
         lang,
     ))
     .into_response()
+}
+
+/// The filter for a unit's failures, or the answer for a key that is malformed (400) or unknown (404).
+async fn unit_failures(
+    state: &StatusState,
+    unit: &str,
+) -> Result<(LedgerIndex, Vec<crate::store::FailureRow>), Response> {
+    let index = LedgerIndex::read(state.app.store.as_ref())
+        .await
+        .map_err(|error| internal(error.into()))?;
+    let filter = match index.filter(Some(unit), None, None, None) {
+        Ok(filter) => filter,
+        Err(error @ SelectError::BadUnit(_)) => {
+            return Err((StatusCode::BAD_REQUEST, format!("{error}\n")).into_response());
+        }
+        Err(SelectError::UnknownUnit { key, .. }) => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("unit {key} is not in the ledger\n"),
+            )
+                .into_response());
+        }
+        Err(error) => return Err(internal(error.into())),
+    };
+    match state.app.store.failures(&filter, FAILURES_LIMIT).await {
+        Ok(failures) => Ok((index, failures)),
+        Err(error) => Err(internal(error.into())),
+    }
 }
 
 async fn failures_page(
@@ -211,18 +304,47 @@ async fn failures_page(
     Path(unit): Path<String>,
     Query(query): Query<LangQuery>,
 ) -> Response {
-    let filter = DossierFilter {
-        unit: Some(unit.clone()),
-        ..DossierFilter::default()
-    };
-    match state.app.store.failures(&filter, FAILURES_LIMIT).await {
-        Ok(failures) => Html(dashboard::failures_page(
+    match unit_failures(&state, &unit).await {
+        Ok((index, failures)) => Html(dashboard::failures_page(
             &unit,
             &failures,
+            index.owners(),
             FAILURES_LIMIT,
             query.lang(),
         ))
         .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// A unit's correction workbook (`failures --by-unit --format xlsx`), for the dashboard's download link.
+async fn corrections_workbook(
+    State(state): State<Arc<StatusState>>,
+    Path(unit): Path<String>,
+) -> Response {
+    let (index, failures) = match unit_failures(&state, &unit).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    match render::corrections_workbook(&unit, &failures, index.owners()) {
+        Ok(bytes) => {
+            let disposition = format!(
+                "attachment; filename=\"{}\"",
+                render::workbook_file_name(&unit)
+            );
+            let mut response = bytes.into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                ),
+            );
+            if let Ok(value) = HeaderValue::from_str(&disposition) {
+                headers.insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        }
         Err(error) => internal(error.into()),
     }
 }
@@ -242,7 +364,13 @@ async fn report_json(
         Ok(period) => period,
         Err(problem) => return (StatusCode::BAD_REQUEST, format!("{problem}\n")).into_response(),
     };
-    match data::unit_lines(&state.app, &from, &to, query.unit.as_deref()).await {
+    let unit = match query.unit.as_deref().map(UnitKey::parse).transpose() {
+        Ok(unit) => unit,
+        Err(error) => {
+            return (StatusCode::BAD_REQUEST, format!("unit: {error}\n")).into_response();
+        }
+    };
+    match data::unit_lines(&state.app, &from, &to, unit.as_ref()).await {
         Ok(lines) => axum::Json(render::report_json(
             &lines,
             &from,
@@ -259,15 +387,14 @@ async fn failures_json(
     State(state): State<Arc<StatusState>>,
     Path(unit): Path<String>,
 ) -> Response {
-    let filter = DossierFilter {
-        unit: Some(unit),
-        ..DossierFilter::default()
-    };
-    match state.app.store.failures(&filter, FAILURES_LIMIT).await {
-        Ok(failures) => {
-            axum::Json(render::failures_json(&failures, Timestamp::now())).into_response()
-        }
-        Err(error) => internal(error.into()),
+    match unit_failures(&state, &unit).await {
+        Ok((index, failures)) => axum::Json(render::failures_json(
+            &failures,
+            index.owners(),
+            Timestamp::now(),
+        ))
+        .into_response(),
+        Err(response) => response,
     }
 }
 

@@ -21,6 +21,7 @@ use crate::sync::decide::{
     ProgressState,
 };
 pub use crate::sync::decide::{Answer as DeliveryOutcome, Millis};
+pub use crate::unit_key::UnitScope;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -206,8 +207,10 @@ pub struct LedgerBucket {
 /// Which dossiers an operator's command is about; every field narrows, `None` does not.
 #[derive(Debug, Clone, Default)]
 pub struct DossierFilter {
-    pub unit: Option<String>,
-    pub reason: Option<String>,
+    /// The rows of one unit key ([`crate::unit_key::UnitKey::scope`]).
+    pub unit: Option<UnitScope>,
+    /// Any of these reason codes (an actor's codes, or the one `--reason`).
+    pub reasons: Option<Vec<String>>,
     pub dossier_code: Option<String>,
     /// Reception days, inclusive (`YYYY-MM-DD`).
     pub from_day: Option<String>,
@@ -472,6 +475,10 @@ pub trait Store: Send + Sync {
 
     /// The latest reconciliation line of every unit.
     async fn latest_reconciliation(&self) -> Result<Vec<ReconciliationRecord>, StoreError>;
+
+    /// The state of the dossier with this code (MaHoSo), if the ledger holds one: `retry --dossier`
+    /// tells an unknown code from one with nothing to retry.
+    async fn dossier_state(&self, dossier_code: &str) -> Result<Option<DossierState>, StoreError>;
 
     /// The earliest time a pending dossier or progress entry becomes due, if any.
     async fn next_due(&self) -> Result<Option<Millis>, StoreError>;

@@ -938,6 +938,15 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    async fn dossier_state(&self, dossier_code: &str) -> Result<Option<DossierState>, StoreError> {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM dossiers WHERE dossier_code = ?1 LIMIT 1")
+                .bind(dossier_code)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(state.as_deref().map(state_of))
+    }
+
     async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(at) FROM (SELECT MIN(next_attempt_at) AS at FROM dossiers WHERE state = 'pending' \
@@ -1152,17 +1161,39 @@ fn content_candidate(row: &sqlx::sqlite::SqliteRow) -> super::ContentCandidate {
 /// Narrows a query (which already has a WHERE clause) by an operator's filter; `prefix` is the
 /// `dossiers` table's alias with its dot, or empty.
 fn push_filter(query: &mut QueryBuilder<Sqlite>, filter: &DossierFilter, prefix: &str) {
-    let columns = [
-        ("unit", &filter.unit),
-        ("reason_code", &filter.reason),
-        ("dossier_code", &filter.dossier_code),
-    ];
-    for (column, value) in columns {
-        if let Some(value) = value {
-            query
-                .push(format_args!(" AND {prefix}{column} = "))
-                .push_bind(value.clone());
+    if let Some(scope) = &filter.unit {
+        // The rows of one unit key: its unit code, or no unit and an agency it owns, or neither.
+        query.push(" AND (0 = 1");
+        if !scope.units.is_empty() {
+            query.push(format_args!(" OR {prefix}unit IN ("));
+            push_list(query, &scope.units);
         }
+        if !scope.agencies_without_unit.is_empty() {
+            query.push(format_args!(
+                " OR ({prefix}unit IS NULL AND {prefix}source_agency_id IN ("
+            ));
+            push_list(query, &scope.agencies_without_unit);
+            query.push(")");
+        }
+        if scope.without_agency {
+            query.push(format_args!(
+                " OR ({prefix}unit IS NULL AND {prefix}source_agency_id IS NULL)"
+            ));
+        }
+        query.push(")");
+    }
+    if let Some(reasons) = &filter.reasons {
+        if reasons.is_empty() {
+            query.push(" AND 0 = 1");
+        } else {
+            query.push(format_args!(" AND {prefix}reason_code IN ("));
+            push_list(query, reasons);
+        }
+    }
+    if let Some(code) = &filter.dossier_code {
+        query
+            .push(format_args!(" AND {prefix}dossier_code = "))
+            .push_bind(code.clone());
     }
     if let Some(from) = &filter.from_day {
         query
@@ -1174,6 +1205,15 @@ fn push_filter(query: &mut QueryBuilder<Sqlite>, filter: &DossierFilter, prefix:
             .push(format_args!(" AND {prefix}reception_day <= "))
             .push_bind(to.clone());
     }
+}
+
+/// `a, b, c)`: a bound list closing an `IN (` the caller opened.
+fn push_list(query: &mut QueryBuilder<Sqlite>, values: &[String]) {
+    let mut list = query.separated(", ");
+    for value in values {
+        list.push_bind(value.clone());
+    }
+    list.push_unseparated(")");
 }
 
 /// The delivery columns of `dossiers`, in the order [`delivery_row`] reads them after `source_id`.
