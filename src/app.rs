@@ -378,10 +378,13 @@ impl App {
             portal: Some(self.portal.clone()),
             catalog: self.catalog.clone(),
             tables: self.tables(),
-            log: Some(ReconciliationLog::new(
-                self.settings.reconciliation_log_dir(),
-                self.settings.reconcile.log_max_bytes,
-            )),
+            log: Some(
+                ReconciliationLog::new(
+                    self.settings.reconciliation_log_dir(),
+                    self.settings.reconcile.log_max_bytes,
+                )
+                .with_retention_days(self.settings.reconcile.log_retention_days),
+            ),
             portal_sample: self.settings.reconcile.portal_sample,
             portal_lookups: self.settings.reconcile.portal_lookups,
         }

@@ -384,7 +384,7 @@ fn write_sheet(
 ) -> anyhow::Result<()> {
     let bytes = match format {
         Format::Table => render::table(sheet, lang).into_bytes(),
-        Format::Csv => render::csv(sheet)?,
+        Format::Csv => render::csv(sheet, lang)?,
         Format::Xlsx => {
             anyhow::ensure!(output.is_some(), "--format xlsx needs --output FILE.xlsx");
             render::xlsx(sheet)?
