@@ -93,6 +93,26 @@ impl Health {
 /// 30 s plus back-off).
 pub const POLL_STALL: Duration = Duration::from_secs(600);
 
+/// The sides a command talks to: it is given their secrets, and only theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sides {
+    pub source: bool,
+    pub portal: bool,
+}
+
+impl Sides {
+    /// The daemon, `reconcile`, `report` without `--offline`.
+    pub const BOTH: Sides = Sides {
+        source: true,
+        portal: true,
+    };
+    /// The ledger-only commands: `report --offline`, `failures`, `retry`.
+    pub const NONE: Sides = Sides {
+        source: false,
+        portal: false,
+    };
+}
+
 pub struct App {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
@@ -127,18 +147,32 @@ const RETENTION_PAGE: usize = 500;
 
 impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        App::build_for(settings, Sides::BOTH).await
+    }
+
+    /// Builds the parts a command needs: only the sides in `sides` get their secrets (the others'
+    /// clients fail every call without asking), and the catalog pre-flight only with the portal's.
+    pub async fn build_for(settings: Settings, sides: Sides) -> anyhow::Result<App> {
         let retry = RetryPolicy {
             min_delay: Duration::from_millis(settings.portal.retry_min_delay_ms),
             max_delay: Duration::from_secs(settings.portal.retry_max_delay_seconds),
             max_times: settings.portal.call_retries,
         };
-        let source = SourceClient::new(&settings.source, retry)
-            .context("failed to set up the source client")?;
-        let portal = PortalClient::new(&settings.portal, retry)
-            .context("failed to set up the portal client")?;
+        let source = if sides.source {
+            SourceClient::new(&settings.source, retry)
+        } else {
+            SourceClient::offline(&settings.source)
+        }
+        .context("failed to set up the source client")?;
+        let portal = if sides.portal {
+            PortalClient::new(&settings.portal, retry)
+        } else {
+            PortalClient::offline(&settings.portal)
+        }
+        .context("failed to set up the portal client")?;
         let tables = load_tables(&settings)?;
         let portal = Arc::new(portal);
-        let catalog = settings.portal.preflight.then(|| {
+        let catalog = (settings.portal.preflight && sides.portal).then(|| {
             Arc::new(PortalCatalog::new(
                 portal.clone(),
                 CatalogOptions {
@@ -344,10 +378,13 @@ impl App {
             portal: Some(self.portal.clone()),
             catalog: self.catalog.clone(),
             tables: self.tables(),
-            log: Some(ReconciliationLog::new(
-                self.settings.reconciliation_log_dir(),
-                self.settings.reconcile.log_max_bytes,
-            )),
+            log: Some(
+                ReconciliationLog::new(
+                    self.settings.reconciliation_log_dir(),
+                    self.settings.reconcile.log_max_bytes,
+                )
+                .with_retention_days(self.settings.reconcile.log_retention_days),
+            ),
             portal_sample: self.settings.reconcile.portal_sample,
             portal_lookups: self.settings.reconcile.portal_lookups,
             content: crate::reconcile::content::ContentLimits {

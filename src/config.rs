@@ -10,18 +10,28 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// A configuration problem, naming the key and what is wrong with it.
+///
+/// Each message carries its cause in itself and none is chained as a `source`: `main` prints an error with
+/// its chain (`{:#}`), and a cause both in the message and in the chain was printed twice
+/// (`missing configuration field "source": missing configuration field "source"`).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("configuration key `{key}`: {problem}")]
     Invalid { key: String, problem: String },
-    #[error("configuration key `{key}`: cannot read secret file {path}: {source}")]
+    #[error("configuration key `{key}`: cannot read secret file {path}: {error}")]
     SecretFile {
         key: String,
         path: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> ConfigError {
+        ConfigError::Load(error)
+    }
 }
 
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
@@ -72,6 +82,10 @@ pub struct ReconcileSettings {
     /// A log file larger than this starts a new one (bytes).
     #[serde(default = "default_log_max_bytes")]
     pub log_max_bytes: u64,
+    /// Days a reconciliation log file (`reconciliation-YYYY-MM-DD*.jsonl`) is kept; older files are
+    /// deleted when a run writes the log. 0 keeps them all.
+    #[serde(default = "default_log_retention_days")]
+    pub log_retention_days: u32,
     /// Accepted dossiers per unit looked up on the portal (TraCuuHoSo), at random, when it offers no
     /// counts (ThongKeHoSoDongBo).
     #[serde(default = "default_portal_sample")]
@@ -105,6 +119,7 @@ impl Default for ReconcileSettings {
             nightly_window_days: default_nightly_window(),
             log_dir: None,
             log_max_bytes: default_log_max_bytes(),
+            log_retention_days: default_log_retention_days(),
             portal_sample: default_portal_sample(),
             portal_lookups: default_portal_lookups(),
             content_check_hours: default_content_check_hours(),
@@ -548,6 +563,9 @@ fn default_nightly_window() -> u32 {
 fn default_log_max_bytes() -> u64 {
     10 * 1024 * 1024
 }
+fn default_log_retention_days() -> u32 {
+    365
+}
 fn default_portal_sample() -> usize {
     20
 }
@@ -875,10 +893,10 @@ pub fn resolve_secret(
     let read = |path: &Path, key: String| {
         std::fs::read_to_string(path)
             .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
-            .map_err(|source| ConfigError::SecretFile {
+            .map_err(|error| ConfigError::SecretFile {
                 key,
                 path: path.display().to_string(),
-                source,
+                error,
             })
     };
     if let Some(path) = file {

@@ -18,10 +18,10 @@ pub fn build_client(key: &str, settings: &HttpSettings) -> Result<reqwest::Clien
         .user_agent(concat!("tthc-sync/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(16);
     if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path).map_err(|source| ConfigError::SecretFile {
+        let pem = std::fs::read(path).map_err(|error| ConfigError::SecretFile {
             key: format!("{key}.ca_file"),
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         let certificates =
             reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| ConfigError::Invalid {

@@ -36,6 +36,10 @@ enum Command {
     CheckConfig {
         #[arg(long, short, env = "TTHC_SYNC_CONFIG")]
         config: PathBuf,
+        /// Check what the ledger-only commands need, without the source's and the portal's secrets
+        /// and the status token.
+        #[arg(long)]
+        offline: bool,
     },
     /// Print what the daemon would send for source records (or why it would not), as JSON.
     Normalize(commands::normalize::NormalizeArgs),
@@ -78,7 +82,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run { config } => commands::run::run(&config).await,
-            Command::CheckConfig { config } => commands::run::check_config(&config),
+            Command::CheckConfig { config, offline } => {
+                commands::run::check_config(&config, offline)
+            }
             Command::Normalize(args) => commands::normalize::run(args),
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Reconcile(args) => commands::ledger::reconcile(args).await,

@@ -100,6 +100,38 @@ fn collects_every_rejection_of_a_record() {
 }
 
 #[test]
+fn a_missing_accepted_date_is_reported_beside_an_unmapped_status() {
+    // Absent: both reasons, so that fixing the status table does not reveal a second problem later.
+    let absent = run(json!({"dossierStatus": {"id": 42}, "acceptedDate": null}));
+    assert_eq!(
+        rejections(&absent),
+        ["unmapped_status", "missing_field"].into()
+    );
+    let finding = rejection_findings(&absent)
+        .iter()
+        .find(|finding| finding.code == "missing_field")
+        .expect("a missing_field finding");
+    assert_eq!(finding.field, "acceptedDate");
+    // No status at all excuses nothing either.
+    let no_status = run(json!({"dossierStatus": null, "acceptedDate": null}));
+    let fields: BTreeSet<&str> = rejection_findings(&no_status)
+        .iter()
+        .map(|finding| finding.field.as_str())
+        .collect();
+    assert_eq!(fields, ["dossierStatus.id", "acceptedDate"].into());
+    // Unparseable is invalid_date, not missing as well, whatever the status.
+    for status in [42, 2] {
+        let unparseable = run(json!({"dossierStatus": {"id": status}, "acceptedDate": "hôm qua"}));
+        let codes = rejections(&unparseable);
+        assert!(codes.contains("invalid_date"), "{status}: {codes:?}");
+        assert!(!codes.contains("missing_field"), "{status}: {codes:?}");
+    }
+    // Present: only the status.
+    let present = run(json!({"dossierStatus": {"id": 42}}));
+    assert_eq!(rejections(&present), ["unmapped_status"].into());
+}
+
+#[test]
 fn processed_and_returned_dossiers_need_their_dates() {
     let processed = run(json!({"dossierStatus": {"id": 6}}));
     assert_eq!(rejections(&processed), ["missing_field"].into());

@@ -333,6 +333,12 @@ async fn the_report_names_the_failing_units_and_retry_completes_them() {
         .map(str::to_owned)
         .collect();
     assert_eq!(xlsx_rows[0], header, "same columns");
+    // A UTF-8 byte order mark first (for Excel on Windows); the csv reader leaves it out of the header.
+    assert!(csv_text.starts_with('\u{FEFF}'), "the CSV opens with a BOM");
+    let completeness = header
+        .iter()
+        .position(|title| title == "Tỷ lệ đồng bộ")
+        .expect("a completeness column");
     let csv_rows: Vec<csv::StringRecord> = csv_reader.records().map(Result::unwrap).collect();
     assert_eq!(xlsx_rows.len() - 1, csv_rows.len(), "same number of rows");
     for (xlsx_row, csv_row) in xlsx_rows[1..].iter().zip(&csv_rows) {
@@ -343,6 +349,20 @@ async fn the_report_names_the_failing_units_and_retry_completes_them() {
             xlsx_row[3].parse::<f64>().unwrap(),
             csv_row[3].parse::<f64>().unwrap()
         );
+        // Completeness: a percent-formatted number in the xlsx, Vietnamese percent text in the CSV.
+        if let Ok(share) = xlsx_row[completeness].parse::<f64>() {
+            let shown = &csv_row[completeness];
+            assert!(shown.ends_with('%'), "{shown}");
+            let percent: f64 = shown
+                .trim_end_matches('%')
+                .replace(',', ".")
+                .parse()
+                .unwrap();
+            assert!(
+                (percent / 100.0 - share).abs() < 0.0006,
+                "{shown} vs {share}"
+            );
+        }
         personal.assert_absent("report xlsx", &xlsx_row.join("\t"));
     }
     assert!(xlsx_rows.iter().any(|row| {

@@ -410,7 +410,6 @@ async fn a_non_loopback_address_requires_the_bearer_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_browser_shows_the_dashboard_in_vietnamese() {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
     let chromium = ["chromium", "chromium-browser"].into_iter().find(|name| {
         std::process::Command::new("sh")
             .args(["-c", &format!("command -v {name}")])
@@ -418,11 +417,9 @@ async fn a_real_browser_shows_the_dashboard_in_vietnamese() {
             .is_ok_and(|output| output.status.success())
     });
     let Some(chromium) = chromium else {
-        assert!(
-            !ci,
-            "chromium is not installed: under CI=true the browser check runs, it is not skipped"
+        common::skip::skip(
+            "browser check: chromium is not installed (apt-get install -y chromium)",
         );
-        eprintln!("browser check skipped: chromium is not installed (apt-get install -y chromium)");
         return;
     };
     let (_dir, demo) = common::start(

@@ -278,6 +278,15 @@ pub fn check_portal(source: &SourceSim, portal: &PortalSim, tables: &MappingTabl
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Faults are the demo's point: retries are counted in the progress lines, not logged one by one.
     crate::telemetry::init("human", "error");
+    // Ctrl-C (or SIGTERM) stops the demo cleanly at any moment, from the first line on: the signal
+    // handlers are installed before anything starts, and every wait below also waits for them.
+    let stop = super::run::shutdown_signal();
+    tokio::pin!(stop);
+    // One poll installs the handlers now (the future registers them when first polled).
+    if let std::task::Poll::Ready(signal) = futures::poll!(&mut stop) {
+        println!("{signal}: stopped before the demo started");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "tthc-sync demo: {} dossiers, {} units, seed {}, faults {:?}; ledger in {}",
         args.dossiers,
@@ -286,20 +295,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.faults,
         args.data_dir.display()
     );
-    let demo = Demo::start(&args).await?;
+    let demo = tokio::select! {
+        demo = Demo::start(&args) => demo?,
+        signal = &mut stop => {
+            // Whatever had started stops with the runtime; nothing was written yet but an empty ledger.
+            println!("{signal}: stopped before the demo started");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     println!(
         "Tình trạng đồng bộ: http://{}/ (metrics: /metrics)",
         demo.status.address
     );
     let mut last_line = String::new();
-    let synced = demo
-        .wait_until_synced(Duration::from_secs(args.timeout_seconds), |line| {
+    let synced = tokio::select! {
+        synced = demo.wait_until_synced(Duration::from_secs(args.timeout_seconds), |line| {
             if line != last_line {
                 println!("{line}");
                 last_line = line.to_string();
             }
-        })
-        .await;
+        }) => synced,
+        signal = &mut stop => {
+            println!("{signal}: dừng đồng bộ, hoàn tất các lô đang gửi (stopping; finishing batches in flight)");
+            demo.stop().await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     if let Err(error) = &synced {
         println!("{error}");
     }
@@ -321,7 +342,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     println!("Đồng bộ xong; tthc-sync tiếp tục chạy. Nhấn Ctrl-C để dừng.");
-    super::run::shutdown_signal().await;
+    let signal = stop.await;
+    println!("{signal}: dừng (stopping)");
     demo.stop().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 
 use crate::actors::Actor;
-use crate::app::{App, vietnam_today};
+use crate::app::{App, Sides, vietnam_today};
 use crate::config::Settings;
 use crate::reconcile::fetch::{self, Backfill};
 use crate::reconcile::render::{self, Format, Lang, Sheet};
@@ -155,15 +155,17 @@ pub struct ResyncArgs {
     pub unit: Option<UnitKey>,
 }
 
-/// The daemon's parts, built for a command: nothing is started and no claim is touched.
-async fn app(common: &Common) -> anyhow::Result<App> {
+/// The daemon's parts, built for a command: nothing is started and no claim is touched. Only the sides
+/// the command talks to get their secrets, so that the ledger-only commands run where none are given.
+async fn app(common: &Common, sides: impl FnOnce(&Settings) -> Sides) -> anyhow::Result<App> {
     let settings = Settings::load(Some(&common.config))?;
-    App::build(settings).await
+    let sides = sides(&settings);
+    App::build_for(settings, sides).await
 }
 
 pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (from, to) = args.period.resolve()?;
-    let app = app(&args.common).await?;
+    let app = app(&args.common, |_| Sides::BOTH).await?;
     let outcome = app.reconciler().run(from, to, args.unit.as_ref()).await?;
     for note in &outcome.notes {
         eprintln!("tthc-sync: {note}");
@@ -201,7 +203,11 @@ pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let (from, to) = args.period.resolve()?;
-    let app = app(&args.common).await?;
+    let offline = args.offline;
+    let app = app(&args.common, |_| {
+        if offline { Sides::NONE } else { Sides::BOTH }
+    })
+    .await?;
     let (from_day, to_day) = (from.to_string(), to.to_string());
     // Every unit's buckets: which key a source agency's dossiers go to depends on all of them.
     let buckets = app.store.ledger_buckets(&from_day, &to_day, None).await?;
@@ -291,7 +297,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn failures(args: FailuresArgs) -> anyhow::Result<ExitCode> {
-    let app = app(&args.common).await?;
+    let app = app(&args.common, |_| Sides::NONE).await?;
     let index = LedgerIndex::read(app.store.as_ref()).await?;
     let filter = index.filter(
         args.unit.as_deref(),
@@ -351,7 +357,7 @@ pub async fn failures(args: FailuresArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let app = app(&args.common).await?;
+    let app = app(&args.common, |_| Sides::NONE).await?;
     let index = LedgerIndex::read(app.store.as_ref()).await?;
     let filter = index.filter(
         args.unit.as_deref(),
@@ -382,7 +388,12 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.from <= args.to, "--from is after --to");
-    let app = app(&args.common).await?;
+    // The source is read; the portal is asked only by the catalog pre-flight, when it is on.
+    let app = app(&args.common, |settings| Sides {
+        source: true,
+        portal: settings.portal.preflight,
+    })
+    .await?;
     let (from_day, to_day) = (args.from.to_string(), args.to.to_string());
     let buckets = app.store.ledger_buckets(&from_day, &to_day, None).await?;
     let owner = crate::reconcile::agency_units(&buckets);
@@ -473,7 +484,7 @@ fn write_sheet(
 ) -> anyhow::Result<()> {
     let bytes = match format {
         Format::Table => render::table(sheet, lang).into_bytes(),
-        Format::Csv => render::csv(sheet)?,
+        Format::Csv => render::csv(sheet, lang)?,
         Format::Xlsx => {
             anyhow::ensure!(output.is_some(), "--format xlsx needs --output FILE.xlsx");
             render::xlsx(sheet)?

@@ -9,19 +9,20 @@ use crate::source::wire::LenientString;
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
-    /// Parses a phone as typed: spaces, dots, dashes and brackets ignored, `+84`/`84`/`0084` read as `0`,
-    /// retired 11-digit mobile prefixes converted.
+    /// Parses a phone field as typed (mapping.md, `SoDienThoai`): where it holds several numbers
+    /// separated by `/`, `;` or `,`, the first valid one; see [`PhoneNumber::parse_one`] for each.
     pub fn parse(raw: &str) -> Option<PhoneNumber> {
-        let trimmed = raw.trim();
-        let mut digits = String::with_capacity(trimmed.len());
-        for (index, character) in trimmed.char_indices() {
-            match character {
-                '0'..='9' => digits.push(character),
-                ' ' | '.' | '-' | '(' | ')' => {}
-                '+' if index == 0 => {}
-                _ => return None,
-            }
-        }
+        raw.split(['/', ';', ',']).find_map(PhoneNumber::parse_one)
+    }
+
+    /// One number: a leading label dropped (letters, `.`, `:` and spaces before the first digit or `+`:
+    /// `ĐT: 0912 345 678`, `SĐT 0912345678`, `Tel.+84…`), then its digits only, `+84`/`84`/`0084` read as
+    /// `0`, retired 11-digit mobile prefixes converted.
+    fn parse_one(raw: &str) -> Option<PhoneNumber> {
+        let number = raw.trim_start_matches(|character: char| {
+            character.is_alphabetic() || character.is_whitespace() || matches!(character, '.' | ':')
+        });
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
         let national = if let Some(rest) = digits.strip_prefix("0084") {
             format!("0{rest}")
         } else if let Some(rest) = digits
@@ -257,11 +258,42 @@ mod tests {
     }
 
     #[test]
+    fn drops_a_leading_label() {
+        for labelled in [
+            "ĐT: 0912 345 678",
+            "SĐT 0912345678",
+            "Tel.+84 912 345 678",
+            "Điện thoại: 0912.345.678",
+            "DĐ:0912345678",
+            "  sdt  0912-345-678",
+        ] {
+            assert_eq!(phone(labelled), Some("0912345678".into()), "{labelled}");
+        }
+    }
+
+    #[test]
+    fn keeps_the_first_valid_of_several_numbers() {
+        assert_eq!(phone("0912345678 / 0987654321"), Some("0912345678".into()));
+        assert_eq!(phone("0912 345; 0987 654 321"), Some("0987654321".into()));
+        assert_eq!(
+            phone("DĐ: 01663456789, CQ: 0243 8123 456"),
+            Some("0363456789".into())
+        );
+        assert_eq!(
+            phone("NR: 0243 812 34, DĐ 0987.654.321"),
+            Some("0987654321".into())
+        );
+        assert_eq!(phone("0912 / 0987"), None);
+    }
+
+    #[test]
     fn drops_what_cannot_be_repaired() {
         for bad in [
             "0912 345",
             "0112345678",
             "091234567a",
+            "0912345678 0987654321",
+            "ĐT",
             "",
             "0161234567",
             "01712345678",

@@ -34,13 +34,24 @@ struct SourceDates {
     returned: Option<SourceTime>,
     rejected: Option<SourceTime>,
     updated: Option<SourceTime>,
+    /// An acceptedDate was given but is not a date: `invalid_date` already says so, and it is not
+    /// missing as well.
+    accepted_unparseable: bool,
 }
 
 impl SourceDates {
     fn parse(source: &SourceDossier, collector: &mut Collector) -> SourceDates {
+        let accepted_given = match &source.accepted_date {
+            None => false,
+            Some(RawDate::Text(text)) => !text.trim().is_empty(),
+            Some(_) => true,
+        };
+        let submitted = collector.date(Field::Top("submittedDate"), source.submitted_date.as_ref());
+        let accepted = collector.date(Field::Top("acceptedDate"), source.accepted_date.as_ref());
         SourceDates {
-            submitted: collector.date(Field::Top("submittedDate"), source.submitted_date.as_ref()),
-            accepted: collector.date(Field::Top("acceptedDate"), source.accepted_date.as_ref()),
+            accepted_unparseable: accepted_given && accepted.is_none(),
+            submitted,
+            accepted,
             appointment: collector.date(
                 Field::Top("appointmentDate"),
                 source.appointment_date.as_ref(),
@@ -259,7 +270,12 @@ fn build(
         Some(LIMIT_SUMMARY),
     );
     let note = collector.text(Field::Top("note"), source.note.as_deref(), None);
-    let portal_dates = status_dates(dates, status, collector);
+    let source_status = source
+        .dossier_status
+        .as_ref()
+        .and_then(|status| status.id.as_ref())
+        .and_then(|id| id.as_i64());
+    let portal_dates = status_dates(dates, status, source_status, collector);
     check_date_order(dates, &portal_dates, now, collector);
 
     let return_method = source
@@ -464,6 +480,7 @@ fn contacts(
 fn status_dates(
     dates: &SourceDates,
     status: Option<PortalStatus>,
+    source_status: Option<i64>,
     collector: &mut Collector,
 ) -> PortalDates {
     let mut portal = PortalDates {
@@ -471,6 +488,19 @@ fn status_dates(
         refusal: dates.rejected,
     };
     let Some(status) = status else {
+        // An unknown (or unmapped) status excuses nothing: only source statuses 0 and 8 may lack an
+        // acceptedDate (mapping.md), and the operator who fixes the status table must see this reason too.
+        if portal.reception.is_none()
+            && !dates.accepted_unparseable
+            && !matches!(source_status, Some(0 | 8))
+        {
+            collector.reject(
+                codes::MISSING_FIELD,
+                Field::Top("acceptedDate"),
+                "required for this status",
+                None,
+            );
+        }
         return portal;
     };
     if portal.reception.is_none() {
@@ -484,7 +514,7 @@ fn status_dates(
                     None,
                 );
             }
-        } else {
+        } else if !dates.accepted_unparseable {
             collector.reject(
                 codes::MISSING_FIELD,
                 Field::Top("acceptedDate"),

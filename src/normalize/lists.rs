@@ -7,12 +7,14 @@ use crate::source::wire::{Attachment, Fee, RawAmount, Supplement};
 use super::codes;
 use super::findings::{Collector, Field};
 
-/// A fee amount in whole đồng, parsed from any shape the source writes (source-api.md quirk 7).
+/// A fee amount in whole đồng, parsed from any shape the source writes (source-api.md quirk 7,
+/// mapping.md `DanhSachLePhi`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dong(i64);
 
 impl Dong {
-    /// `75000`, `75000.0`, `"75000"`, `"75.000"`, `"1.250.000"`; negative, fractional or unparseable: `None`.
+    /// `75000`, `75000.0`, `"75.000"`, `"75,000"`, `"75 000 đ"`, `"1.250.000"`, `"75.000,00"`; negative,
+    /// a nonzero fraction, uneven or mixed groups, words: `None`.
     pub fn parse(raw: &RawAmount) -> Option<Dong> {
         let value = match raw {
             RawAmount::Number(number) => match number.as_i64() {
@@ -25,7 +27,7 @@ impl Dong {
                     float as i64
                 }
             },
-            RawAmount::Text(text) => parse_amount_text(text.trim())?,
+            RawAmount::Text(text) => parse_amount_text(text)?,
         };
         (value >= 0).then_some(Dong(value))
     }
@@ -35,30 +37,76 @@ impl Dong {
     }
 }
 
-/// Digits with dots as thousands separators (`75.000`), plain digits, or a decimal with a zero fraction
-/// (`75000.0`, `75000,00`).
+/// Currency marks a writer may leave after the amount; matched without regard to case.
+const CURRENCY_SUFFIXES: [&str; 4] = ["vnđ", "vnd", "đ", "₫"];
+
+/// Whether `character` separates the groups or the fraction of an amount: `.`, `,` or a space (the
+/// no-break spaces that locale formatting writes included).
+fn is_amount_separator(character: char) -> bool {
+    matches!(character, '.' | ',' | ' ' | '\u{A0}' | '\u{202F}')
+}
+
+/// An amount written as text (mapping.md, `DanhSachLePhi`). Đồng have no fractions in use, so a
+/// separator followed by exactly three digits groups thousands whatever the writer's habit (`75.000`,
+/// `75,000`, `75 000`), and a last part of another length is a fraction, accepted only when it is all
+/// zeros and written with `.` or `,` other than the group separator (`75.000,00`, `75000.0`). Anything
+/// else is refused rather than guessed: reading `75,000` as 75 would send a value 1,000 times too small.
 fn parse_amount_text(text: &str) -> Option<i64> {
-    let digits_only = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    let groups: Vec<&str> = text.split('.').collect();
-    let grouped = groups.len() > 1
-        && groups
-            .first()
-            .is_some_and(|first| digits_only(first) && first.len() <= 3)
-        && groups[1..]
-            .iter()
-            .all(|group| group.len() == 3 && digits_only(group));
-    let whole = if grouped {
-        groups.concat()
-    } else if digits_only(text) {
-        text.to_owned()
-    } else {
-        let (integer, fraction) = text.split_once(['.', ','])?;
-        if !digits_only(integer) || !digits_only(fraction) || fraction.bytes().any(|b| b != b'0') {
+    let mut amount = text.trim();
+    for suffix in CURRENCY_SUFFIXES {
+        let letters = suffix.chars().count();
+        if let Some((cut, _)) = amount.char_indices().rev().nth(letters - 1)
+            && amount[cut..].to_lowercase() == suffix
+        {
+            amount = amount[..cut].trim_end();
+            break;
+        }
+    }
+    // Digit runs and the single separators between them.
+    let mut runs: Vec<&str> = Vec::new();
+    let mut separators: Vec<char> = Vec::new();
+    let mut start = 0;
+    for (index, character) in amount.char_indices() {
+        if character.is_ascii_digit() {
+            continue;
+        }
+        if !is_amount_separator(character) {
             return None;
         }
-        integer.to_owned()
-    };
-    whole.parse().ok()
+        runs.push(&amount[start..index]);
+        separators.push(character);
+        start = index + character.len_utf8();
+    }
+    runs.push(&amount[start..]);
+    if runs.iter().any(|run| run.is_empty()) {
+        return None;
+    }
+    // A last run that is not a group of three is a fraction: zeros only, after `.` or `,`.
+    if let (Some(last), Some(&separator)) = (runs.last(), separators.last())
+        && last.len() != 3
+    {
+        let groups_use_it = separators[..separators.len() - 1].contains(&separator);
+        if !matches!(separator, '.' | ',')
+            || groups_use_it
+            || last.bytes().any(|digit| digit != b'0')
+        {
+            return None;
+        }
+        runs.pop();
+        separators.pop();
+    }
+    // What is left groups thousands: one separator throughout, a first group of one to three digits,
+    // then groups of exactly three.
+    if let Some(&first_separator) = separators.first() {
+        let one_separator = separators
+            .iter()
+            .all(|separator| *separator == first_separator);
+        let even = runs[0].len() <= 3 && runs[1..].iter().all(|run| run.len() == 3);
+        if !one_separator || !even {
+            return None;
+        }
+    }
+    runs.concat().parse().ok()
 }
 
 /// Fee lines; a fee without a valid amount is `invalid_fee`.
@@ -258,6 +306,27 @@ mod tests {
         assert_eq!(text("75000.0"), Some(75000));
         assert_eq!(text("75000,00"), Some(75000));
         assert_eq!(text("0"), Some(0));
+        // mapping.md: a separator followed by exactly three digits groups thousands, whichever it is.
+        assert_eq!(text("75,000"), Some(75000));
+        assert_eq!(text("75 000"), Some(75000));
+        assert_eq!(text("75\u{A0}000"), Some(75000));
+        assert_eq!(text("1,250,000"), Some(1_250_000));
+        assert_eq!(text("1 250 000"), Some(1_250_000));
+        assert_eq!(text("75.000,00"), Some(75000));
+        assert_eq!(text("75,000.00"), Some(75000));
+        assert_eq!(text("1.250.000,0"), Some(1_250_000));
+        // A currency mark after the amount is ignored.
+        for marked in [
+            "75.000đ",
+            "75.000 đ",
+            "75,000 VNĐ",
+            "75000VND",
+            "75 000 ₫",
+            "75.000 vnđ",
+            "75.000 Đ",
+        ] {
+            assert_eq!(text(marked), Some(75000), "{marked}");
+        }
     }
 
     #[test]
@@ -276,6 +345,25 @@ mod tests {
             "7.5",
             "1.2345",
             "99999999999999999999",
+            // A nonzero fraction, uneven or mixed groups, a fraction written with the groups' separator,
+            // a space before a fraction, words, two separators in a row: never guessed.
+            "75,5",
+            "75.000,5",
+            "7,50.0",
+            "1.250,000",
+            "1,250.000.000",
+            "1250.000",
+            "75.000.00",
+            "75.00.000",
+            "75 00",
+            "75..000",
+            ".000",
+            "75.",
+            "75.000 đồng",
+            "bảy mươi lăm nghìn",
+            "đ",
+            "VND 75.000",
+            "+75000",
         ] {
             assert_eq!(text(bad), None, "{bad}");
         }

@@ -1,10 +1,19 @@
 //! A Vietnamese syllable validator (onset + rhyme + tone), used to decide whether a Latin-1 value is
 //! really TCVN3 bytes: decoding must turn more of its words into Vietnamese syllables than there were.
 //!
-//! The rules are the orthographic ones: an optional onset from the closed list of initial consonants, a
-//! rhyme from the closed list of rhymes, at most one tone mark, a rhyme ending in a stop (`c`, `ch`, `p`,
-//! `t`) only with the sắc or nặng tone, and the spelling constraints `k`/`gh`/`ngh` before front vowels,
-//! `c`/`g`/`ng` elsewhere.
+//! The rules are those of standard orthography:
+//! - an optional onset from the closed list of initial consonants, a rhyme from the closed list of rhymes
+//!   (with its medial `o`/`u` when it has one), at most one tone mark;
+//! - a rhyme ending in a stop (`c`, `ch`, `p`, `t`) only with the sắc or nặng tone;
+//! - `k`/`gh`/`ngh` before front vowels (`i`, `e`, `ê`, `y`), `c`/`g`/`ng` elsewhere;
+//! - the medial after /k/ is spelled `qu` (`qua`, `quân`, `quỳnh`, `quýt`, never `coa` or `cuân`), and
+//!   `qu` takes no second medial nor the vowels `u`, `ư`, `o` (`quư` is not a syllable);
+//! - the diphthong /iə/ is `iê` after an onset (`biên`) and `yê` without one or after the medial
+//!   (`yên`, `uyên`, `quyên`): `iêm` and `byên` are not syllables;
+//! - `gi` swallows the `i` of a rhyme (`giếng` is gi + iêng), and takes no medial.
+//!
+//! `tests/normalize_syllables.rs` checks the grammar against a Vietnamese spelling dictionary (Debian's
+//! `hunspell-vi`) when it is installed.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -35,20 +44,20 @@ const ONSETS: [&str; 27] = [
     "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "x",
 ];
 
-/// Every rhyme of standard orthography, without tone marks.
-const RHYMES: &[&str] = &[
+/// Every rhyme of standard orthography, without tone marks, with its medial (`oa`, `uân`, `uynh`).
+pub const RHYMES: &[&str] = &[
     "a", "ac", "ach", "ai", "am", "an", "ang", "anh", "ao", "ap", "at", "au", "ay", "ăc", "ăm",
     "ăn", "ăng", "ăp", "ăt", "âc", "âm", "ân", "âng", "âp", "ât", "âu", "ây", "e", "ec", "em",
     "en", "eng", "eo", "ep", "et", "ê", "êch", "êm", "ên", "ênh", "êp", "êt", "êu", "i", "ia",
     "ich", "iêc", "iêm", "iên", "iêng", "iêp", "iêt", "iêu", "im", "in", "inh", "ip", "it", "iu",
     "o", "oa", "oac", "oach", "oai", "oam", "oan", "oang", "oanh", "oao", "oap", "oat", "oay",
-    "oăc", "oăm", "oăn", "oăng", "oăt", "oc", "oe", "oen", "oeo", "oet", "oi", "om", "on", "ong",
-    "ooc", "oong", "op", "ot", "ô", "ôc", "ôi", "ôm", "ôn", "ông", "ôp", "ôt", "ơ", "ơi", "ơm",
-    "ơn", "ơp", "ơt", "u", "ua", "uân", "uâng", "uât", "uây", "uc", "uê", "uêch", "uênh", "uơ",
-    "ui", "um", "un", "ung", "uôc", "uôi", "uôm", "uôn", "uông", "uôt", "up", "ut", "uy", "uya",
-    "uych", "uyên", "uyêt", "uynh", "uyt", "uyu", "ư", "ưa", "ưc", "ưi", "ưm", "ưn", "ưng", "ưt",
-    "ưu", "ươc", "ươi", "ươm", "ươn", "ương", "ươp", "ươt", "ươu", "y", "yêm", "yên", "yêng",
-    "yêt", "yêu",
+    "oăc", "oăm", "oăn", "oăng", "oăp", "oăt", "oc", "oe", "oen", "oeo", "oet", "oi", "om", "on",
+    "ong", "ooc", "oong", "op", "ot", "ô", "ôc", "ôi", "ôm", "ôn", "ông", "ôp", "ôt", "ơ", "ơi",
+    "ơm", "ơn", "ơp", "ơt", "u", "ua", "uân", "uâng", "uât", "uây", "uc", "uê", "uêch", "uênh",
+    "uơ", "uên", "uêt", "uêu", "ui", "um", "un", "ung", "uôc", "uôi", "uôm", "uôn", "uông", "uôt",
+    "up", "ut", "uy", "uya", "uych", "uyên", "uyêt", "uynh", "uyt", "uyu", "ư", "ưa", "ưc", "ưi",
+    "ưm", "ưn", "ưng", "ưt", "ưu", "ươc", "ươi", "ươm", "ươn", "ương", "ươp", "ươt", "ươu", "y",
+    "yêm", "yên", "yêng", "yêt", "yêu",
 ];
 
 /// The longest syllable (`nghiêng`) has seven letters; anything longer is not one.
@@ -70,6 +79,33 @@ fn split_tone(letter: char) -> (char, usize) {
 
 /// True when `word` (one word, any case, no surrounding punctuation) is a Vietnamese syllable.
 pub fn is_syllable(word: &str) -> bool {
+    with_toneless(word, is_toneless_syllable).unwrap_or(false)
+}
+
+/// The rhyme of a syllable as [`RHYMES`] lists it (toneless, with its medial: `quân` → `uân`,
+/// `Quỳnh` → `uynh`), or `None` for a word that is not a syllable; for the checks against a dictionary.
+pub fn rhyme_of(word: &str) -> Option<String> {
+    with_toneless(word, |toneless, tone| {
+        if rhyme_fits("", toneless, tone) {
+            return Some(toneless.to_owned());
+        }
+        ONSETS.iter().find_map(|onset| {
+            let rest = toneless.strip_prefix(onset)?;
+            if !rhyme_fits(onset, rest, tone) {
+                return None;
+            }
+            Some(match (*onset, medial_after_qu(rest)) {
+                ("qu", Some(medial)) => format!("{medial}{rest}"),
+                _ => rest.to_owned(),
+            })
+        })
+    })
+    .flatten()
+}
+
+/// Calls `check` with the word lower-cased and without its tone mark, and the tone; `None` when the word
+/// has two tone marks, a character that is not a single lower-case letter, or too many letters.
+fn with_toneless<R>(word: &str, check: impl FnOnce(&str, usize) -> R) -> Option<R> {
     let mut letters = [0u8; 4 * MAX_SYLLABLE_LETTERS];
     let mut used = 0;
     let mut tone = 0;
@@ -77,27 +113,25 @@ pub fn is_syllable(word: &str) -> bool {
     for character in word.chars() {
         count += 1;
         if count > MAX_SYLLABLE_LETTERS {
-            return false;
+            return None;
         }
         // Vietnamese letters have one-character lower-case forms; anything else is not a letter we know.
         let mut lower = character.to_lowercase();
         let (Some(lowered), None) = (lower.next(), lower.next()) else {
-            return false;
+            return None;
         };
         let (base, this_tone) = split_tone(lowered);
         if this_tone != 0 {
             if tone != 0 {
-                return false;
+                return None;
             }
             tone = this_tone;
         }
         used += base.encode_utf8(&mut letters[used..]).len();
     }
     // The buffer holds only whole characters copied from a `str`, so it is valid UTF-8.
-    let Ok(toneless) = std::str::from_utf8(&letters[..used]) else {
-        return false;
-    };
-    is_toneless_syllable(toneless, tone)
+    let toneless = std::str::from_utf8(&letters[..used]).ok()?;
+    Some(check(toneless, tone))
 }
 
 fn is_toneless_syllable(toneless: &str, tone: usize) -> bool {
@@ -108,11 +142,9 @@ fn is_toneless_syllable(toneless: &str, tone: usize) -> bool {
         return true;
     }
     ONSETS.iter().any(|onset| {
-        toneless.strip_prefix(onset).is_some_and(|rhyme| {
-            rhyme_fits(onset, rhyme, tone)
-                // `gi` swallows the `i` of a rhyme: `giếng` is gi + iêng, `gìn` is g + in.
-                || (*onset == "gi" && rhyme.starts_with('ê') && rhyme_fits("", &format!("i{rhyme}"), tone))
-        })
+        toneless
+            .strip_prefix(onset)
+            .is_some_and(|rhyme| rhyme_fits(onset, rhyme, tone))
     })
 }
 
@@ -121,34 +153,95 @@ fn is_toneless_syllable(toneless: &str, tone: usize) -> bool {
 static RHYME_SET: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| RHYMES.iter().copied().collect());
 
-fn rhyme_fits(onset: &str, rhyme: &str, tone: usize) -> bool {
-    if !RHYME_SET.contains(rhyme) {
-        return false;
-    }
+/// Rhymes that begin with the medial /w/: spelled `o` before `a`, `ă`, `e` and `u` before `â`, `ê`, `y`,
+/// `ơ`. After /k/ the medial is written into the onset (`qu`), so `c` never takes one of these.
+fn has_medial(rhyme: &str) -> bool {
+    ["oa", "oă", "oe", "uâ", "uê", "uy", "uơ"]
+        .iter()
+        .any(|medial| rhyme.starts_with(medial))
+}
+
+/// Whether a toneless rhyme may carry `tone`: a rhyme ending in a stop takes only sắc or nặng.
+fn tone_fits(rhyme: &str, tone: usize) -> bool {
     let ends_in_stop = ["c", "ch", "p", "t"]
         .iter()
         .any(|stop| rhyme.ends_with(stop));
-    if ends_in_stop && tone != 0 && tone != TONE_SAC && tone != TONE_NANG {
+    !ends_in_stop || tone == TONE_SAC || tone == TONE_NANG
+}
+
+fn rhyme_fits(onset: &str, rhyme: &str, tone: usize) -> bool {
+    if onset == "qu" {
+        return rhyme_fits_after_qu(rhyme, tone);
+    }
+    if !RHYME_SET.contains(rhyme) || !tone_fits(rhyme, tone) {
         return false;
     }
-    if ends_in_stop && tone == 0 {
+    // /iə/ is `iê` after an onset and `yê` at the start of a syllable.
+    if rhyme.starts_with("iê") && onset.is_empty() || rhyme.starts_with("yê") && !onset.is_empty()
+    {
         return false;
     }
     let front = rhyme.starts_with(['i', 'e', 'ê', 'y']);
     match onset {
         "k" | "gh" | "ngh" => front,
-        "c" | "ng" => !front,
+        "c" => !front && !has_medial(rhyme),
+        "ng" => !front,
         "g" => !rhyme.starts_with(['e', 'ê']),
-        // `qu` already holds the medial u, so the rhyme must not start with another one.
-        "qu" => !rhyme.starts_with(['u', 'o']),
-        "gi" => !rhyme.starts_with('i'),
+        // `gì` is g + ì and `giếng` g + iêng: after `gi` itself comes neither an `i` nor a medial.
+        "gi" => !rhyme.starts_with('i') && !has_medial(rhyme),
         _ => true,
+    }
+}
+
+/// After `qu` the `u` is the medial: `qua` is /k/ + oa, `quân` /k/ + uân, `quỳnh` /k/ + uynh. The rest
+/// must be such a rhyme without its medial letter. Two rhymes occur only here: `quốc` and (southern)
+/// `quạu`; and `qui`, `quí`, `quít` are the older spellings of `quy`, `quý`, `quýt`.
+fn rhyme_fits_after_qu(rest: &str, tone: usize) -> bool {
+    if matches!(rest, "ôc" | "au" | "i" | "it") {
+        return tone_fits(rest, tone);
+    }
+    let Some(medial) = medial_after_qu(rest) else {
+        return false;
+    };
+    let mut full = String::with_capacity(rest.len() + 1);
+    full.push(medial);
+    full.push_str(rest);
+    RHYME_SET.contains(full.as_str()) && tone_fits(&full, tone)
+}
+
+/// The medial letter that `qu` stands for before `rest`: `o` before `a`, `ă`, `e`, `u` before `â`, `ê`,
+/// `y`, `ơ`; none before any other vowel (`quư`, `quo` are not syllables).
+fn medial_after_qu(rest: &str) -> Option<char> {
+    if rest.starts_with(['a', 'ă', 'e']) {
+        Some('o')
+    } else if rest.starts_with(['â', 'ê', 'y', 'ơ']) {
+        Some('u')
+    } else {
+        None
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_syllable;
+    use super::{is_syllable, rhyme_of};
+
+    #[test]
+    fn names_the_rhyme_with_its_medial() {
+        for (word, rhyme) in [
+            ("quân", "uân"),
+            ("Quỳnh", "uynh"),
+            ("qua", "oa"),
+            ("quốc", "ôc"),
+            ("giếng", "iêng"),
+            ("gì", "i"),
+            ("nghiêng", "iêng"),
+            ("yên", "yên"),
+            ("khuya", "uya"),
+        ] {
+            assert_eq!(rhyme_of(word).as_deref(), Some(rhyme), "{word}");
+        }
+        assert_eq!(rhyme_of("coa"), None);
+    }
 
     #[test]
     fn accepts_common_syllables() {
@@ -185,6 +278,39 @@ mod tests {
             "xã",
             "ký",
             "ĐƯỜNG",
+            // The spelling rules around `qu`, `gi` and the medial.
+            "Quỳnh",
+            "quýt",
+            "quít",
+            "quy",
+            "quyên",
+            "quyết",
+            "quên",
+            "quắp",
+            "quơ",
+            "que",
+            "qua",
+            "quân",
+            "gì",
+            "giữa",
+            "giường",
+            "yên",
+            "yếu",
+            "uyên",
+            "khuya",
+            "khuỷu",
+            "huých",
+            "ngoằn",
+            "ngoài",
+            "thuở",
+            "oà",
+            "uy",
+            "ỉa",
+            "kìa",
+            "biên",
+            "kiên",
+            "Vy",
+            "Mỹ",
         ] {
             assert!(is_syllable(word), "{word}");
         }
@@ -212,6 +338,21 @@ mod tests {
             "quu",
             "anhh",
             "nghiênggg",
+            // issue 11: each breaks one spelling rule.
+            "quư",
+            "coa",
+            "byên",
+            "iêm",
+            "cuân",
+            "cuy",
+            "quo",
+            "quu",
+            "kuy",
+            "giuy",
+            "yêm̀",
+            "iên",
+            "tyên",
+            "bia̋",
         ] {
             assert!(!is_syllable(word), "{word}");
         }

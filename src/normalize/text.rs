@@ -66,9 +66,12 @@ pub fn clean(raw: &str, limit: Option<usize>) -> CleanText {
     }
 }
 
-/// Characters that mean the text was damaged before it reached us.
+/// Characters that mean the text was damaged before it reached us: the replacement character and the
+/// 66 noncharacters (U+FDD0–U+FDEF, and the last two code points of every plane, U+FFFE/U+FFFF to
+/// U+10FFFE/U+10FFFF).
 fn is_invalid_char(character: char) -> bool {
-    matches!(character, '\u{FFFD}' | '\u{FFFE}' | '\u{FFFF}')
+    let code = u32::from(character);
+    character == '\u{FFFD}' || (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
 }
 
 /// Zero-width and other invisible characters that mapping.md removes (after TCVN3 decoding, so that
@@ -424,8 +427,73 @@ mod tests {
     }
 
     #[test]
-    fn flags_replacement_characters() {
+    fn flags_replacement_characters_and_noncharacters() {
         assert!(clean("Nguy\u{FFFD}n", None).invalid);
         assert!(!clean("Nguyễn", None).invalid);
+        for noncharacter in [
+            '\u{FDD0}',
+            '\u{FDEF}',
+            '\u{FFFE}',
+            '\u{FFFF}',
+            '\u{1FFFE}',
+            '\u{10FFFF}',
+        ] {
+            assert!(
+                clean(&format!("Nguy{noncharacter}n"), None).invalid,
+                "{noncharacter:?}"
+            );
+        }
+        let noncharacters = (0u32..=0x10FFFF)
+            .filter_map(char::from_u32)
+            .filter(|character| is_invalid_char(*character))
+            .count();
+        assert_eq!(noncharacters, 66 + 1);
+        for fine in ['\u{FDCF}', '\u{FDF0}', '\u{FFFC}', '\u{1FFFD}', '\u{E000}'] {
+            assert!(!is_invalid_char(fine), "{fine:?}");
+        }
+    }
+
+    #[test]
+    fn line_and_space_breaks_become_one_space_other_controls_nothing() {
+        for break_character in [
+            '\t', '\n', '\r', '\u{B}', '\u{C}', '\u{85}', '\u{2028}', '\u{2029}',
+        ] {
+            assert_eq!(
+                clean(&format!("Hà{break_character}Nội"), None).text,
+                "Hà Nội",
+                "{break_character:?}"
+            );
+        }
+        assert_eq!(clean("Hà\r\n\r\nNội", None).text, "Hà Nội");
+        for removed in [
+            '\0', '\u{7}', '\u{1B}', '\u{1C}', '\u{1F}', '\u{7F}', '\u{80}', '\u{9F}', '\u{AD}',
+            '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}',
+        ] {
+            assert_eq!(
+                clean(&format!("Hà{removed}Nội"), None).text,
+                "HàNội",
+                "{removed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_steps_run_in_the_order_of_mapping_md() {
+        // 1 before 2: TCVN3's ư (U+00AD) is decoded before invisible characters are removed.
+        assert_eq!(clean("Tr\u{AD}êng\u{7}", None).text, "Trường");
+        // 2 before 3: a mark separated from its letter by a removed character is composed.
+        assert_eq!(clean("Nguye\u{200B}\u{302}\u{303}n", None).text, "Nguyễn");
+        // 3 before 5: the limit counts composed characters.
+        let decomposed = "e\u{301}".repeat(50);
+        let cleaned = clean(&decomposed, Some(LIMIT_ACTOR));
+        assert!(!cleaned.truncated);
+        assert_eq!(cleaned.text, "é".repeat(50));
+        // 4 before 5, and trimmed after the cut.
+        let spaced = format!("{}  \n  x", "a".repeat(49));
+        let cleaned = clean(&spaced, Some(LIMIT_ACTOR));
+        assert!(cleaned.truncated);
+        assert_eq!(cleaned.text, "a".repeat(49));
+        // A noncharacter is still there after every step: invalid.
+        assert!(clean("  Hà \u{FDD0} Nội ", None).invalid);
     }
 }

@@ -69,7 +69,8 @@ pub struct PortalClient {
     base: String,
     dstcode: String,
     username: String,
-    password: String,
+    /// `None` for a client built by [`PortalClient::offline`]: every call fails without asking.
+    password: Option<String>,
     madonvi: String,
     gateway: Option<GatewayToken>,
     session: Mutex<Option<String>>,
@@ -79,18 +80,33 @@ pub struct PortalClient {
 
 impl PortalClient {
     pub fn new(settings: &PortalSettings, retry: RetryPolicy) -> Result<PortalClient, ConfigError> {
-        let http = build_client("portal.http", &settings.http)?;
         let password = resolve_secret(
             "portal.password",
             settings.password.as_deref(),
             settings.password_file.as_deref(),
             "portal_password",
         )?;
-        let gateway = settings
-            .gateway
-            .as_ref()
-            .map(|gateway| GatewayToken::new("portal.gateway", http.clone(), gateway))
-            .transpose()?;
+        PortalClient::build(settings, retry, Some(password))
+    }
+
+    /// A client for a command that does not talk to the portal (`report --offline`, `failures`,
+    /// `retry`): its settings are checked, but no secret is asked for, and every call fails at once.
+    pub fn offline(settings: &PortalSettings) -> Result<PortalClient, ConfigError> {
+        PortalClient::build(settings, RetryPolicy::none(), None)
+    }
+
+    fn build(
+        settings: &PortalSettings,
+        retry: RetryPolicy,
+        password: Option<String>,
+    ) -> Result<PortalClient, ConfigError> {
+        let http = build_client("portal.http", &settings.http)?;
+        let gateway = match (&settings.gateway, &password) {
+            (Some(gateway), Some(_)) => {
+                Some(GatewayToken::new("portal.gateway", http.clone(), gateway)?)
+            }
+            _ => None,
+        };
         let rate = NonZeroU32::new(settings.requests_per_second).unwrap_or(NonZeroU32::MIN);
         Ok(PortalClient {
             http,
@@ -138,8 +154,12 @@ impl PortalClient {
     }
 
     async fn new_session(&self) -> Result<String, PortalError> {
-        let body =
-            serde_json::json!({"username": self.username, "password": self.password}).to_string();
+        let Some(password) = &self.password else {
+            return Err(PortalError::Credentials(
+                "this command was started without the portal's secrets".into(),
+            ));
+        };
+        let body = serde_json::json!({"username": self.username, "password": password}).to_string();
         let answer = self.post("/auth", body).await?;
         match (answer.error_code.is_ok(), answer.session) {
             (true, Some(session)) if !session.is_empty() => Ok(session),

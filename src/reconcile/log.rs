@@ -2,12 +2,16 @@
 //! day (Vietnam time), and a new numbered file for the day when one grows past its size limit, so that
 //! old days can be archived or deleted by date and no file grows without bound.
 //!
+//! Files older than `reconcile.log_retention_days` (by the day in their name) are deleted each time a
+//! run writes the log.
+//!
 //! A line holds codes and counts only: no personal data ever reaches it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 use jiff::tz::{Offset, TimeZone};
 use serde::Serialize;
 
@@ -17,6 +21,8 @@ use super::UnitLine;
 pub struct ReconciliationLog {
     dir: PathBuf,
     max_bytes: u64,
+    /// Days a file is kept after the day in its name; 0 keeps every file.
+    retention_days: u32,
 }
 
 /// One line of the log.
@@ -37,7 +43,15 @@ impl ReconciliationLog {
         ReconciliationLog {
             dir: dir.into(),
             max_bytes: max_bytes.max(1),
+            retention_days: 0,
         }
+    }
+
+    /// Keeps files for `days` days after the day in their name (`reconcile.log_retention_days`); 0 keeps
+    /// them all.
+    pub fn with_retention_days(mut self, days: u32) -> ReconciliationLog {
+        self.retention_days = days;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -81,7 +95,38 @@ impl ReconciliationLog {
             .mode(0o640)
             .open(&path)?;
         file.write_all(&text)?;
+        // The line is written; a file that cannot be deleted must not fail the run. It is tried again
+        // at the next one.
+        if let Err(error) = self.prune(day) {
+            tracing::warn!(error = %error, dir = %self.dir.display(), "old reconciliation log files could not be deleted");
+        }
         Ok(path)
+    }
+
+    /// Deletes the log files whose day (in their name) is more than the retention before `today`;
+    /// returns how many. Other files in the directory are left alone.
+    pub fn prune(&self, today: Date) -> std::io::Result<usize> {
+        if self.retention_days == 0 {
+            return Ok(0);
+        }
+        let Ok(oldest_kept) =
+            today.checked_sub(jiff::Span::new().days(i64::from(self.retention_days)))
+        else {
+            return Ok(0);
+        };
+        let mut deleted = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(day) = name.to_str().and_then(file_day) else {
+                continue;
+            };
+            if day < oldest_kept {
+                std::fs::remove_file(entry.path())?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// The day's file with room left: `reconciliation-2026-11-28.jsonl`, then `….1.jsonl`, `….2.jsonl`.
@@ -100,6 +145,21 @@ impl ReconciliationLog {
         }
         unreachable!("the loop returns")
     }
+}
+
+/// The day of a log file's name: `reconciliation-2026-11-28.jsonl` or `reconciliation-2026-11-28.3.jsonl`.
+fn file_day(name: &str) -> Option<Date> {
+    let rest = name
+        .strip_prefix("reconciliation-")?
+        .strip_suffix(".jsonl")?;
+    let (day, index) = match rest.split_once('.') {
+        Some((day, index)) => (day, Some(index)),
+        None => (rest, None),
+    };
+    if index.is_some_and(|index| index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    day.parse().ok()
 }
 
 #[cfg(test)]
@@ -152,5 +212,51 @@ mod tests {
             third.ends_with("reconciliation-2026-11-28.1.jsonl"),
             "{third:?}"
         );
+    }
+
+    #[test]
+    fn files_older_than_the_retention_are_deleted_when_a_run_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let recon = dir.path().join("recon");
+        std::fs::create_dir_all(&recon).unwrap();
+        for name in [
+            "reconciliation-2026-10-28.jsonl",
+            "reconciliation-2026-10-28.1.jsonl",
+            "reconciliation-2026-10-29.jsonl",
+            "reconciliation-2026-11-27.jsonl",
+            "reconciliation-notes.jsonl",
+            "reconciliation-2026-01-01.x.jsonl",
+            "README.txt",
+        ] {
+            std::fs::write(recon.join(name), "{}\n").unwrap();
+        }
+        let log = ReconciliationLog::new(&recon, u64::MAX).with_retention_days(30);
+        let line = UnitLine {
+            unit: "000.00.01.H60".into(),
+            ..UnitLine::default()
+        };
+        // The 28th of November in Vietnam: the 29th of October is 30 days back and kept; the 28th goes.
+        let at: Timestamp = "2026-11-28T03:00:00Z".parse().unwrap();
+        log.append("r1", at, "2026-11-01", "2026-11-28", &[line])
+            .unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&recon)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "README.txt",
+                "reconciliation-2026-01-01.x.jsonl",
+                "reconciliation-2026-10-29.jsonl",
+                "reconciliation-2026-11-27.jsonl",
+                "reconciliation-2026-11-28.jsonl",
+                "reconciliation-notes.jsonl",
+            ]
+        );
+        // 0 keeps everything.
+        let keep_all = ReconciliationLog::new(&recon, u64::MAX);
+        assert_eq!(keep_all.prune("2030-01-01".parse().unwrap()).unwrap(), 0);
     }
 }

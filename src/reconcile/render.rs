@@ -477,17 +477,30 @@ pub fn table(sheet: &Sheet, lang: Lang) -> String {
     out
 }
 
-/// CSV with a header row, the same cells as the table (numbers unformatted, so that a spreadsheet
-/// reads them as numbers; shares as decimals).
-pub fn csv(sheet: &Sheet) -> Result<Vec<u8>, csv::Error> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
+/// CSV with a header row, the same cells as the table: numbers unformatted (so that a spreadsheet reads
+/// them as numbers), shares as percentages in the operator's language (`84,2%`, `84.2%`), which a
+/// spreadsheet in that locale reads as numbers too. It starts with a UTF-8 byte order mark: without one,
+/// Excel on Windows reads the file in the machine's legacy code page and garbles Vietnamese.
+pub fn csv(sheet: &Sheet, lang: Lang) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(UTF8_BOM.as_bytes().to_vec());
     writer.write_record(&sheet.columns)?;
     for row in &sheet.rows {
-        writer.write_record(row.iter().map(raw_text))?;
+        writer.write_record(row.iter().map(|cell| csv_text(cell, lang)))?;
     }
     writer
         .into_inner()
         .map_err(|error| csv::Error::from(error.into_error()))
+}
+
+/// The byte order mark that opens every CSV export.
+pub const UTF8_BOM: &str = "\u{FEFF}";
+
+/// A cell as CSV text: numbers without grouping, shares as percentages with one decimal.
+fn csv_text(cell: &Cell, lang: Lang) -> String {
+    match cell {
+        Cell::Percent(share) => percent(*share, lang),
+        other => raw_text(other),
+    }
 }
 
 /// A cell as machine-readable text (CSV): numbers without grouping, shares as decimals.
@@ -631,6 +644,27 @@ pub fn failures_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_opens_with_a_byte_order_mark_and_shows_shares_as_percentages() {
+        let sheet = Sheet {
+            title: "t".into(),
+            columns: vec!["Đơn vị".into(), "Số".into(), "Tỷ lệ".into()],
+            rows: vec![vec![
+                Cell::Text("Xã Minh Xuân, huyện A".into()),
+                Cell::Int(1234),
+                Cell::Percent(0.842),
+            ]],
+        };
+        let vietnamese = String::from_utf8(csv(&sheet, Lang::Vi).unwrap()).unwrap();
+        assert_eq!(
+            vietnamese,
+            "\u{FEFF}Đơn vị,Số,Tỷ lệ\n\"Xã Minh Xuân, huyện A\",1234,\"84,2%\"\n"
+        );
+        let english = String::from_utf8(csv(&sheet, Lang::En).unwrap()).unwrap();
+        assert!(english.starts_with(UTF8_BOM));
+        assert!(english.ends_with(",1234,84.2%\n"), "{english}");
+    }
 
     #[test]
     fn numbers_and_shares_in_each_language() {

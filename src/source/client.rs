@@ -37,7 +37,8 @@ pub struct SourceClient {
     http: reqwest::Client,
     base: String,
     client_id: String,
-    client_secret: String,
+    /// `None` for a client built by [`SourceClient::offline`]: every call fails without asking.
+    client_secret: Option<String>,
     auth_header: HeaderName,
     gateway: Option<GatewayToken>,
     token: Mutex<Option<(String, Instant)>>,
@@ -46,18 +47,33 @@ pub struct SourceClient {
 
 impl SourceClient {
     pub fn new(settings: &SourceSettings, retry: RetryPolicy) -> Result<SourceClient, ConfigError> {
-        let http = build_client("source.http", &settings.http)?;
         let client_secret = resolve_secret(
             "source.client_secret",
             settings.client_secret.as_deref(),
             settings.client_secret_file.as_deref(),
             "source_client_secret",
         )?;
-        let gateway = settings
-            .gateway
-            .as_ref()
-            .map(|gateway| GatewayToken::new("source.gateway", http.clone(), gateway))
-            .transpose()?;
+        SourceClient::build(settings, retry, Some(client_secret))
+    }
+
+    /// A client for a command that does not talk to the source (`report --offline`, `failures`,
+    /// `retry`): its settings are checked, but no secret is asked for, and every call fails at once.
+    pub fn offline(settings: &SourceSettings) -> Result<SourceClient, ConfigError> {
+        SourceClient::build(settings, RetryPolicy::none(), None)
+    }
+
+    fn build(
+        settings: &SourceSettings,
+        retry: RetryPolicy,
+        client_secret: Option<String>,
+    ) -> Result<SourceClient, ConfigError> {
+        let http = build_client("source.http", &settings.http)?;
+        let gateway = match (&settings.gateway, &client_secret) {
+            (Some(gateway), Some(_)) => {
+                Some(GatewayToken::new("source.gateway", http.clone(), gateway)?)
+            }
+            _ => None,
+        };
         let auth_header =
             HeaderName::from_bytes(settings.auth_header.as_bytes()).map_err(|_| {
                 ConfigError::Invalid {
@@ -84,10 +100,15 @@ impl SourceClient {
         {
             return Ok(token.clone());
         }
+        let Some(client_secret) = &self.client_secret else {
+            return Err(SourceError::Credentials(
+                "this command was started without the source's secrets".into(),
+            ));
+        };
         let mut request = self.http.post(format!("{}/oauth/token", self.base)).form(&[
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.as_str()),
+            ("client_secret", client_secret.as_str()),
         ]);
         if let Some(gateway) = &self.gateway {
             let (name, value) = gateway.header().await?;
