@@ -141,11 +141,30 @@ pub struct SourceSettings {
     /// gives up and tries again at the next interval.
     #[serde(default = "default_tie_passes")]
     pub max_tie_block_passes: u32,
+    /// How far ahead of this machine's clock the source's clock may run, seconds. The feed's cursor never
+    /// passes the time a poll started plus this allowance: rows stamped further ahead (source-api.md quirk
+    /// 10) are ingested like any other, counted and warned about, but the cursor follows only the rows
+    /// stamped within it.
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew_seconds: u64,
+    /// A record larger than this many bytes is held back whole as `oversize_record` (its id, size and hash
+    /// kept, its bytes not stored; source-api.md quirk 14). Default 8 MiB.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
     /// Header the source's own bearer token travels in (`Authorization` unless a gateway takes it).
     #[serde(default = "default_auth_header")]
     pub auth_header: String,
     #[serde(default)]
     pub http: HttpSettings,
+    /// Longest pause between two logins after the credentials were refused, seconds (default 900). After
+    /// a refusal (of this side's own login or of its gateway's token) the next attempt waits 30 s, then
+    /// twice as long after each further refusal, up to this: accounts get locked after repeated failures.
+    #[serde(default = "default_max_login_backoff")]
+    pub max_login_backoff_seconds: u64,
+    /// Allow `base_url` to be cleartext `http://` to a host that is not loopback. Without it such a URL
+    /// draws a warning at start and from `check-config`: personal data would travel unencrypted.
+    #[serde(default)]
+    pub allow_cleartext: bool,
     #[serde(default)]
     pub gateway: Option<GatewaySettings>,
 }
@@ -204,6 +223,15 @@ pub struct PortalSettings {
     pub catalog_timeout_seconds: u64,
     #[serde(default)]
     pub http: HttpSettings,
+    /// Longest pause between two logins after the credentials were refused, seconds (default 900). After
+    /// a refusal (of this side's own login or of its gateway's token) the next attempt waits 30 s, then
+    /// twice as long after each further refusal, up to this: accounts get locked after repeated failures.
+    #[serde(default = "default_max_login_backoff")]
+    pub max_login_backoff_seconds: u64,
+    /// Allow `base_url` to be cleartext `http://` to a host that is not loopback. Without it such a URL
+    /// draws a warning at start and from `check-config`: personal data would travel unencrypted.
+    #[serde(default)]
+    pub allow_cleartext: bool,
     #[serde(default)]
     pub gateway: Option<GatewaySettings>,
 }
@@ -224,6 +252,11 @@ pub struct HttpSettings {
     /// An HTTP(S) proxy URL for this side.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// The largest answer body read from this side, bytes (default 64 MiB). It is enforced while the body
+    /// is read: a larger answer is refused as a transport fault (retried with back-off, and logged), so
+    /// that memory does not follow what a broken peer or proxy sends (source-api.md quirk 14).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpSettings {
@@ -233,6 +266,7 @@ impl Default for HttpSettings {
             request_timeout_seconds: default_request_timeout(),
             ca_file: None,
             proxy: None,
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }
@@ -487,6 +521,18 @@ fn default_initial_from() -> String {
 fn default_tie_passes() -> u32 {
     30
 }
+fn default_max_clock_skew() -> u64 {
+    300
+}
+fn default_max_record_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_login_backoff() -> u64 {
+    900
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024 * 1024
+}
 fn default_auth_header() -> String {
     "Authorization".into()
 }
@@ -627,6 +673,17 @@ impl Settings {
                 "source.poll_interval_seconds",
                 "must be at least 1",
             ));
+        }
+        if self.source.max_record_bytes < 1024 {
+            return Err(invalid("source.max_record_bytes", "must be at least 1024"));
+        }
+        for (key, http) in [
+            ("source.http.max_body_bytes", &self.source.http),
+            ("portal.http.max_body_bytes", &self.portal.http),
+        ] {
+            if http.max_body_bytes < 64 * 1024 {
+                return Err(invalid(key, "must be at least 65536"));
+            }
         }
         if self.source.max_tie_block_passes == 0 {
             return Err(invalid("source.max_tie_block_passes", "must be at least 1"));

@@ -346,6 +346,7 @@ pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
     let read = fetched.len();
     let mut sink =
         IngestSink::new(app.store.clone(), app.tables(), app.catalog.clone()).without_cursor();
+    sink.max_record_bytes = app.settings.source.max_record_bytes;
     let mut fetched = fetched.into_iter().peekable();
     while fetched.peek().is_some() {
         sink.write(fetched.by_ref().take(500).collect(), None)
