@@ -98,6 +98,89 @@ impl Default for ReconcileSettings {
 }
 
 impl Settings {
+    /// What is allowed but unsafe, one sentence each naming the key or file (`check-config` and the
+    /// start of `run` print them): a file holding a secret that group or others may read, and a base URL
+    /// in cleartext `http://` to a host that is not loopback (personal data on the wire) unless that
+    /// side's `allow_cleartext` is set.
+    pub fn warnings(&self, config_file: Option<&Path>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let inline_secret = self.source.client_secret.is_some()
+            || self.portal.password.is_some()
+            || self.store.password.is_some()
+            || self
+                .source
+                .gateway
+                .as_ref()
+                .is_some_and(|g| g.client_secret.is_some())
+            || self
+                .portal
+                .gateway
+                .as_ref()
+                .is_some_and(|g| g.client_secret.is_some());
+        let mut secret_files: Vec<(String, &Path)> = Vec::new();
+        if inline_secret && let Some(path) = config_file {
+            secret_files.push((
+                "the configuration file (it holds a secret inline)".into(),
+                path,
+            ));
+        }
+        let keyed = [
+            (
+                "source.client_secret_file",
+                self.source.client_secret_file.as_deref(),
+            ),
+            ("portal.password_file", self.portal.password_file.as_deref()),
+            ("store.password_file", self.store.password_file.as_deref()),
+            ("status.token_file", self.status.token_file.as_deref()),
+            (
+                "source.gateway.client_secret_file",
+                self.source
+                    .gateway
+                    .as_ref()
+                    .and_then(|g| g.client_secret_file.as_deref()),
+            ),
+            (
+                "portal.gateway.client_secret_file",
+                self.portal
+                    .gateway
+                    .as_ref()
+                    .and_then(|g| g.client_secret_file.as_deref()),
+            ),
+        ];
+        secret_files.extend(
+            keyed
+                .into_iter()
+                .filter_map(|(key, path)| Some((format!("`{key}`"), path?))),
+        );
+        for (what, path) in secret_files {
+            if let Some(mode) = readable_by_others(path) {
+                warnings.push(format!(
+                    "{what} {} is readable by group or others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                ));
+            }
+        }
+        for (key, url, allowed) in [
+            (
+                "source.base_url",
+                &self.source.base_url,
+                self.source.allow_cleartext,
+            ),
+            (
+                "portal.base_url",
+                &self.portal.base_url,
+                self.portal.allow_cleartext,
+            ),
+        ] {
+            if !allowed && let Some(host) = cleartext_remote_host(url) {
+                warnings.push(format!(
+                    "`{key}` is cleartext http:// to {host}, which is not loopback: personal data would travel unencrypted (use https://, or set allow_cleartext = true on that side)"
+                ));
+            }
+        }
+        warnings
+    }
+
     /// Where the reconciliation log goes.
     pub fn reconciliation_log_dir(&self) -> PathBuf {
         self.reconcile.log_dir.clone().unwrap_or_else(|| {
@@ -892,6 +975,30 @@ pub fn masked_url(value: &str) -> String {
 
 /// Reads a secret from (in order) the inline value, the file named by `file`, or the systemd credential
 /// `credential`. The secret itself never appears in an error.
+/// The permission bits of a file that group or others may read, if so.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+/// The host of an `http://` URL that is not loopback (`localhost`, 127.0.0.0/8, `::1`).
+fn cleartext_remote_host(url: &str) -> Option<String> {
+    let rest = url.trim().strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+    (!loopback).then(|| host.to_owned())
+}
+
 pub fn resolve_secret(
     key: &str,
     inline: Option<&str>,
@@ -942,4 +1049,62 @@ impl LenientTimestamp for jiff::Timestamp {
 /// The configured start of the first poll.
 pub fn initial_from(settings: &SourceSettings) -> jiff::Timestamp {
     jiff::Timestamp::from_str_lenient(&settings.initial_from).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleartext_to_a_remote_host_is_told_apart_from_loopback() {
+        assert_eq!(
+            cleartext_remote_host("http://motcua.example.gov.vn/api"),
+            Some("motcua.example.gov.vn".to_owned())
+        );
+        assert_eq!(
+            cleartext_remote_host("http://10.0.0.5:8080"),
+            Some("10.0.0.5".to_owned())
+        );
+        assert_eq!(cleartext_remote_host("http://127.0.0.1:8081"), None);
+        assert_eq!(cleartext_remote_host("http://localhost/api"), None);
+        assert_eq!(cleartext_remote_host("http://[::1]:9000/"), None);
+        assert_eq!(cleartext_remote_host("https://motcua.example.gov.vn"), None);
+    }
+
+    #[test]
+    fn secret_files_readable_by_others_and_cleartext_urls_are_warned() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("portal_password");
+        std::fs::write(&secret, "x").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "[source]\nbase_url = \"http://motcua.example.gov.vn/api\"\nclient_id = \"a\"\nclient_secret = \"s\"\n\
+             [portal]\nbase_url = \"http://127.0.0.1:8082\"\ndstcode = \"H60\"\nusername = \"u\"\n\
+             password_file = \"{}\"\nmadonvi = \"000.00.00.H60\"\n",
+            secret.display()
+        );
+        let config = dir.path().join("tthc-sync.toml");
+        std::fs::write(&config, &text).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let settings = Settings::from_toml(&text).unwrap();
+        let warnings = settings.warnings(Some(&config));
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert!(warnings.iter().any(|w| w.contains("configuration file")));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("`portal.password_file`"))
+        );
+        assert!(warnings.iter().any(|w| w.contains("`source.base_url`")));
+
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let allowed = Settings::from_toml(&text.replace(
+            "client_secret = \"s\"\n",
+            "client_secret = \"s\"\nallow_cleartext = true\n",
+        ))
+        .unwrap();
+        assert!(allowed.warnings(Some(&config)).is_empty());
+    }
 }
