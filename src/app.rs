@@ -49,6 +49,9 @@ pub struct Health {
     poll_progress: AtomicI64,
     /// How often, in ms, a waiting loop beats at the least (0: [`HEARTBEAT_EVERY`]).
     beat_every_ms: AtomicI64,
+    /// Conditions that make the daemon unready whatever the ages of the last poll and push say (the source
+    /// not paging, credentials refused), by name, each with the reason `/readyz` shows.
+    conditions: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
 
 impl Health {
@@ -69,6 +72,28 @@ impl Health {
 
     fn beat(&self) {
         self.heartbeat.store(unix_millis(), Ordering::Relaxed);
+    }
+
+    /// Sets (`Some(reason)`) or clears (`None`) a named condition that makes the daemon unready.
+    pub fn set_condition(&self, name: &'static str, reason: Option<String>) {
+        let mut conditions = self
+            .conditions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match reason {
+            Some(reason) => conditions.insert(name, reason),
+            None => conditions.remove(name),
+        };
+    }
+
+    /// The reasons of the conditions in force, for `/readyz`.
+    pub fn conditions(&self) -> Vec<String> {
+        self.conditions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn progressed(&self) {
@@ -466,6 +491,7 @@ impl App {
             page_size: self.settings.source.page_size,
             lookback: Duration::from_secs(self.settings.source.lookback_seconds),
             max_tie_block_passes: self.settings.source.max_tie_block_passes,
+            max_clock_skew: Duration::from_secs(self.settings.source.max_clock_skew_seconds),
         }
     }
 
@@ -479,6 +505,14 @@ impl App {
             .and_then(|text| text.parse::<i64>().ok())
             .and_then(|millis| Timestamp::from_millisecond(millis).ok());
         let mut sink = IngestSink::new(self.store.clone(), self.tables(), self.catalog.clone());
+        sink.max_record_bytes = self.settings.source.max_record_bytes;
+        sink.future_after = Some(
+            Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_secs(
+                    self.settings.source.max_clock_skew_seconds as i64,
+                ))
+                .unwrap_or(Timestamp::MAX),
+        );
         let result = feed::poll(
             &self.source,
             self.feed_options(),
@@ -553,6 +587,9 @@ impl App {
 
     async fn poll_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut leading = false;
+        // Polls failed in a row, for the back-off of the failures that must not be repeated at the poll
+        // interval (a source that does not page, credentials refused).
+        let mut failures: u32 = 0;
         loop {
             self.health.beat();
             // Of several instances sharing a ledger, one polls the source (the lease holder); all push.
@@ -571,7 +608,7 @@ impl App {
                 }
             }
             if !leading {
-                if self.wait_beating(&shutdown).await {
+                if self.wait_beating(&shutdown, Duration::ZERO).await {
                     continue;
                 }
                 return;
@@ -617,13 +654,31 @@ impl App {
                 () = shutdown.cancelled() => None,
             };
             self.health.polls.fetch_add(1, Ordering::Relaxed);
+            let mut pause = Duration::ZERO;
             match outcome {
                 None => return,
                 Some(Ok((poll, ingest))) => {
+                    failures = 0;
+                    self.health.set_condition(NOT_PAGING, None);
                     self.metrics.record_poll(&ingest, started.elapsed());
+                    self.metrics.record_feed_anomalies(&poll);
                     self.health
                         .last_poll_ok
                         .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
+                    if poll.future_rows > 0 {
+                        tracing::warn!(
+                            rows = poll.future_rows,
+                            newest = %poll.newest_future.map(|at| at.to_string()).unwrap_or_default(),
+                            new_versions = ingest.future_by_unit.values().sum::<u64>(),
+                            "the source's feed holds rows stamped ahead of the clock (beyond source.max_clock_skew_seconds); they are ingested, the cursor does not follow them"
+                        );
+                    }
+                    if poll.count_contradictions > 0 {
+                        tracing::warn!(
+                            answers = poll.count_contradictions,
+                            "the source's counts (totalElements, last) contradicted the rows it sent; only the rows were trusted"
+                        );
+                    }
                     tracing::info!(
                         requests = poll.requests,
                         records = ingest.received,
@@ -638,13 +693,35 @@ impl App {
                     );
                 }
                 Some(Err(error)) => {
+                    failures += 1;
                     self.health.poll_failures.fetch_add(1, Ordering::Relaxed);
                     self.metrics
                         .record_poll_failure(error.kind(), started.elapsed());
-                    tracing::warn!(error = %error, "poll failed; the cursor stays where the last committed page left it");
+                    match error.kind().as_str() {
+                        "source_not_paging" => {
+                            pause = poll_backoff(
+                                failures,
+                                self.settings.poll_interval(),
+                                MAX_NOT_PAGING_BACKOFF,
+                            );
+                            self.health.set_condition(
+                                NOT_PAGING,
+                                Some(format!("Nguồn không phân trang: cùng một trang được trả về cho mọi yêu cầu; thử lại sau {} giây (the source is not paging)", pause.as_secs())),
+                            );
+                            tracing::error!(error = %error, retry_in_s = pause.as_secs(), "poll stopped: the source is not paging; the cursor stays");
+                        }
+                        "credentials" => {
+                            // The client's login gate logged the refusal (once per attempt) and paces the
+                            // attempts; /readyz shows it.
+                            tracing::debug!(error = %error, "poll skipped: the source's credentials were refused");
+                        }
+                        _ => {
+                            tracing::warn!(error = %error, "poll failed; the cursor stays where the last committed page left it");
+                        }
+                    }
                 }
             }
-            if !self.wait_beating(&shutdown).await {
+            if !self.wait_beating(&shutdown, pause).await {
                 return;
             }
         }
@@ -654,8 +731,8 @@ impl App {
     /// every [`HEARTBEAT_EVERY`] (or a third of the watchdog's interval), so that a long interval is not
     /// taken for a stall. Returns false when
     /// `shutdown` fired.
-    async fn wait_beating(&self, shutdown: &CancellationToken) -> bool {
-        let until = tokio::time::Instant::now() + self.settings.poll_interval();
+    async fn wait_beating(&self, shutdown: &CancellationToken, pause: Duration) -> bool {
+        let until = tokio::time::Instant::now() + self.settings.poll_interval().max(pause);
         let woken = self.poll_now.notified();
         tokio::pin!(woken);
         loop {
@@ -761,6 +838,18 @@ impl App {
             }
         }
     }
+}
+
+/// The readiness condition of a source that does not page (source-api.md quirk 13).
+const NOT_PAGING: &str = "source_not_paging";
+/// The longest pause after polls that found the source not paging.
+const MAX_NOT_PAGING_BACKOFF: Duration = Duration::from_secs(600);
+
+/// The pause after `failures` failed polls in a row: the poll interval doubled per failure, up to `cap`
+/// (and never below the interval).
+pub fn poll_backoff(failures: u32, interval: Duration, cap: Duration) -> Duration {
+    let doubled = interval.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    doubled.min(cap).max(interval)
 }
 
 /// The ingest sink, noting each committed page for the heartbeat.

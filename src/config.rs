@@ -130,6 +130,89 @@ impl Default for ReconcileSettings {
 }
 
 impl Settings {
+    /// What is allowed but unsafe, one sentence each naming the key or file (`check-config` and the
+    /// start of `run` print them): a file holding a secret that group or others may read, and a base URL
+    /// in cleartext `http://` to a host that is not loopback (personal data on the wire) unless that
+    /// side's `allow_cleartext` is set.
+    pub fn warnings(&self, config_file: Option<&Path>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let inline_secret = self.source.client_secret.is_some()
+            || self.portal.password.is_some()
+            || self.store.password.is_some()
+            || self
+                .source
+                .gateway
+                .as_ref()
+                .is_some_and(|g| g.client_secret.is_some())
+            || self
+                .portal
+                .gateway
+                .as_ref()
+                .is_some_and(|g| g.client_secret.is_some());
+        let mut secret_files: Vec<(String, &Path)> = Vec::new();
+        if inline_secret && let Some(path) = config_file {
+            secret_files.push((
+                "the configuration file (it holds a secret inline)".into(),
+                path,
+            ));
+        }
+        let keyed = [
+            (
+                "source.client_secret_file",
+                self.source.client_secret_file.as_deref(),
+            ),
+            ("portal.password_file", self.portal.password_file.as_deref()),
+            ("store.password_file", self.store.password_file.as_deref()),
+            ("status.token_file", self.status.token_file.as_deref()),
+            (
+                "source.gateway.client_secret_file",
+                self.source
+                    .gateway
+                    .as_ref()
+                    .and_then(|g| g.client_secret_file.as_deref()),
+            ),
+            (
+                "portal.gateway.client_secret_file",
+                self.portal
+                    .gateway
+                    .as_ref()
+                    .and_then(|g| g.client_secret_file.as_deref()),
+            ),
+        ];
+        secret_files.extend(
+            keyed
+                .into_iter()
+                .filter_map(|(key, path)| Some((format!("`{key}`"), path?))),
+        );
+        for (what, path) in secret_files {
+            if let Some(mode) = readable_by_others(path) {
+                warnings.push(format!(
+                    "{what} {} is readable by group or others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                ));
+            }
+        }
+        for (key, url, allowed) in [
+            (
+                "source.base_url",
+                &self.source.base_url,
+                self.source.allow_cleartext,
+            ),
+            (
+                "portal.base_url",
+                &self.portal.base_url,
+                self.portal.allow_cleartext,
+            ),
+        ] {
+            if !allowed && let Some(host) = cleartext_remote_host(url) {
+                warnings.push(format!(
+                    "`{key}` is cleartext http:// to {host}, which is not loopback: personal data would travel unencrypted (use https://, or set allow_cleartext = true on that side)"
+                ));
+            }
+        }
+        warnings
+    }
+
     /// Where the reconciliation log goes.
     pub fn reconciliation_log_dir(&self) -> PathBuf {
         self.reconcile.log_dir.clone().unwrap_or_else(|| {
@@ -173,11 +256,30 @@ pub struct SourceSettings {
     /// gives up and tries again at the next interval.
     #[serde(default = "default_tie_passes")]
     pub max_tie_block_passes: u32,
+    /// How far ahead of this machine's clock the source's clock may run, seconds. The feed's cursor never
+    /// passes the time a poll started plus this allowance: rows stamped further ahead (source-api.md quirk
+    /// 10) are ingested like any other, counted and warned about, but the cursor follows only the rows
+    /// stamped within it.
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew_seconds: u64,
+    /// A record larger than this many bytes is held back whole as `oversize_record` (its id, size and hash
+    /// kept, its bytes not stored; source-api.md quirk 14). Default 8 MiB.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
     /// Header the source's own bearer token travels in (`Authorization` unless a gateway takes it).
     #[serde(default = "default_auth_header")]
     pub auth_header: String,
     #[serde(default)]
     pub http: HttpSettings,
+    /// Longest pause between two logins after the credentials were refused, seconds (default 900). After
+    /// a refusal (of this side's own login or of its gateway's token) the next attempt waits 30 s, then
+    /// twice as long after each further refusal, up to this: accounts get locked after repeated failures.
+    #[serde(default = "default_max_login_backoff")]
+    pub max_login_backoff_seconds: u64,
+    /// Allow `base_url` to be cleartext `http://` to a host that is not loopback. Without it such a URL
+    /// draws a warning at start and from `check-config`: personal data would travel unencrypted.
+    #[serde(default)]
+    pub allow_cleartext: bool,
     #[serde(default)]
     pub gateway: Option<GatewaySettings>,
 }
@@ -236,6 +338,15 @@ pub struct PortalSettings {
     pub catalog_timeout_seconds: u64,
     #[serde(default)]
     pub http: HttpSettings,
+    /// Longest pause between two logins after the credentials were refused, seconds (default 900). After
+    /// a refusal (of this side's own login or of its gateway's token) the next attempt waits 30 s, then
+    /// twice as long after each further refusal, up to this: accounts get locked after repeated failures.
+    #[serde(default = "default_max_login_backoff")]
+    pub max_login_backoff_seconds: u64,
+    /// Allow `base_url` to be cleartext `http://` to a host that is not loopback. Without it such a URL
+    /// draws a warning at start and from `check-config`: personal data would travel unencrypted.
+    #[serde(default)]
+    pub allow_cleartext: bool,
     #[serde(default)]
     pub gateway: Option<GatewaySettings>,
 }
@@ -256,6 +367,11 @@ pub struct HttpSettings {
     /// An HTTP(S) proxy URL for this side.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// The largest answer body read from this side, bytes (default 64 MiB). It is enforced while the body
+    /// is read: a larger answer is refused as a transport fault (retried with back-off, and logged), so
+    /// that memory does not follow what a broken peer or proxy sends (source-api.md quirk 14).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpSettings {
@@ -265,6 +381,7 @@ impl Default for HttpSettings {
             request_timeout_seconds: default_request_timeout(),
             ca_file: None,
             proxy: None,
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }
@@ -521,6 +638,18 @@ fn default_initial_from() -> String {
 fn default_tie_passes() -> u32 {
     30
 }
+fn default_max_clock_skew() -> u64 {
+    300
+}
+fn default_max_record_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_login_backoff() -> u64 {
+    900
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024 * 1024
+}
 fn default_auth_header() -> String {
     "Authorization".into()
 }
@@ -673,6 +802,17 @@ impl Settings {
                 "source.poll_interval_seconds",
                 "must be at least 1",
             ));
+        }
+        if self.source.max_record_bytes < 1024 {
+            return Err(invalid("source.max_record_bytes", "must be at least 1024"));
+        }
+        for (key, http) in [
+            ("source.http.max_body_bytes", &self.source.http),
+            ("portal.http.max_body_bytes", &self.portal.http),
+        ] {
+            if http.max_body_bytes < 64 * 1024 {
+                return Err(invalid(key, "must be at least 65536"));
+            }
         }
         if self.source.max_tie_block_passes == 0 {
             return Err(invalid("source.max_tie_block_passes", "must be at least 1"));
@@ -881,6 +1021,30 @@ pub fn masked_url(value: &str) -> String {
 
 /// Reads a secret from (in order) the inline value, the file named by `file`, or the systemd credential
 /// `credential`. The secret itself never appears in an error.
+/// The permission bits of a file that group or others may read, if so.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+/// The host of an `http://` URL that is not loopback (`localhost`, 127.0.0.0/8, `::1`).
+fn cleartext_remote_host(url: &str) -> Option<String> {
+    let rest = url.trim().strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+    (!loopback).then(|| host.to_owned())
+}
+
 pub fn resolve_secret(
     key: &str,
     inline: Option<&str>,
@@ -931,4 +1095,62 @@ impl LenientTimestamp for jiff::Timestamp {
 /// The configured start of the first poll.
 pub fn initial_from(settings: &SourceSettings) -> jiff::Timestamp {
     jiff::Timestamp::from_str_lenient(&settings.initial_from).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleartext_to_a_remote_host_is_told_apart_from_loopback() {
+        assert_eq!(
+            cleartext_remote_host("http://motcua.example.gov.vn/api"),
+            Some("motcua.example.gov.vn".to_owned())
+        );
+        assert_eq!(
+            cleartext_remote_host("http://10.0.0.5:8080"),
+            Some("10.0.0.5".to_owned())
+        );
+        assert_eq!(cleartext_remote_host("http://127.0.0.1:8081"), None);
+        assert_eq!(cleartext_remote_host("http://localhost/api"), None);
+        assert_eq!(cleartext_remote_host("http://[::1]:9000/"), None);
+        assert_eq!(cleartext_remote_host("https://motcua.example.gov.vn"), None);
+    }
+
+    #[test]
+    fn secret_files_readable_by_others_and_cleartext_urls_are_warned() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("portal_password");
+        std::fs::write(&secret, "x").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "[source]\nbase_url = \"http://motcua.example.gov.vn/api\"\nclient_id = \"a\"\nclient_secret = \"s\"\n\
+             [portal]\nbase_url = \"http://127.0.0.1:8082\"\ndstcode = \"H60\"\nusername = \"u\"\n\
+             password_file = \"{}\"\nmadonvi = \"000.00.00.H60\"\n",
+            secret.display()
+        );
+        let config = dir.path().join("tthc-sync.toml");
+        std::fs::write(&config, &text).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let settings = Settings::from_toml(&text).unwrap();
+        let warnings = settings.warnings(Some(&config));
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert!(warnings.iter().any(|w| w.contains("configuration file")));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("`portal.password_file`"))
+        );
+        assert!(warnings.iter().any(|w| w.contains("`source.base_url`")));
+
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let allowed = Settings::from_toml(&text.replace(
+            "client_secret = \"s\"\n",
+            "client_secret = \"s\"\nallow_cleartext = true\n",
+        ))
+        .unwrap();
+        assert!(allowed.warnings(Some(&config)).is_empty());
+    }
 }

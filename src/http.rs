@@ -92,6 +92,14 @@ pub enum TransportError {
     /// 401: take a new token and repeat once.
     #[error("HTTP 401 (token refused)")]
     Unauthorized,
+    /// An answer larger than the side's `http.max_body_bytes`, refused while it was read (a broken proxy or
+    /// peer): try again later, the operator is told by the retry's warning.
+    #[error("answer larger than {limit} bytes (http.max_body_bytes), refused")]
+    TooLarge { limit: usize },
+    /// A token endpoint refused the client's credentials, or a login is paused after such a refusal: only
+    /// an operator can fix it, and retrying at full speed gets accounts locked ([`LoginGate`]).
+    #[error("credentials refused: {0}")]
+    CredentialsRefused(String),
     /// Any other 4xx: a bug or a contract mismatch; retrying will not help.
     #[error("HTTP {status}: {detail}")]
     Refused { status: u16, detail: String },
@@ -101,7 +109,10 @@ impl TransportError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            TransportError::Network(_) | TransportError::Status { .. } | TransportError::Body(_)
+            TransportError::Network(_)
+                | TransportError::Status { .. }
+                | TransportError::Body(_)
+                | TransportError::TooLarge { .. }
         )
     }
 
@@ -119,6 +130,8 @@ impl TransportError {
             TransportError::Network(_) => "network".into(),
             TransportError::Status { status, .. } => format!("http_{status}"),
             TransportError::Body(_) => "body".into(),
+            TransportError::TooLarge { .. } => "body_too_large".into(),
+            TransportError::CredentialsRefused(_) => "credentials".into(),
             TransportError::Unauthorized => "unauthorized".into(),
             TransportError::Refused { status, .. } => format!("http_{status}"),
         }
@@ -134,9 +147,17 @@ impl TransportError {
     }
 }
 
-/// Sends a request and reads the whole body, classifying failures.
-pub async fn send(request: reqwest::RequestBuilder) -> Result<bytes::Bytes, TransportError> {
-    let response = request
+/// The body limit of the small answers of token endpoints.
+pub const TOKEN_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Sends a request and reads the whole body, classifying failures. A body over `max_body` bytes is
+/// refused as soon as it is known to be larger (from `Content-Length`, or while it is read), so that no
+/// more than `max_body` bytes are ever held.
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    max_body: usize,
+) -> Result<bytes::Bytes, TransportError> {
+    let mut response = request
         .send()
         .await
         .map_err(|error| TransportError::from_reqwest(&error))?;
@@ -156,10 +177,28 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<bytes::Bytes, Tran
             retry_after,
         });
     }
-    let body = response
-        .bytes()
+    if response
+        .content_length()
+        .is_some_and(|length| length > max_body as u64)
+    {
+        return Err(TransportError::TooLarge { limit: max_body });
+    }
+    let mut body = bytes::BytesMut::with_capacity(
+        response
+            .content_length()
+            .map_or(64 * 1024, |length| length as usize),
+    );
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|error| TransportError::from_reqwest(&error))?;
+        .map_err(|error| TransportError::from_reqwest(&error))?
+    {
+        if body.len() + chunk.len() > max_body {
+            return Err(TransportError::TooLarge { limit: max_body });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
     if status.is_client_error() {
         // The body may echo what was sent (personal data): only a masked excerpt goes into the error,
         // which reaches logs and the attempt log.
@@ -172,6 +211,107 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<bytes::Bytes, Tran
     Ok(body)
 }
 
+/// The first pause after refused credentials; it doubles with each further refusal, up to the side's
+/// `max_login_backoff_seconds`.
+pub const FIRST_LOGIN_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Paces the logins of one client after its credentials were refused (portal-api.md section 2.1,
+/// "Credentials"): an account is locked by a portal after repeated failures, so a refused login is
+/// tried again only after a pause that doubles per refusal, and each refused attempt is logged once, at
+/// `error`. While a pause runs, a login is not attempted at all.
+#[derive(Debug)]
+pub struct LoginGate {
+    /// What is logging in: `source`, `portal`, `source.gateway`, `portal.gateway`.
+    pub what: &'static str,
+    cap: Duration,
+    state: std::sync::Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    refused_in_a_row: u32,
+    refused_total: u64,
+    next_attempt: Option<tokio::time::Instant>,
+}
+
+impl LoginGate {
+    pub fn new(what: &'static str, max_backoff: Duration) -> LoginGate {
+        LoginGate {
+            what,
+            cap: max_backoff.max(Duration::from_secs(1)),
+            state: std::sync::Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `Err` with the time left while logins are paused after a refusal.
+    pub fn check(&self) -> Result<(), TransportError> {
+        let state = self.state();
+        match state.next_attempt {
+            Some(next) if tokio::time::Instant::now() < next => {
+                Err(TransportError::CredentialsRefused(format!(
+                    "{} login paused for {} s more after {} refusal(s)",
+                    self.what,
+                    (next - tokio::time::Instant::now()).as_secs(),
+                    state.refused_in_a_row
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A login was refused: pause the next one, and say so once, at `error`. `detail` must hold no
+    /// secret (the peer's message, e.g. `invalid_client`).
+    pub fn refused(&self, detail: &str) -> TransportError {
+        let mut state = self.state();
+        state.refused_in_a_row += 1;
+        state.refused_total += 1;
+        let pause = FIRST_LOGIN_BACKOFF
+            .saturating_mul(1u32 << (state.refused_in_a_row - 1).min(20))
+            .min(self.cap);
+        state.next_attempt = Some(tokio::time::Instant::now() + pause);
+        tracing::error!(
+            side = self.what,
+            attempt = state.refused_in_a_row,
+            next_attempt_in_s = pause.as_secs(),
+            detail = %crate::privacy::mask_message(detail, 120),
+            "the credentials were refused; the next login waits (fix the account or secret, then reload or restart)"
+        );
+        TransportError::CredentialsRefused(format!(
+            "{} refused the credentials: {detail}",
+            self.what
+        ))
+    }
+
+    /// A login succeeded: no pause any more.
+    pub fn accepted(&self) {
+        let mut state = self.state();
+        state.refused_in_a_row = 0;
+        state.next_attempt = None;
+    }
+
+    /// Refusals in a row and the pause left, while the last login was refused.
+    pub fn refusal(&self) -> Option<(u32, Duration)> {
+        let state = self.state();
+        (state.refused_in_a_row > 0).then(|| {
+            let left = state.next_attempt.map_or(Duration::ZERO, |next| {
+                next.saturating_duration_since(tokio::time::Instant::now())
+            });
+            (state.refused_in_a_row, left)
+        })
+    }
+
+    /// Refused logins since start (the `tthc_sync_login_refusals_total` metric).
+    pub fn refused_total(&self) -> u64 {
+        self.state().refused_total
+    }
+}
+
 /// An OAuth2 client-credentials token for a gateway in front of a side, cached until shortly before it
 /// expires.
 pub struct GatewayToken {
@@ -182,6 +322,7 @@ pub struct GatewayToken {
     scope: Option<String>,
     header: HeaderName,
     cached: Mutex<Option<(String, Instant)>>,
+    pub login: LoginGate,
 }
 
 #[derive(Deserialize)]
@@ -193,9 +334,10 @@ struct OAuthToken {
 
 impl GatewayToken {
     pub fn new(
-        key: &str,
+        key: &'static str,
         http: reqwest::Client,
         settings: &GatewaySettings,
+        max_login_backoff: Duration,
     ) -> Result<GatewayToken, ConfigError> {
         let client_secret = resolve_secret(
             &format!("{key}.client_secret"),
@@ -217,6 +359,7 @@ impl GatewayToken {
             scope: settings.scope.clone(),
             header,
             cached: Mutex::new(None),
+            login: LoginGate::new(key, max_login_backoff),
         })
     }
 
@@ -236,7 +379,21 @@ impl GatewayToken {
         if let Some(scope) = &self.scope {
             form.push(("scope", scope));
         }
-        let body = send(self.http.post(&self.token_url).form(&form)).await?;
+        self.login.check()?;
+        let body = match send(
+            self.http.post(&self.token_url).form(&form),
+            TOKEN_BODY_LIMIT,
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(TransportError::Unauthorized) => return Err(self.login.refused("HTTP 401")),
+            Err(TransportError::Refused { status, detail }) if matches!(status, 400 | 403) => {
+                return Err(self.login.refused(&format!("HTTP {status}: {detail}")));
+            }
+            Err(error) => return Err(error),
+        };
+        self.login.accepted();
         let token: OAuthToken = serde_json::from_slice(&body)
             .map_err(|error| TransportError::Body(format!("gateway token: {error}")))?;
         let lifetime = Duration::from_secs(token.expires_in.unwrap_or(300));
@@ -258,4 +415,38 @@ pub fn bearer(token: &str) -> Result<HeaderValue, TransportError> {
     })?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that logs in again as soon as the gate lets it, against credentials that stay wrong.
+    #[tokio::test(start_paused = true)]
+    async fn refused_logins_are_paced_to_at_most_six_in_ten_minutes() {
+        let gate = LoginGate::new("portal", Duration::from_secs(900));
+        let started = tokio::time::Instant::now();
+        let mut attempts = Vec::new();
+        while started.elapsed() < Duration::from_secs(3600) {
+            if gate.check().is_ok() {
+                attempts.push(started.elapsed().as_secs());
+                gate.refused("Sai tên đăng nhập hoặc mật khẩu");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let first_ten_minutes = attempts.iter().filter(|at| **at < 600).count();
+        assert!(
+            first_ten_minutes <= 6,
+            "{first_ten_minutes} attempts in the first 10 minutes: {attempts:?}"
+        );
+        assert_eq!(&attempts[..5], &[0, 30, 90, 210, 450]);
+        // The pause stops growing at the cap.
+        let gaps: Vec<u64> = attempts.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        assert!(gaps.iter().all(|gap| *gap <= 901), "{gaps:?}");
+        assert_eq!(gaps.last(), Some(&900));
+        assert_eq!(gate.refused_total(), attempts.len() as u64);
+        assert!(gate.refusal().is_some());
+        gate.accepted();
+        assert!(gate.refusal().is_none() && gate.check().is_ok());
+    }
 }

@@ -36,6 +36,11 @@ struct UnitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SideLabel {
+    side: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -64,6 +69,9 @@ pub struct SyncMetrics {
     poll_duration: Histogram,
     push_duration: Histogram,
     errors: Family<ErrorLabels, Counter>,
+    future_versions: Family<UnitLabel, Counter>,
+    future_rows: Counter,
+    count_contradictions: Counter,
 }
 
 impl Default for SyncMetrics {
@@ -83,6 +91,9 @@ impl Default for SyncMetrics {
             // 10 ms to about 80 s: one portal call, retries included.
             push_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             errors: Family::default(),
+            future_versions: Family::default(),
+            future_rows: Counter::default(),
+            count_contradictions: Counter::default(),
         }
     }
 }
@@ -100,6 +111,8 @@ pub struct Snapshot {
     pub ready: bool,
     /// Per unit, from the latest reconciliation.
     pub units: Vec<UnitSnapshot>,
+    /// Refused logins since start, per client (`source`, `portal`, `source.gateway`, `portal.gateway`).
+    pub login_refusals: Vec<(&'static str, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -129,7 +142,19 @@ impl SyncMetrics {
                 })
                 .inc_by(*count);
         }
+        for (unit, count) in &stats.future_by_unit {
+            self.future_versions
+                .get_or_create(&UnitLabel { unit: unit.clone() })
+                .inc_by(*count);
+        }
         self.poll_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// What a poll met of the source's hostile behaviours: rows stamped ahead of the clock (source-api.md
+    /// quirk 10) and counts that contradicted the rows (quirk 12).
+    pub fn record_feed_anomalies(&self, poll: &crate::source::feed::PollStats) {
+        self.future_rows.inc_by(poll.future_rows);
+        self.count_contradictions.inc_by(poll.count_contradictions);
     }
 
     /// A poll that failed.
@@ -231,6 +256,21 @@ impl SyncMetrics {
             registry.register(name, help, counter.clone());
         }
         registry.register(
+            "tthc_sync_future_stamped_rows",
+            "Rows met in polls stamped beyond the poll's start plus source.max_clock_skew_seconds (each poll counts the rows it met)",
+            self.future_rows.clone(),
+        );
+        registry.register(
+            "tthc_sync_future_stamped_versions",
+            "New dossier versions stamped ahead of the clock, by unit",
+            self.future_versions.clone(),
+        );
+        registry.register(
+            "tthc_sync_source_count_contradictions",
+            "Feed answers whose totalElements or last contradicted their rows (counts are hints only)",
+            self.count_contradictions.clone(),
+        );
+        registry.register(
             "tthc_sync_dossiers_held",
             "Dossiers held back by tthc-sync, by reason",
             self.held.clone(),
@@ -289,6 +329,15 @@ impl SyncMetrics {
             "tthc_sync_ready",
             "1 when /readyz answers 200",
             gauge(i64::from(snapshot.ready)),
+        );
+        let refusals = Family::<SideLabel, Counter>::default();
+        for (side, count) in &snapshot.login_refusals {
+            refusals.get_or_create(&SideLabel { side }).inc_by(*count);
+        }
+        registry.register(
+            "tthc_sync_login_refusals",
+            "Logins refused since start (wrong account or secret), per client; logins then back off",
+            refusals,
         );
         let complete = Family::<UnitLabel, Gauge>::default();
         let missing = Family::<UnitLabel, Gauge>::default();

@@ -19,20 +19,28 @@ pub struct Notifier {
     socket: Option<PathBuf>,
     /// `WATCHDOG_USEC`, when the watchdog is on and meant for this process.
     watchdog: Option<Duration>,
+    /// The datagram socket, opened at the first notification and kept: a ping must not need a new file
+    /// descriptor, which a process out of them (issue 10: idle connections to the status server) would
+    /// not get. Dropped after a failed send, so that the next one connects afresh.
+    connection: std::sync::Arc<std::sync::Mutex<Option<UnixDatagram>>>,
 }
 
 impl Notifier {
     /// The service manager's settings from the environment systemd gives the main process.
     pub fn from_env() -> Notifier {
-        Notifier {
-            socket: std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from),
-            watchdog: sd_notify::watchdog_enabled(),
-        }
+        Notifier::new(
+            std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from),
+            sd_notify::watchdog_enabled(),
+        )
     }
 
     /// Explicit settings (tests, or a supervisor other than systemd).
     pub fn new(socket: Option<PathBuf>, watchdog: Option<Duration>) -> Notifier {
-        Notifier { socket, watchdog }
+        Notifier {
+            socket,
+            watchdog,
+            connection: std::sync::Arc::default(),
+        }
     }
 
     /// The watchdog interval (`WatchdogSec=`), when systemd watches this process.
@@ -45,7 +53,20 @@ impl Notifier {
     pub fn notify(&self, states: &[NotifyState<'_>]) {
         let Some(socket) = &self.socket else { return };
         let message: String = states.iter().map(|state| format!("{state}\n")).collect();
-        if let Err(error) = send(socket, message.as_bytes()) {
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sent = match connection.as_ref() {
+            Some(datagram) => send_on(datagram, message.as_bytes()),
+            None => connect(socket).and_then(|datagram| {
+                send_on(&datagram, message.as_bytes())?;
+                *connection = Some(datagram);
+                Ok(())
+            }),
+        };
+        if let Err(error) = sent {
+            *connection = None;
             tracing::debug!(error = %error, "cannot notify the service manager");
         }
     }
@@ -116,7 +137,7 @@ pub fn unix_millis() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-fn send(socket: &Path, message: &[u8]) -> io::Result<()> {
+fn connect(socket: &Path) -> io::Result<UnixDatagram> {
     let datagram = UnixDatagram::unbound()?;
     let bytes = socket.as_os_str().as_encoded_bytes();
     if let Some(name) = bytes.strip_prefix(b"@") {
@@ -126,6 +147,10 @@ fn send(socket: &Path, message: &[u8]) -> io::Result<()> {
     } else {
         datagram.connect(socket)?;
     }
+    Ok(datagram)
+}
+
+fn send_on(datagram: &UnixDatagram, message: &[u8]) -> io::Result<()> {
     let sent = datagram.send(message)?;
     if sent != message.len() {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "incomplete write"));

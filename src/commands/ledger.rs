@@ -398,8 +398,9 @@ pub async fn resync(args: ResyncArgs) -> anyhow::Result<ExitCode> {
     let buckets = app.store.ledger_buckets(&from_day, &to_day, None).await?;
     let owner = crate::reconcile::agency_units(&buckets);
     drop(buckets);
-    let sink =
+    let mut sink =
         IngestSink::new(app.store.clone(), app.tables(), app.catalog.clone()).without_cursor();
+    sink.max_record_bytes = app.settings.source.max_record_bytes;
     let mut backfill = Backfill::new(app.source.clone(), sink, fetch::CHUNK);
     let mut notes = Vec::new();
     let mut matched_unit = args.unit.is_none();

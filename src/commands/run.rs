@@ -17,6 +17,9 @@ use crate::notify::Notifier;
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(Some(config))?;
     crate::telemetry::init(&settings.log.format, &settings.log.level);
+    for warning in settings.warnings(Some(config)) {
+        tracing::warn!(warning = %warning, "unsafe configuration");
+    }
     let deadline = Duration::from_secs(settings.daemon.shutdown_deadline_seconds);
     let app = Arc::new(App::build(settings).await?);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tthc-sync started");
@@ -135,6 +138,9 @@ pub fn check_config(config: &Path, offline: bool) -> anyhow::Result<ExitCode> {
                 )));
             }
         }
+    }
+    for warning in settings.warnings(Some(config)) {
+        eprintln!("warning: {warning}");
     }
     if offline {
         println!(

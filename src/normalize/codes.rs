@@ -18,6 +18,8 @@ pub enum Code {
     InvalidFee,
     InvalidText,
     MalformedRecord,
+    /// Larger than `source.max_record_bytes` (source-api.md quirk 14): held whole, not parsed.
+    OversizeRecord,
     // Held back by the catalog pre-flight, not by normalization itself.
     UnitUnknownToPortal,
     ProcedureUnknownToPortal,
@@ -49,6 +51,7 @@ pub const AMBIGUOUS_SUCCESSION: &str = "ambiguous_succession";
 pub const INVALID_FEE: &str = "invalid_fee";
 pub const INVALID_TEXT: &str = "invalid_text";
 pub const MALFORMED_RECORD: &str = "malformed_record";
+pub const OVERSIZE_RECORD: &str = "oversize_record";
 pub const UNIT_UNKNOWN_TO_PORTAL: &str = "unit_unknown_to_portal";
 pub const PROCEDURE_UNKNOWN_TO_PORTAL: &str = "procedure_unknown_to_portal";
 /// Warning codes.
@@ -69,7 +72,7 @@ pub const DELETED_AT_SOURCE: &str = "deleted_at_source";
 
 impl Code {
     /// All codes, in the order of the vocabulary.
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 26] = [
         Code::InvalidDossierCode,
         Code::MissingField,
         Code::InvalidDate,
@@ -82,6 +85,7 @@ impl Code {
         Code::InvalidFee,
         Code::InvalidText,
         Code::MalformedRecord,
+        Code::OversizeRecord,
         Code::UnitUnknownToPortal,
         Code::ProcedureUnknownToPortal,
         Code::Tcvn3Converted,
@@ -112,6 +116,7 @@ impl Code {
             Code::InvalidFee => INVALID_FEE,
             Code::InvalidText => INVALID_TEXT,
             Code::MalformedRecord => MALFORMED_RECORD,
+            Code::OversizeRecord => OVERSIZE_RECORD,
             Code::UnitUnknownToPortal => UNIT_UNKNOWN_TO_PORTAL,
             Code::ProcedureUnknownToPortal => PROCEDURE_UNKNOWN_TO_PORTAL,
             Code::Tcvn3Converted => TCVN3_CONVERTED,
@@ -152,6 +157,7 @@ impl Code {
                 | Code::InvalidFee
                 | Code::InvalidText
                 | Code::MalformedRecord
+                | Code::OversizeRecord
                 | Code::UnitUnknownToPortal
                 | Code::ProcedureUnknownToPortal
         )
@@ -174,6 +180,7 @@ impl Code {
             Code::InvalidFee => "Phí, lệ phí không hợp lệ",
             Code::InvalidText => "Văn bản lỗi mã hóa ký tự",
             Code::MalformedRecord => "Bản ghi sai cấu trúc dữ liệu",
+            Code::OversizeRecord => "Bản ghi vượt quá dung lượng cho phép",
             Code::UnitUnknownToPortal => "Mã đơn vị chưa có trên Cổng DVCQG",
             Code::ProcedureUnknownToPortal => "Mã thủ tục chưa có trên Cổng DVCQG",
             Code::Tcvn3Converted => "Đã chuyển mã TCVN3 sang Unicode",
@@ -207,6 +214,7 @@ impl Code {
             Code::InvalidFee => "Invalid fee",
             Code::InvalidText => "Text with broken character encoding",
             Code::MalformedRecord => "Record does not have the expected structure",
+            Code::OversizeRecord => "Record larger than the configured limit",
             Code::UnitUnknownToPortal => "Unit code not known to the national portal",
             Code::ProcedureUnknownToPortal => "Procedure code not known to the national portal",
             Code::Tcvn3Converted => "Converted from TCVN3 to Unicode",

@@ -13,6 +13,7 @@ pub mod codes;
 pub mod contacts;
 pub mod dates;
 mod dossier;
+pub mod escapes;
 mod findings;
 pub mod lists;
 pub mod procedures;
@@ -114,6 +115,9 @@ pub struct Finding {
 
 /// Normalizes one record from its raw JSON bytes; a record that does not parse is `malformed_record`.
 pub fn normalize_bytes(raw: &[u8], tables: &MappingTables, now: Timestamp) -> Normalized {
+    if let Some((readable, count)) = escapes::lone_surrogates(raw) {
+        return invalid_escapes(&readable, count, tables, now);
+    }
     match parse_record(raw) {
         Ok(dossier) => normalize(&dossier, tables, now),
         Err(error) => malformed(raw, &error),
@@ -129,6 +133,38 @@ pub fn parse_record(raw: &[u8]) -> Result<SourceDossier, serde_json::Error> {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(raw),
     }
+}
+
+/// A record with escapes that are not characters (or bytes that were not UTF-8, escaped by the reader) is
+/// held back as `invalid_text`. It is read once more with those escapes replaced, so that it is still
+/// filed under its id, unit and day, but it is never sent: the text is not what the unit typed.
+fn invalid_escapes(
+    readable: &[u8],
+    count: usize,
+    tables: &MappingTables,
+    now: Timestamp,
+) -> Normalized {
+    let mut normalized = match parse_record(readable) {
+        Ok(dossier) => normalize(&dossier, tables, now),
+        Err(error) => malformed(readable, &error),
+    };
+    let finding = Finding {
+        code: codes::INVALID_TEXT,
+        field: String::new(),
+        detail: format!(
+            "{count} escape(s) or byte(s) that are not characters (kept in the stored record as \\uXXXX)"
+        ),
+        value: None,
+    };
+    normalized.outcome =
+        match std::mem::replace(&mut normalized.outcome, Outcome::Rejected(Vec::new())) {
+            Outcome::Rejected(mut findings) => {
+                findings.insert(0, finding);
+                Outcome::Rejected(findings)
+            }
+            _ => Outcome::Rejected(vec![finding]),
+        };
+    normalized
 }
 
 /// Normalizes one parsed record.

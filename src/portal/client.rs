@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use super::wire::{Envelope, ItemResult, UnitCatalogItem, UnitDayCount, parse_code};
 use crate::config::{ConfigError, PortalSettings, resolve_secret};
-use crate::http::{GatewayToken, RetryPolicy, TransportError, build_client, send};
+use crate::http::{GatewayToken, LoginGate, RetryPolicy, TransportError, build_client, send};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortalError {
@@ -76,9 +76,17 @@ pub struct PortalClient {
     session: Mutex<Option<String>>,
     limiter: Arc<DefaultDirectRateLimiter>,
     retry: RetryPolicy,
+    max_body: usize,
+    /// Paces logins (`/auth`) after the portal refused the account.
+    pub login: LoginGate,
 }
 
 impl PortalClient {
+    /// The login gate of the gateway in front of this side, if there is one.
+    pub fn gateway_login(&self) -> Option<&LoginGate> {
+        self.gateway.as_ref().map(|gateway| &gateway.login)
+    }
+
     pub fn new(settings: &PortalSettings, retry: RetryPolicy) -> Result<PortalClient, ConfigError> {
         let password = resolve_secret(
             "portal.password",
@@ -102,9 +110,12 @@ impl PortalClient {
     ) -> Result<PortalClient, ConfigError> {
         let http = build_client("portal.http", &settings.http)?;
         let gateway = match (&settings.gateway, &password) {
-            (Some(gateway), Some(_)) => {
-                Some(GatewayToken::new("portal.gateway", http.clone(), gateway)?)
-            }
+            (Some(gateway), Some(_)) => Some(GatewayToken::new(
+                "portal.gateway",
+                http.clone(),
+                gateway,
+                std::time::Duration::from_secs(settings.max_login_backoff_seconds),
+            )?),
             _ => None,
         };
         let rate = NonZeroU32::new(settings.requests_per_second).unwrap_or(NonZeroU32::MIN);
@@ -119,6 +130,11 @@ impl PortalClient {
             session: Mutex::new(None),
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate))),
             retry,
+            max_body: settings.http.max_body_bytes,
+            login: LoginGate::new(
+                "portal",
+                std::time::Duration::from_secs(settings.max_login_backoff_seconds),
+            ),
         })
     }
 
@@ -134,7 +150,7 @@ impl PortalClient {
             let (name, value) = gateway.header().await?;
             request = request.header(name, value);
         }
-        let answer = match send(request).await {
+        let answer = match send(request, self.max_body).await {
             Err(TransportError::Unauthorized) if self.gateway.is_some() => {
                 if let Some(gateway) = &self.gateway {
                     gateway.invalidate().await;
@@ -159,14 +175,23 @@ impl PortalClient {
                 "this command was started without the portal's secrets".into(),
             ));
         };
+        // After a refusal, logins wait (portal-api.md 2.1, "Credentials"): a call meanwhile fails at once.
+        self.login.check()?;
         let body = serde_json::json!({"username": self.username, "password": password}).to_string();
         let answer = self.post("/auth", body).await?;
         match (answer.error_code.is_ok(), answer.session) {
-            (true, Some(session)) if !session.is_empty() => Ok(session),
+            (true, Some(session)) if !session.is_empty() => {
+                self.login.accepted();
+                Ok(session)
+            }
             (true, _) => Err(PortalError::Transport(TransportError::Body(
                 "auth answer without a session".into(),
             ))),
-            (false, _) => Err(PortalError::Credentials(answer.message.unwrap_or_default())),
+            (false, _) => {
+                let message = answer.message.unwrap_or_default();
+                self.login.refused(&message);
+                Err(PortalError::Credentials(message))
+            }
         }
     }
 

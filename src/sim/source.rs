@@ -59,7 +59,36 @@ pub struct SourceFaults {
     pub missing_content_rate: f64,
     /// Quirk 9: a token lifetime that overrides [`SourceSimConfig::token_ttl`] (short in harsh mode).
     pub token_ttl: Option<Duration>,
+    /// Quirk 12: what feed pages say as `totalElements` instead of the truth.
+    pub count_lie: CountLie,
+    /// Quirk 12: feed pages say the opposite of the truth in `last`.
+    pub last_lies: bool,
+    /// Quirk 13: every search is answered as if `page` and `updated-from` were absent: the same first page
+    /// of the feed, whatever was asked.
+    pub ignore_paging: bool,
+    /// Quirk 13: rows per feed page whatever `size` asked (more than asked, past the 500 limit).
+    pub size_override: Option<usize>,
+    /// Quirk 14: bytes of padding (a broken proxy) in every feed answer, streamed without a length.
+    pub padding_bytes: usize,
 }
+
+/// What a lying gateway says as a feed page's `totalElements` (source-api.md quirk 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountLie {
+    /// The truth.
+    Truth,
+    /// The truth, but never more than this.
+    Capped(i64),
+    /// Always this value (0, negative, `i64::MAX`, ...).
+    Constant(i64),
+    /// No `totalElements` at all.
+    Missing,
+}
+
+/// Planted by [`SourceSim::plant_invalid_byte`] in a record's text and written as the single byte `0xFF`
+/// (not UTF-8) when the record is served (source-api.md quirk 11). A private-use character the generator
+/// never produces.
+const INVALID_BYTE_MARKER: char = '\u{10FFFD}';
 
 impl SourceFaults {
     /// No quirk at all.
@@ -77,6 +106,11 @@ impl SourceFaults {
             truncated_rate: 0.0,
             missing_content_rate: 0.0,
             token_ttl: None,
+            count_lie: CountLie::Truth,
+            last_lies: false,
+            ignore_paging: false,
+            size_override: None,
+            padding_bytes: 0,
         }
     }
 
@@ -97,6 +131,7 @@ impl SourceFaults {
                 truncated_rate: 0.01,
                 missing_content_rate: 0.01,
                 token_ttl: None,
+                ..SourceFaults::none()
             },
             FaultLevel::Harsh => SourceFaults {
                 moving_pages: 0.05,
@@ -111,6 +146,7 @@ impl SourceFaults {
                 truncated_rate: 0.05,
                 missing_content_rate: 0.05,
                 token_ttl: Some(Duration::from_secs(20)),
+                ..SourceFaults::none()
             },
         }
     }
@@ -493,6 +529,44 @@ impl SourceSim {
         count
     }
 
+    /// Restamps the rows `ids` at `ahead` of the clock (source-api.md quirk 10), with a new version of each.
+    /// Returns how many it found.
+    pub fn stamp_ahead(&self, ids: &[String], ahead: SignedDuration) -> usize {
+        let mut state = self.lock();
+        let now = Timestamp::now();
+        let stamp = now.checked_add(ahead).unwrap_or(now);
+        let mut count = 0;
+        for id in ids {
+            if let Some(&index) = state.by_id.get(id) {
+                state.touch(index, now, stamp);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Plants a byte that is not UTF-8 (`0xFF`) in the summary of the row `id`, as an old import job
+    /// leaves (source-api.md quirk 11); its `updatedDate` stays. Returns whether the row exists.
+    pub fn plant_invalid_byte(&self, id: &str) -> bool {
+        let mut state = self.lock();
+        let Some(&index) = state.by_id.get(id) else {
+            return false;
+        };
+        let row = &mut state.rows[index];
+        if let Some(object) = row.record.as_object_mut() {
+            let summary = object
+                .get("summary")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            object.insert(
+                "summary".into(),
+                json!(format!("{summary} {INVALID_BYTE_MARKER}")),
+            );
+        }
+        true
+    }
+
     /// Expires every token issued so far: the next call with one is answered 401.
     pub fn expire_tokens(&self) {
         let now = Instant::now();
@@ -871,101 +945,189 @@ async fn search(
     Query(params): Params,
 ) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Search).await?;
-    let mut state = app.sim.lock();
-    let (page, size) = page_params(&mut state, &params)?;
-    if let Some(sort) = params.get("sort")
-        && sort != "updatedDate,asc"
-    {
-        return Err(bad_request(
-            &mut state,
-            "only sort=updatedDate,asc is supported",
-        ));
-    }
-    let anchor = params.get("updated-from").cloned().unwrap_or_default();
-    let from_ms = if anchor.is_empty() {
-        i64::MIN
-    } else if anchor.contains(' ') {
-        return Err(bad_request(
-            &mut state,
-            "updated-from contains a space: encode '+' as %2B",
-        ));
-    } else {
-        match parse_source_date_text(&anchor) {
-            Some(timestamp) if anchor.contains('T') => ms(timestamp),
-            _ => {
-                return Err(bad_request(
-                    &mut state,
-                    "updated-from must look like 2024-01-15T08:30:00.000+0700",
-                ));
+    let (response, padding) = {
+        let mut state = app.sim.lock();
+        let (mut page, mut size) = page_params(&mut state, &params)?;
+        let hostile = state.faults.clone();
+        if let Some(rows) = hostile.size_override {
+            size = rows.max(1);
+        }
+        if hostile.ignore_paging {
+            page = 0;
+        }
+        if let Some(sort) = params.get("sort")
+            && sort != "updatedDate,asc"
+        {
+            return Err(bad_request(
+                &mut state,
+                "only sort=updatedDate,asc is supported",
+            ));
+        }
+        let anchor = params.get("updated-from").cloned().unwrap_or_default();
+        let from_ms = if anchor.is_empty() || hostile.ignore_paging {
+            i64::MIN
+        } else if anchor.contains(' ') {
+            return Err(bad_request(
+                &mut state,
+                "updated-from contains a space: encode '+' as %2B",
+            ));
+        } else {
+            match parse_source_date_text(&anchor) {
+                Some(timestamp) if anchor.contains('T') => ms(timestamp),
+                _ => {
+                    return Err(bad_request(
+                        &mut state,
+                        "updated-from must look like 2024-01-15T08:30:00.000+0700",
+                    ));
+                }
+            }
+        };
+        let state = &mut *state;
+        let mut keys = state.feed_from(from_ms);
+
+        // Quirk 1: rows already served to this query are touched and move to the end.
+        if page > 0 && state.faults.moving_pages > 0.0 {
+            let share = state.faults.moving_pages;
+            let total = keys.len();
+            let (moved, budget) = *state
+                .moving_budgets
+                .entry(anchor.clone())
+                .or_insert((0, (share * total as f64).ceil() as usize));
+            let served = (page * size).min(total);
+            let wanted = ((share * size as f64).ceil() as usize)
+                .min(budget.saturating_sub(moved))
+                .min(served);
+            if wanted > 0 {
+                let now = Timestamp::now();
+                let positions = sample(&mut state.rng, served, wanted).into_vec();
+                for position in positions {
+                    state.touch(keys[position], now, now);
+                }
+                state.stats.moved_rows += wanted as u64;
+                if let Some(entry) = state.moving_budgets.get_mut(&anchor) {
+                    entry.0 += wanted;
+                }
+                keys = state.feed_from(from_ms);
+            }
+            if state.moving_budgets.len() > 100_000 {
+                state.moving_budgets.clear();
             }
         }
-    };
-    let state = &mut *state;
-    let mut keys = state.feed_from(from_ms);
 
-    // Quirk 1: rows already served to this query are touched and move to the end.
-    if page > 0 && state.faults.moving_pages > 0.0 {
-        let share = state.faults.moving_pages;
+        // Quirk 2: ties in another order, now and then.
+        if state.faults.tie_reorder > 0.0
+            && state
+                .rng
+                .random_bool(state.faults.tie_reorder.clamp(0.0, 1.0))
+        {
+            let salt: u64 = state.rng.random();
+            let rows = &state.rows;
+            keys.sort_by_key(|&index| (rows[index].updated_ms, scramble(index as u64, salt)));
+            state.stats.reordered_ties += 1;
+        }
+
         let total = keys.len();
-        let (moved, budget) = *state
-            .moving_budgets
-            .entry(anchor.clone())
-            .or_insert((0, (share * total as f64).ceil() as usize));
-        let served = (page * size).min(total);
-        let wanted = ((share * size as f64).ceil() as usize)
-            .min(budget.saturating_sub(moved))
-            .min(served);
-        if wanted > 0 {
-            let now = Timestamp::now();
-            let positions = sample(&mut state.rng, served, wanted).into_vec();
-            for position in positions {
-                state.touch(keys[position], now, now);
-            }
-            state.stats.moved_rows += wanted as u64;
-            if let Some(entry) = state.moving_budgets.get_mut(&anchor) {
-                entry.0 += wanted;
-            }
-            keys = state.feed_from(from_ms);
+        let start = page.saturating_mul(size).min(total);
+        let end = (start + size).min(total);
+        let mut content: Vec<Value> = Vec::with_capacity(end - start + 1);
+        // Quirk 4: the previous page's last row again, as an extra first element.
+        if start > 0
+            && start < total
+            && state.faults.duplicates > 0.0
+            && state
+                .rng
+                .random_bool(state.faults.duplicates.clamp(0.0, 1.0))
+        {
+            content.push(state.rows[keys[start - 1]].record.clone());
+            state.stats.duplicated_rows += 1;
         }
-        if state.moving_budgets.len() > 100_000 {
-            state.moving_budgets.clear();
+        content.extend(
+            keys[start..end]
+                .iter()
+                .map(|&index| state.rows[index].record.clone()),
+        );
+        let mut body = spring_page(content, page, size, total);
+        lie_about_counts(&mut body, &hostile);
+        (finish(state, body, fault), hostile.padding_bytes)
+    };
+    Ok(spoil_bytes(response, padding).await)
+}
+
+/// Quirk 12: `totalElements` and `last` as a lying gateway writes them.
+fn lie_about_counts(body: &mut Value, faults: &SourceFaults) {
+    let Some(object) = body.as_object_mut() else {
+        return;
+    };
+    let truth = object
+        .get("totalElements")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    match faults.count_lie {
+        CountLie::Truth => {}
+        CountLie::Capped(cap) => {
+            object.insert("totalElements".into(), json!(truth.min(cap)));
+        }
+        CountLie::Constant(value) => {
+            object.insert("totalElements".into(), json!(value));
+        }
+        CountLie::Missing => {
+            object.remove("totalElements");
+            object.remove("totalPages");
         }
     }
-
-    // Quirk 2: ties in another order, now and then.
-    if state.faults.tie_reorder > 0.0
-        && state
-            .rng
-            .random_bool(state.faults.tie_reorder.clamp(0.0, 1.0))
+    if faults.last_lies
+        && let Some(last) = object.get("last").and_then(Value::as_bool)
     {
-        let salt: u64 = state.rng.random();
-        let rows = &state.rows;
-        keys.sort_by_key(|&index| (rows[index].updated_ms, scramble(index as u64, salt)));
-        state.stats.reordered_ties += 1;
+        object.insert("last".into(), json!(!last));
     }
+}
 
-    let total = keys.len();
-    let start = page.saturating_mul(size).min(total);
-    let end = (start + size).min(total);
-    let mut content: Vec<Value> = Vec::with_capacity(end - start + 1);
-    // Quirk 4: the previous page's last row again, as an extra first element.
-    if start > 0
-        && start < total
-        && state.faults.duplicates > 0.0
-        && state
-            .rng
-            .random_bool(state.faults.duplicates.clamp(0.0, 1.0))
-    {
-        content.push(state.rows[keys[start - 1]].record.clone());
-        state.stats.duplicated_rows += 1;
+/// Quirks 11 and 14 on an answer's bytes: each planted marker becomes the byte `0xFF`, and `padding`
+/// bytes of filler are streamed in front of the answer's fields (without a `Content-Length`, as a broken
+/// proxy does), so that the simulator itself never holds them.
+async fn spoil_bytes(response: Response, padding: usize) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let mut marker = [0u8; 4];
+    let marker = INVALID_BYTE_MARKER.encode_utf8(&mut marker).as_bytes();
+    let bytes = if bytes.windows(marker.len()).any(|window| window == marker) {
+        let mut spoiled = Vec::with_capacity(bytes.len());
+        let mut rest = &bytes[..];
+        while let Some(at) = rest
+            .windows(marker.len())
+            .position(|window| window == marker)
+        {
+            spoiled.extend_from_slice(&rest[..at]);
+            spoiled.push(0xFF);
+            rest = &rest[at + marker.len()..];
+        }
+        spoiled.extend_from_slice(rest);
+        bytes::Bytes::from(spoiled)
+    } else {
+        bytes
+    };
+    if padding == 0 || bytes.first() != Some(&b'{') {
+        let mut parts = parts;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
     }
-    content.extend(
-        keys[start..end]
-            .iter()
-            .map(|&index| state.rows[index].record.clone()),
-    );
-    let body = spring_page(content, page, size, total);
-    Ok(finish(state, body, fault))
+    const CHUNK: usize = 1 << 20;
+    let filler = bytes::Bytes::from(vec![b'x'; CHUNK]);
+    let mut chunks = vec![bytes::Bytes::from_static(b"{\"padding\":\"")];
+    let mut left = padding;
+    while left > 0 {
+        let take = left.min(CHUNK);
+        chunks.push(filler.slice(..take));
+        left -= take;
+    }
+    chunks.push(bytes::Bytes::from_static(b"\","));
+    chunks.push(bytes.slice(1..));
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>));
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 impl SimState {
@@ -989,16 +1151,19 @@ async fn dossier_by_id(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut state = app.sim.lock();
-    let Some(&index) = state.by_id.get(&id) else {
-        return Ok(error_body(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no dossier with this id",
-        ));
+    let response = {
+        let mut state = app.sim.lock();
+        let Some(&index) = state.by_id.get(&id) else {
+            return Ok(error_body(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no dossier with this id",
+            ));
+        };
+        let record = state.rows[index].record.clone();
+        finish(&mut state, record, fault)
     };
-    let record = state.rows[index].record.clone();
-    Ok(finish(&mut state, record, fault))
+    Ok(spoil_bytes(response, 0).await)
 }
 
 async fn agencies(

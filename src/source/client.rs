@@ -14,7 +14,11 @@ use super::wire::{
     AgencyDayCount, AgencyItem, DossierIdItem, Page, ProcedureItem, RawPage, TokenResponse,
 };
 use crate::config::{ConfigError, SourceSettings, resolve_secret};
-use crate::http::{GatewayToken, RetryPolicy, TransportError, bearer, build_client, send};
+use crate::http::{
+    GatewayToken, LoginGate, RetryPolicy, TOKEN_BODY_LIMIT, TransportError, bearer, build_client,
+    send,
+};
+use crate::normalize::escapes::escape_invalid_utf8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -43,9 +47,17 @@ pub struct SourceClient {
     gateway: Option<GatewayToken>,
     token: Mutex<Option<(String, Instant)>>,
     retry: RetryPolicy,
+    max_body: usize,
+    /// Paces logins after the source refused the client credentials.
+    pub login: LoginGate,
 }
 
 impl SourceClient {
+    /// The login gate of the gateway in front of this side, if there is one.
+    pub fn gateway_login(&self) -> Option<&LoginGate> {
+        self.gateway.as_ref().map(|gateway| &gateway.login)
+    }
+
     pub fn new(settings: &SourceSettings, retry: RetryPolicy) -> Result<SourceClient, ConfigError> {
         let client_secret = resolve_secret(
             "source.client_secret",
@@ -69,9 +81,12 @@ impl SourceClient {
     ) -> Result<SourceClient, ConfigError> {
         let http = build_client("source.http", &settings.http)?;
         let gateway = match (&settings.gateway, &client_secret) {
-            (Some(gateway), Some(_)) => {
-                Some(GatewayToken::new("source.gateway", http.clone(), gateway)?)
-            }
+            (Some(gateway), Some(_)) => Some(GatewayToken::new(
+                "source.gateway",
+                http.clone(),
+                gateway,
+                Duration::from_secs(settings.max_login_backoff_seconds),
+            )?),
             _ => None,
         };
         let auth_header =
@@ -90,6 +105,11 @@ impl SourceClient {
             gateway,
             token: Mutex::new(None),
             retry,
+            max_body: settings.http.max_body_bytes,
+            login: LoginGate::new(
+                "source",
+                Duration::from_secs(settings.max_login_backoff_seconds),
+            ),
         })
     }
 
@@ -114,13 +134,18 @@ impl SourceClient {
             let (name, value) = gateway.header().await?;
             request = request.header(name, value);
         }
-        let body = match send(request).await {
+        if let Err(paused) = self.login.check() {
+            return Err(SourceError::Credentials(paused.to_string()));
+        }
+        let body = match send(request, TOKEN_BODY_LIMIT).await {
             Ok(body) => body,
             Err(TransportError::Unauthorized) => {
+                self.login.refused("invalid_client");
                 return Err(SourceError::Credentials("invalid_client".into()));
             }
             Err(error) => return Err(error.into()),
         };
+        self.login.accepted();
         let token: TokenResponse = serde_json::from_slice(&body)
             .map_err(|error| TransportError::Body(format!("token answer: {error}")))?;
         // Renew a little before the source says it expires, so that a long page does not race it.
@@ -147,7 +172,7 @@ impl SourceClient {
                 let (name, value) = gateway.header().await?;
                 request = request.header(name, value);
             }
-            match send(request).await {
+            match send(request, self.max_body).await {
                 Err(TransportError::Unauthorized) if attempt == 0 => {
                     *self.token.lock().await = None;
                     if let Some(gateway) = &self.gateway {
@@ -214,7 +239,11 @@ impl SourceClient {
         ];
         let max_delay = self.retry.max_delay;
         (|| async {
-            let page: RawPage = self.get_json("/pa/dossier/search", &query).await?;
+            let body = self.get("/pa/dossier/search", &query).await?;
+            let page: RawPage = parse_lenient(&body).map_err(|error| {
+                SourceError::Transport(TransportError::Body(format!("/pa/dossier/search: {error}")))
+            })?;
+            drop(body);
             match page.content {
                 Some(content) => Ok(FeedPage {
                     content,
@@ -246,10 +275,12 @@ impl SourceClient {
 
     /// One dossier by id, raw; `None` when the source does not know it.
     pub async fn dossier(&self, id: &str) -> Result<Option<Box<RawValue>>, SourceError> {
-        match self
-            .get_json::<Box<RawValue>>(&format!("/pa/dossier/{}", urlencode(id)), &[])
-            .await
-        {
+        let path = format!("/pa/dossier/{}", urlencode(id));
+        match self.get(&path, &[]).await.and_then(|body| {
+            parse_lenient::<Box<RawValue>>(&body).map_err(|error| {
+                SourceError::Transport(TransportError::Body(format!("{path}: {error}")))
+            })
+        }) {
             Ok(record) => Ok(Some(record)),
             Err(SourceError::Transport(TransportError::Refused { status: 404, .. })) => Ok(None),
             Err(error) => Err(error),
@@ -344,6 +375,23 @@ pub struct FeedPage {
     pub content: Vec<Box<RawValue>>,
     pub total_elements: Option<i64>,
     pub last: Option<bool>,
+}
+
+/// Parses an answer that carries records. Bytes that are not UTF-8 spoil only the record that holds them:
+/// they are written as `\udcXX` escapes first (source-api.md quirk 11), which the normalizer holds back as
+/// `invalid_text`, instead of failing the whole answer.
+fn parse_lenient<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    match simdutf8::basic::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => {
+            let escaped = escape_invalid_utf8(body).unwrap_or_default();
+            tracing::warn!(
+                bytes = body.len(),
+                "the source's answer holds bytes that are not UTF-8; the records holding them are held back as invalid_text"
+            );
+            serde_json::from_slice(&escaped)
+        }
+    }
 }
 
 fn urlencode(text: &str) -> String {

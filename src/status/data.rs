@@ -48,6 +48,22 @@ pub async fn readiness(app: &App, shutdown: &CancellationToken) -> Result<(), Ve
             settings.ready_max_poll_age_seconds
         ));
     }
+    reasons.extend(app.health.conditions());
+    for gate in login_gates(app) {
+        if let Some((refusals, left)) = gate.refusal() {
+            reasons.push(format!(
+                "{} từ chối thông tin đăng nhập ({refusals} lần liên tiếp); lần thử tiếp theo sau {} giây. Kiểm tra tài khoản hoặc mật khẩu ({} refused the credentials)",
+                match gate.what {
+                    "portal" => "Cổng DVCQG",
+                    "portal.gateway" => "Cổng kết nối (gateway) phía Cổng DVCQG",
+                    "source.gateway" => "Cổng kết nối (gateway) phía hệ thống nguồn",
+                    _ => "Hệ thống nguồn",
+                },
+                left.as_secs(),
+                gate.what,
+            ));
+        }
+    }
     let last_push = app.health.last_push_ok.load(Ordering::Relaxed);
     let max_push = settings.ready_max_push_age_seconds as i64 * 1000;
     if last_push == 0 || now - last_push > max_push {
@@ -105,7 +121,19 @@ pub async fn snapshot(app: &App, shutdown: &CancellationToken) -> Snapshot {
         last_push_success: seconds(app.health.last_push_ok.load(Ordering::Relaxed)),
         ready,
         units,
+        login_refusals: login_gates(app)
+            .iter()
+            .map(|gate| (gate.what, gate.refused_total()))
+            .collect(),
     }
+}
+
+/// The login gates of both clients and their gateways.
+pub fn login_gates(app: &App) -> Vec<&crate::http::LoginGate> {
+    let mut gates = vec![&app.source.login, &app.portal.login];
+    gates.extend(app.source.gateway_login());
+    gates.extend(app.portal.gateway_login());
+    gates
 }
 
 /// When the oldest dossier not yet on the portal arrived (Unix ms), over the whole ledger.

@@ -1,6 +1,7 @@
 //! From feed records to ledger rows: duplicates absorbed by content hash, every new version normalized,
 //! the decision of [`super::decide`] applied, and the page written with its cursor in one transaction.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -27,6 +28,9 @@ pub struct IngestStats {
     pub stale: u64,
     /// Held-back dossiers by their first reason code (the `tthc_sync_dossiers_held_total` metric).
     pub held_by_reason: BTreeMap<String, u64>,
+    /// New versions stamped after [`IngestSink::future_after`], by unit (`unknown` when the record names
+    /// none it resolves): the `tthc_sync_future_stamped_versions_total` metric.
+    pub future_by_unit: BTreeMap<String, u64>,
 }
 
 /// Normalizes records against the current mapping tables and writes them to the ledger.
@@ -37,6 +41,12 @@ pub struct IngestSink {
     pub catalog: Option<Arc<PortalCatalog>>,
     pub cursor_name: Option<&'static str>,
     pub stats: IngestStats,
+    /// Versions stamped after this (the poll's start plus the clock-skew allowance) are counted per unit
+    /// (source-api.md quirk 10). They are ingested like any other.
+    pub future_after: Option<Timestamp>,
+    /// A record larger than this is held back whole as `oversize_record`: its id, size and hash are
+    /// stored, its bytes are not (source-api.md quirk 14; `source.max_record_bytes`).
+    pub max_record_bytes: usize,
     /// The previous page's transaction, still running while this page is normalized. Pages are written
     /// in order: a page's write starts only after the previous one committed.
     writing: Option<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
@@ -45,7 +55,7 @@ pub struct IngestSink {
 /// A record normalized and waiting for the pre-flight and its ledger row.
 struct Fresh<'a> {
     id: String,
-    raw: &'a str,
+    raw: Cow<'a, str>,
     raw_hash: String,
     normalized: Normalized,
 }
@@ -72,6 +82,8 @@ impl IngestSink {
             catalog,
             cursor_name: Some(FEED_CURSOR),
             stats: IngestStats::default(),
+            future_after: None,
+            max_record_bytes: usize::MAX,
             writing: None,
         }
     }
@@ -133,6 +145,22 @@ impl IngestSink {
             fresh.push(self.normalize(id, raw, raw_hash, now));
         }
         self.preflight(&mut fresh).await;
+        if let Some(future_after) = self.future_after {
+            for fresh in &fresh {
+                if fresh
+                    .normalized
+                    .updated_at
+                    .is_some_and(|updated| updated > future_after)
+                {
+                    let unit = fresh.normalized.unit.as_deref().unwrap_or("unknown");
+                    *self
+                        .stats
+                        .future_by_unit
+                        .entry(unit.to_owned())
+                        .or_default() += 1;
+                }
+            }
+        }
         let rows: Vec<IngestRow> = fresh
             .into_iter()
             .map(|fresh| {
@@ -230,10 +258,28 @@ impl IngestSink {
         raw_hash: String,
         now: Timestamp,
     ) -> Fresh<'a> {
+        if raw.len() > self.max_record_bytes {
+            let stub = oversize_stub(&id, raw, &raw_hash);
+            return Fresh {
+                normalized: oversize(&id, raw.len(), &raw_hash, &stub),
+                id,
+                raw: Cow::Owned(stub),
+                raw_hash,
+            };
+        }
+        if let Some(stored) = OversizeStub::read(raw) {
+            // Normalized again from the stub stored in its place: still what it was.
+            return Fresh {
+                normalized: oversize(&id, stored.bytes, &stored.blake3, raw),
+                id,
+                raw: Cow::Borrowed(raw),
+                raw_hash,
+            };
+        }
         Fresh {
             normalized: normalize::normalize_bytes(raw.as_bytes(), &self.tables, now),
             id,
-            raw,
+            raw: Cow::Borrowed(raw),
             raw_hash,
         }
     }
@@ -263,6 +309,73 @@ impl IngestSink {
             IngestAction::Stale => self.stats.stale += 1,
             _ => {}
         }
+    }
+}
+
+/// What the ledger stores in place of a record over `source.max_record_bytes`: its id, `updatedDate`
+/// (read without parsing the whole record), size and hash, so the operator can find it at the source.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OversizeStub {
+    tthc_sync_oversize_record: bool,
+    id: String,
+    /// The record's `updatedDate`, Unix ms.
+    #[serde(default)]
+    updated_ms: Option<i64>,
+    bytes: usize,
+    blake3: String,
+}
+
+impl OversizeStub {
+    const PREFIX: &'static str = "{\"tthcSyncOversizeRecord\":true";
+
+    fn read(raw: &str) -> Option<OversizeStub> {
+        if !raw.starts_with(Self::PREFIX) {
+            return None;
+        }
+        serde_json::from_str(raw).ok()
+    }
+}
+
+fn oversize_stub(id: &str, raw: &str, raw_hash: &str) -> String {
+    let header: Option<crate::source::wire::RecordHeader> = serde_json::from_str(raw).ok();
+    let updated_ms = header
+        .and_then(|header| header.updated_date)
+        .and_then(|date| crate::source::time::parse_source_date(&date))
+        .map(|at| at.as_millisecond());
+    serde_json::to_string(&OversizeStub {
+        tthc_sync_oversize_record: true,
+        id: id.to_owned(),
+        updated_ms,
+        bytes: raw.len(),
+        blake3: raw_hash.to_owned(),
+    })
+    .unwrap_or_default()
+}
+
+/// The verdict on a record over the limit: held back, filed under its id and `updatedDate` only.
+fn oversize(id: &str, bytes: usize, hash: &str, stub: &str) -> Normalized {
+    let updated_at = OversizeStub::read(stub)
+        .and_then(|stub| stub.updated_ms)
+        .and_then(|millis| Timestamp::from_millisecond(millis).ok());
+    Normalized {
+        source_id: Some(id.to_owned()),
+        dossier_code: None,
+        source_agency_id: None,
+        unit: None,
+        procedure_code: None,
+        reception_day: None,
+        updated_at,
+        outcome: Outcome::Rejected(vec![Finding {
+            code: codes::OVERSIZE_RECORD,
+            field: String::new(),
+            detail: format!(
+                "the record is {bytes} bytes, more than source.max_record_bytes; kept as its id, size and blake3 {}",
+                &hash[..hash.len().min(16)]
+            ),
+            value: None,
+        }]),
+        warnings: Vec::new(),
     }
 }
 
@@ -335,7 +448,7 @@ fn row(fresh: Fresh<'_>, renormalized: bool) -> IngestRow {
     IngestRow {
         source_id: id,
         dossier_code: normalized.dossier_code,
-        raw: raw.to_string(),
+        raw: raw.into_owned(),
         raw_hash,
         source_updated_at: normalized.updated_at.map(|at| at.as_millisecond()),
         source_agency_id: normalized.source_agency_id,
