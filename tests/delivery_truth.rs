@@ -204,7 +204,7 @@ impl Scenario {
     /// The ledger's progress entries by state (`waiting`, `pending`, `in_flight`, `sent`, `refused`).
     async fn progress_states(&self) -> Vec<(String, i64)> {
         const QUERY: &str = "SELECT state, COUNT(*) FROM progress GROUP BY state ORDER BY state";
-        let rows = match &self.schema {
+        match &self.schema {
             Some(schema) => match sqlx::PgPool::connect_with(schema.options()).await {
                 Ok(pool) => {
                     let rows = sqlx::query(QUERY)
@@ -232,8 +232,7 @@ impl Scenario {
                     Err(_) => Vec::new(),
                 }
             }
-        };
-        rows
+        }
     }
 
     /// Where the ledger and the portal disagree, and what is left undone: an accepted dossier the portal
@@ -268,12 +267,8 @@ impl Scenario {
                     }
                     _ => {}
                 },
-                "refused" => {
-                    if on_portal.is_some() && on_portal == payload.as_ref() {
-                        problems.push(format!(
-                            "refused in the ledger, held by the portal: {code}"
-                        ));
-                    }
+                "refused" if on_portal.is_some() && on_portal == payload.as_ref() => {
+                    problems.push(format!("refused in the ledger, held by the portal: {code}"));
                 }
                 "pending" | "in_flight" => problems.push(format!(
                     "{} in the ledger: {code} ({})",

@@ -557,10 +557,10 @@ pub trait Store: Send + Sync {
 /// transaction (`views`): one (row, action) per dossier written, in page order. A page holding two versions
 /// of one dossier is decided in order, and the dossier is written once, with the last version and the
 /// state the sequence ends in. Unchanged and stale records are left out.
-pub fn plan_ingest<'a>(
-    rows: &'a [IngestRow],
+pub fn plan_ingest(
+    rows: &[IngestRow],
     mut views: HashMap<String, LedgerView>,
-) -> Vec<(&'a IngestRow, IngestAction)> {
+) -> Vec<(&IngestRow, IngestAction)> {
     let mut planned: Vec<(&IngestRow, IngestAction)> = Vec::with_capacity(rows.len());
     let mut position: HashMap<&str, usize> = HashMap::new();
     for row in rows {

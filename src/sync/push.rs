@@ -68,7 +68,7 @@ fn progress_ma_ho_so(payload: &str) -> String {
 
 /// Splits items into rounds in which no `MaHoSo` appears twice: an answer names only the `MaHoSo`, so two
 /// items sharing one in a call could not be told apart.
-fn unique_rounds<'a, T>(items: Vec<&'a T>, code: impl Fn(&T) -> &str) -> Vec<Vec<&'a T>> {
+fn unique_rounds<T>(items: Vec<&T>, code: impl Fn(&T) -> &str) -> Vec<Vec<&T>> {
     let mut rounds: Vec<Vec<&T>> = Vec::new();
     let mut seen: Vec<std::collections::HashSet<String>> = Vec::new();
     for item in items {
