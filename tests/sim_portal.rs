@@ -1060,3 +1060,52 @@ async fn the_sim_endpoint_shows_what_the_portal_holds_for_a_dossier() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// An empty unit catalog (a portal that lists none) is cached like any other answer: the pre-flight asks
+/// for it again once per refresh interval, not at every poll (issue 10, item 6).
+#[tokio::test]
+async fn an_empty_unit_catalog_is_asked_for_once_per_refresh_interval() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tthc_sync::commands::demo::{Demo, demo_settings};
+    use tthc_sync::config::Settings;
+    use tthc_sync::http::RetryPolicy;
+    use tthc_sync::portal::client::PortalClient;
+    use tthc_sync::sync::catalog::{CatalogOptions, PortalCatalog};
+
+    let shutdown = CancellationToken::new();
+    let config = PortalSimConfig {
+        seed: 1,
+        faults: PortalFaults::for_level(FaultLevel::None),
+        ..PortalSimConfig::default()
+    };
+    let (portal, address) = Demo::serve_portal(config, &shutdown).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::from_toml(&demo_settings(
+        "http://127.0.0.1:9",
+        &format!("http://{address}"),
+        &dir.path().join("tthc-sync.db"),
+    ))
+    .unwrap();
+    let client = Arc::new(PortalClient::new(&settings.portal, RetryPolicy::none()).unwrap());
+    let catalog = PortalCatalog::new(
+        client,
+        CatalogOptions {
+            refresh: Duration::from_secs(3_600),
+            call_timeout: Duration::from_secs(10),
+            retry_after_failure: Duration::from_secs(60),
+        },
+    );
+    for _ in 0..5 {
+        assert!(
+            !catalog.refresh_units().await,
+            "an empty catalog changes nothing"
+        );
+    }
+    assert_eq!(portal.call_count("LayDanhMucCoQuan"), 1);
+    // An operator's reload forgets it: the next refresh asks again.
+    catalog.forget().await;
+    catalog.refresh_units().await;
+    assert_eq!(portal.call_count("LayDanhMucCoQuan"), 2);
+    shutdown.cancel();
+}

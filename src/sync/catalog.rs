@@ -131,11 +131,19 @@ impl PortalCatalog {
                     .collect();
                 state.failed_at = None;
                 if units.is_empty() {
+                    // Cached like any other answer: asked again once per refresh interval, one warning
+                    // each time, never at every poll.
                     tracing::warn!(
                         "the portal's unit catalog (LayDanhMucCoQuan) is empty; units are not pre-checked"
                     );
-                    let changed = state.units.is_some();
-                    state.units = None;
+                    let changed = state
+                        .units
+                        .as_ref()
+                        .is_some_and(|known| !known.value.is_empty());
+                    state.units = Some(Fetched {
+                        value: units,
+                        at: now,
+                    });
                     return changed;
                 }
                 let changed = state
@@ -193,7 +201,9 @@ impl PortalCatalog {
                 continue;
             };
             let unit = match &state.units {
+                // No catalog, or an empty one: the portal knows every well-formed code, as far as we know.
                 None => Known::Unchecked,
+                Some(units) if units.value.is_empty() => Known::Unchecked,
                 Some(units) if units.value.contains(&dossier.dossier.don_vi_xu_ly) => Known::Yes,
                 Some(_) => Known::No,
             };
