@@ -228,11 +228,17 @@ impl DeliveryRow {
     /// land on the portal, so the portal's last received version is no longer known unless it was that
     /// payload.
     fn forget_flight(&mut self) {
-        if let Some(flight) = self.flight.take()
-            && self.accepted_hash.as_deref() != Some(flight.hash.as_str())
-        {
-            self.accepted_hash = None;
-        }
+        forget_flight(&mut self.flight, &mut self.accepted_hash);
+    }
+}
+
+/// Drops a flight whose owner is gone (lapsed lease, restart). Its call may still land on the portal, so
+/// what the portal last received (`last_received`) is no longer known, unless it was that payload.
+fn forget_flight(flight: &mut Option<Flight>, last_received: &mut Option<String>) {
+    if let Some(flight) = flight.take()
+        && last_received.as_deref() != Some(flight.hash.as_str())
+    {
+        *last_received = None;
     }
 }
 
@@ -439,11 +445,7 @@ pub fn on_progress_claim(
     owner: &str,
     lease_until: Millis,
 ) -> ProgressRow {
-    if let Some(flight) = row.flight.take()
-        && row.sent_hash.as_deref() != Some(flight.hash.as_str())
-    {
-        row.sent_hash = None;
-    }
+    forget_flight(&mut row.flight, &mut row.sent_hash);
     row.flight = Some(Flight {
         claim: claim.to_owned(),
         owner: owner.to_owned(),
@@ -456,11 +458,7 @@ pub fn on_progress_claim(
 
 /// The owner of a progress entry's flight restarted: the entry goes back to the pool now.
 pub fn on_progress_release(mut row: ProgressRow, now: Millis) -> ProgressRow {
-    if let Some(flight) = row.flight.take()
-        && row.sent_hash.as_deref() != Some(flight.hash.as_str())
-    {
-        row.sent_hash = None;
-    }
+    forget_flight(&mut row.flight, &mut row.sent_hash);
     if row.state == ProgressState::InFlight {
         row.state = ProgressState::Pending;
         row.next_attempt_at = now;

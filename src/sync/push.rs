@@ -190,67 +190,53 @@ impl Pusher {
         let (updates, creates): (Vec<&ClaimedDossier>, Vec<&ClaimedDossier>) =
             claimed.iter().partition(|dossier| dossier.portal_has);
         let mut results = Vec::with_capacity(claimed.len());
-        let mut as_update = Vec::new();
-        let mut as_create = Vec::new();
-        for (updating, group) in [(false, creates), (true, updates)] {
-            for round in unique_rounds(group, |dossier| dossier.dossier_code.as_str()) {
-                match self.send(updating, &round).await {
-                    Ok(answers) => {
-                        for (dossier, answer) in round.into_iter().zip(answers) {
-                            let Some(answer) = answer else {
-                                results.push(self.no_answer(dossier));
-                                continue;
-                            };
-                            match verdict(answer.code, answer.message.as_deref()) {
-                                PortalVerdict::AlreadyExists if !updating => {
-                                    as_update.push(dossier)
-                                }
-                                PortalVerdict::DoesNotExist if updating => as_create.push(dossier),
-                                other => results.push(self.result(dossier, other)),
-                            }
-                        }
-                    }
-                    Err(error) => results.extend(round.into_iter().map(|dossier| {
-                        self.retry(dossier, &error.to_string(), maybe_stored(&error))
-                    })),
-                }
-            }
-        }
+        let as_update = self.send_group(false, creates, true, &mut results).await;
+        let as_create = self.send_group(true, updates, true, &mut results).await;
         // The fallbacks, once: code 3 on a create means the portal has it; code 4 on an update means it
         // does not. A second mismatch is retried later rather than bounced back and forth now.
-        for (updating, group) in [(true, as_update), (false, as_create)] {
-            for round in unique_rounds(group, |dossier| dossier.dossier_code.as_str()) {
-                match self.send(updating, &round).await {
-                    Ok(answers) => {
-                        for (dossier, answer) in round.into_iter().zip(answers) {
-                            let Some(answer) = answer else {
-                                results.push(self.no_answer(dossier));
-                                continue;
-                            };
-                            let verdict = match verdict(answer.code, answer.message.as_deref()) {
-                                PortalVerdict::AlreadyExists | PortalVerdict::DoesNotExist => {
-                                    results.push(self.retry(
-                                        dossier,
-                                        &format!(
-                                            "portal code {} after the create/update fallback",
-                                            answer.code
-                                        ),
-                                        false,
-                                    ));
-                                    continue;
-                                }
-                                other => other,
-                            };
-                            results.push(self.result(dossier, verdict));
+        self.send_group(true, as_update, false, &mut results).await;
+        self.send_group(false, as_create, false, &mut results).await;
+        results
+    }
+
+    /// Sends `group` as creates or updates, in calls without a repeated `MaHoSo`, and adds a result per
+    /// dossier to `results`; with `bounce`, returns instead the dossiers to send the other way (code 3 on
+    /// a create, 4 on an update).
+    async fn send_group<'a>(
+        &self,
+        updating: bool,
+        group: Vec<&'a ClaimedDossier>,
+        bounce: bool,
+        results: &mut Vec<DeliveryResult>,
+    ) -> Vec<&'a ClaimedDossier> {
+        let mut bounced = Vec::new();
+        for round in unique_rounds(group, |dossier| dossier.dossier_code.as_str()) {
+            match self.send(updating, &round).await {
+                Ok(answers) => {
+                    for (dossier, answer) in round.into_iter().zip(answers) {
+                        let Some(answer) = answer else {
+                            results.push(self.no_answer(dossier));
+                            continue;
+                        };
+                        match verdict(answer.code, answer.message.as_deref()) {
+                            PortalVerdict::AlreadyExists if bounce && !updating => {
+                                bounced.push(dossier)
+                            }
+                            PortalVerdict::DoesNotExist if bounce && updating => {
+                                bounced.push(dossier)
+                            }
+                            other => results.push(self.result(dossier, other)),
                         }
                     }
-                    Err(error) => results.extend(round.into_iter().map(|dossier| {
+                }
+                Err(error) => {
+                    results.extend(round.into_iter().map(|dossier| {
                         self.retry(dossier, &error.to_string(), maybe_stored(&error))
-                    })),
+                    }))
                 }
             }
         }
-        results
+        bounced
     }
 
     /// One `DongBoHoSoMC` call; the answers matched to the dossiers sent, in their order.
