@@ -119,6 +119,7 @@ async fn main() {
         portal_sample: 0,
         portal_lookups: 0,
         content: tthc_sync::reconcile::content::ContentLimits::OFF,
+        max_record_bytes: 8 << 20,
     };
     let today = tthc_sync::app::vietnam_today();
     let first = jiff::civil::date(2000, 1, 1);

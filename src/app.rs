@@ -309,6 +309,7 @@ impl App {
             catalog.forget().await;
         }
         let mut sink = IngestSink::new(self.store.clone(), tables, self.catalog.clone());
+        sink.max_record_bytes = self.settings.source.max_record_bytes;
         let mut total = RenormalizeStats::default();
         let mut after = String::new();
         loop {
@@ -412,6 +413,7 @@ impl App {
             ),
             portal_sample: self.settings.reconcile.portal_sample,
             portal_lookups: self.settings.reconcile.portal_lookups,
+            max_record_bytes: self.settings.source.max_record_bytes,
             content: crate::reconcile::content::ContentLimits {
                 recent_hours: self.settings.reconcile.content_check_hours,
                 sample_per_unit: self.settings.reconcile.content_sample,

@@ -556,6 +556,18 @@ pub struct StatusSettings {
     /// Seconds between two reloads of the dashboard page in the browser.
     #[serde(default = "default_refresh")]
     pub refresh_seconds: u64,
+    /// Connections served at once (default 64). Further ones wait in the kernel's queue, not in the
+    /// daemon: a flood of idle connections to the status port cannot use the daemon's file descriptors.
+    #[serde(default = "default_status_max_connections")]
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head this many seconds after it opened, or after
+    /// its previous answer, is closed (default 10).
+    #[serde(default = "default_status_header_timeout")]
+    pub header_read_timeout_seconds: u64,
+    /// A connection on which no byte has moved either way for this many seconds is closed, whatever it
+    /// was doing (default 60): a client that stops reading its answer does not hold a slot.
+    #[serde(default = "default_status_idle_timeout")]
+    pub idle_timeout_seconds: u64,
 }
 
 impl Default for StatusSettings {
@@ -566,6 +578,9 @@ impl Default for StatusSettings {
             ready_max_poll_age_seconds: default_ready_poll_age(),
             ready_max_push_age_seconds: default_ready_push_age(),
             refresh_seconds: default_refresh(),
+            max_connections: default_status_max_connections(),
+            header_read_timeout_seconds: default_status_header_timeout(),
+            idle_timeout_seconds: default_status_idle_timeout(),
         }
     }
 }
@@ -640,6 +655,15 @@ fn default_tie_passes() -> u32 {
 }
 fn default_max_clock_skew() -> u64 {
     300
+}
+fn default_status_max_connections() -> usize {
+    64
+}
+fn default_status_header_timeout() -> u64 {
+    10
+}
+fn default_status_idle_timeout() -> u64 {
+    60
 }
 fn default_max_record_bytes() -> usize {
     8 * 1024 * 1024
@@ -791,6 +815,24 @@ impl Settings {
         check_url("source.base_url", &self.source.base_url)?;
         check_url("portal.base_url", &self.portal.base_url)?;
         self.status.address()?;
+        if !(1..=4096).contains(&self.status.max_connections) {
+            return Err(invalid(
+                "status.max_connections",
+                "must be between 1 and 4096",
+            ));
+        }
+        if self.status.header_read_timeout_seconds == 0 {
+            return Err(invalid(
+                "status.header_read_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.status.idle_timeout_seconds < self.status.header_read_timeout_seconds {
+            return Err(invalid(
+                "status.idle_timeout_seconds",
+                "must be at least status.header_read_timeout_seconds",
+            ));
+        }
         if !(1..=500).contains(&self.source.page_size) {
             return Err(invalid(
                 "source.page_size",

@@ -76,6 +76,7 @@ fn row(id: &str, payload_hash: &str) -> IngestRow {
         findings: "[]".into(),
         kind: tthc_sync::store::VersionKind::Sendable,
         renormalized: false,
+        stamped_ahead: false,
         progress: Vec::new(),
     }
 }

@@ -202,6 +202,50 @@ async fn rows_stamped_in_the_future_do_not_move_the_cursor_past_the_clock() {
         versions >= 2.0,
         "future versions counted per unit: {versions}"
     );
+    // The report, the dashboard and the reconciliation log count them per unit.
+    let (status, report) = rig
+        .get("/api/v1/report?from=2000-01-01&to=2099-12-31")
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("report JSON");
+    let ahead: i64 = report["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .map(|unit| unit["stamped_ahead"].as_i64().expect("stamped_ahead"))
+        .sum();
+    assert_eq!(ahead, 2, "the report counts the two dossiers stamped ahead");
+    let (_, dashboard) = rig.get("/?days=90").await;
+    assert!(
+        dashboard.contains("Hồ sơ có thời điểm cập nhật vượt đồng hồ"),
+        "the dashboard names them"
+    );
+    let reconciled = std::process::Command::new(env!("CARGO_BIN_EXE_tthc-sync"))
+        .args([
+            "reconcile",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2099-12-31",
+            "--config",
+        ])
+        .arg(&rig.config)
+        .output()
+        .expect("reconcile runs");
+    assert!(
+        reconciled.status.success(),
+        "reconcile: {}",
+        String::from_utf8_lossy(&reconciled.stderr)
+    );
+    let mut logged = 0;
+    for file in std::fs::read_dir(rig.dir.path().join("reconciliation")).expect("the log") {
+        let text = std::fs::read_to_string(file.expect("a log file").path()).expect("readable");
+        for line in text.lines() {
+            let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            logged += line["stamped_ahead"].as_i64().expect("stamped_ahead");
+        }
+    }
+    assert_eq!(logged, 2, "the reconciliation log counts them");
     let log = rig.stop(daemon);
     assert!(
         log.contains("stamped ahead of the clock"),
@@ -487,4 +531,134 @@ async fn refused_credentials_back_off_and_make_the_daemon_unready() {
         "one error line per refused login"
     );
     assert!(!log.contains("wrong-secret"));
+}
+
+/// Reads notify messages until `READY=1`; then counts `WATCHDOG=1` pings within `window`.
+async fn pings_within(socket: &tokio::net::UnixDatagram, window: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut buffer = [0u8; 512];
+    let mut pings = 0;
+    while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, socket.recv(&mut buffer)).await {
+        if &buffer[..read] == b"WATCHDOG=1\n" {
+            pings += 1;
+        }
+    }
+    pings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn half_open_connections_to_the_status_port_do_not_stall_the_sync() {
+    const HALF_OPEN: usize = 2000;
+    let token = "a-status-token-for-the-test";
+    let rig = Rig::start(source_config(300, 28), |text| text).await;
+    let token_file = rig.dir.path().join("status_token");
+    std::fs::write(&token_file, token).expect("token written");
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("token private");
+    // Bound to every address, so the token is asked; a header timeout longer than the test's attack,
+    // so that the connection cap, not the timeout, is what keeps the daemon's descriptors free.
+    let config = std::fs::read_to_string(&rig.config)
+        .expect("configuration")
+        .replace("listen = \"127.0.0.1:", "listen = \"0.0.0.0:")
+        .replace(
+            "[status]\n",
+            &format!(
+                "[status]\ntoken_file = \"{}\"\nheader_read_timeout_seconds = 60\nidle_timeout_seconds = 60\n",
+                token_file.display()
+            ),
+        );
+    std::fs::write(&rig.config, config).expect("configuration written");
+    let socket_path = rig.dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+    let log_path = rig.dir.path().join("daemon.log");
+    // The descriptor limit the issue measured with (no `LimitNOFILE`): 1,024.
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" run --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_tthc-sync"))
+        .arg(&rig.config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("the daemon starts");
+    let daemon = common::Daemon {
+        child,
+        log: log_path,
+    };
+    let left = rig.until_synced(Duration::from_secs(120)).await;
+    assert!(left.is_empty(), "first sync: {left:?}");
+    let client = reqwest::Client::new();
+    let healthz = || {
+        client
+            .get(format!("{}/healthz", rig.status))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(1))
+            .send()
+    };
+    assert_eq!(
+        healthz().await.expect("healthz answers").status(),
+        200,
+        "healthz with the token"
+    );
+
+    // 2,000 connections that send half a request head and then nothing.
+    let address = rig.status.trim_start_matches("http://").to_owned();
+    let mut held = Vec::with_capacity(HALF_OPEN);
+    for _ in 0..HALF_OPEN {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("the kernel queues the connection");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("half a request head sent");
+        held.push(stream);
+    }
+    // While they are held: the sync goes on and the watchdog keeps pinging.
+    let changed = rig.source.mutate_now(10);
+    let pings = pings_within(&socket, Duration::from_secs(6)).await;
+    assert!(
+        pings >= 3,
+        "{pings} watchdog pings in 6 s under {HALF_OPEN} half-open connections (one a second expected)"
+    );
+    let left = rig.until_synced(Duration::from_secs(60)).await;
+    assert!(
+        left.is_empty(),
+        "the 10 dossiers changed during the flood reach the portal: {left:?} (changed {changed:?})"
+    );
+
+    // Once they close, the health check answers within a second.
+    drop(held);
+    let closed = Instant::now();
+    let answered = loop {
+        match healthz().await {
+            Ok(response) => break response.status().as_u16(),
+            Err(_) if closed.elapsed() < Duration::from_secs(1) => continue,
+            Err(error) => panic!("no answer within a second after the flood closed: {error}"),
+        }
+    };
+    assert_eq!(answered, 200);
+    assert!(
+        closed.elapsed() <= Duration::from_secs(1),
+        "healthz answered {:?} after the flood closed",
+        closed.elapsed()
+    );
+    let unauthorized = client
+        .get(format!("{}/metrics", rig.status))
+        .send()
+        .await
+        .expect("an answer without the token");
+    assert_eq!(unauthorized.status(), 401, "the token is still asked");
+    let log = rig.stop(daemon);
+    for symptom in ["Too many open files", "unable to open database file"] {
+        assert!(
+            !log.contains(symptom),
+            "the daemon ran out of descriptors: {symptom}"
+        );
+    }
 }

@@ -306,6 +306,7 @@ fn row(id: &str, raw_hash: &str, payload_hash: &str, action: IngestAction) -> In
             _ => VersionKind::Sendable,
         },
         renormalized: false,
+        stamped_ahead: false,
         progress: vec![entry("{}", "ph1")],
     }
 }

@@ -173,6 +173,7 @@ fn ingest_row(id: &str, version: &Version) -> IngestRow {
             VersionKind::Held
         },
         renormalized: false,
+        stamped_ahead: false,
         progress: Vec::new(),
     }
 }

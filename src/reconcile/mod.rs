@@ -104,6 +104,9 @@ pub struct UnitLine {
     pub reasons: Vec<ReasonCount>,
     /// When the oldest dossier not on the portal arrived (Unix ms), if any.
     pub oldest_unsent_at: Option<Millis>,
+    /// Dossiers whose `updatedDate` was ahead of the clock when they were read (source-api.md quirk 10):
+    /// the unit's clock or a typing error, for the unit to correct. They are synced like any other.
+    pub stamped_ahead: i64,
     /// Every dossier the source counts is on the portal, and nothing is waiting.
     pub complete: bool,
     /// The Decision 766 indicator preview (indicators.md), when the caller asked for it.
@@ -246,6 +249,7 @@ pub fn lines(buckets: &[LedgerBucket], counts: &Counts) -> Vec<UnitLine> {
         if let Some(at) = bucket.oldest_unsent_at {
             line.oldest_unsent_at = Some(line.oldest_unsent_at.map_or(at, |old| old.min(at)));
         }
+        line.stamped_ahead += bucket.stamped_ahead;
     }
 
     if let Some(source) = &counts.source {
@@ -439,6 +443,9 @@ pub struct Reconciler {
     pub portal_lookups: usize,
     /// The content check's reach ([`content`]).
     pub content: content::ContentLimits,
+    /// Records fetched over this size are held back whole as `oversize_record`, as the feed does
+    /// (`source.max_record_bytes`).
+    pub max_record_bytes: usize,
 }
 
 impl Reconciler {
@@ -977,12 +984,13 @@ impl Reconciler {
     /// its own users) and writes them to the ledger a chunk at a time as they come, without moving the
     /// feed cursor.
     fn fetch_and_queue(&self) -> fetch::Backfill {
-        let sink = IngestSink::new(
+        let mut sink = IngestSink::new(
             self.store.clone(),
             self.tables.clone(),
             self.catalog.clone(),
         )
         .without_cursor();
+        sink.max_record_bytes = self.max_record_bytes;
         fetch::Backfill::new(self.source.clone(), sink, fetch::CHUNK)
     }
 }
@@ -1008,6 +1016,7 @@ mod tests {
             count,
             oldest_unsent_at: (!matches!(state, DossierState::Accepted | DossierState::Skipped))
                 .then_some(1_000),
+            stamped_ahead: 0,
         }
     }
 

@@ -28,6 +28,9 @@ pub const FAILURES_SCHEMA: &str = "tthc-sync.failures/1";
 /// The content check's finding in the operators' words (in the style of vocabulary.md): accepted
 /// dossiers whose copy on the portal is not the payload tthc-sync sent, queued to be sent again.
 pub const CONTENT_DIFFERS_VI: &str = "Nội dung trên Cổng DVCQG bị sai khác";
+/// Dossiers stamped ahead of the clock (source-api.md quirk 10), as the report and dashboard name them.
+pub const STAMPED_AHEAD_VI: &str = "Hồ sơ có thời điểm cập nhật vượt đồng hồ";
+pub const STAMPED_AHEAD_EN: &str = "Dossiers stamped ahead of the clock";
 pub const CONTENT_DIFFERS_EN: &str = "Content differs on the portal";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -184,6 +187,7 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
         ),
         ("Chưa có trên Cổng DVCQG", "Missing on the portal"),
         (CONTENT_DIFFERS_VI, CONTENT_DIFFERS_EN),
+        (STAMPED_AHEAD_VI, STAMPED_AHEAD_EN),
         ("Tỷ lệ đồng bộ", "Sync completeness"),
         ("Hồ sơ chờ lâu nhất", "Oldest unsent dossier"),
         ("Lý do", "Reasons"),
@@ -229,6 +233,7 @@ pub fn report_sheet(lines: &[UnitLine], lang: Lang) -> Sheet {
                 Cell::Int(line.ledger.skipped),
                 Cell::Int(line.gap()),
                 Cell::Int(line.content_differs),
+                Cell::Int(line.stamped_ahead),
                 line.completeness.map_or(Cell::Empty, Cell::Percent),
                 line.oldest_unsent_at
                     .map_or(Cell::Empty, |at| Cell::Text(vietnam_time(at))),

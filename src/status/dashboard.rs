@@ -10,8 +10,9 @@ use super::data::{DASHBOARD_PERIODS, DashboardView};
 use crate::actors::{Actor, triage_of};
 use crate::reconcile::UnitLine;
 use crate::reconcile::render::{
-    CONTENT_DIFFERS_EN, CONTENT_DIFFERS_VI, Lang, actor_label, failures_sheet, group_thousands,
-    next_step, percent, raw_text, reason_label, vietnam_time, workbook_file_name,
+    CONTENT_DIFFERS_EN, CONTENT_DIFFERS_VI, Lang, STAMPED_AHEAD_EN, STAMPED_AHEAD_VI, actor_label,
+    failures_sheet, group_thousands, next_step, percent, raw_text, reason_label, vietnam_time,
+    workbook_file_name,
 };
 use crate::store::FailureRow;
 
@@ -434,6 +435,27 @@ pub fn page(
             );
         }
         out.push_str("</p></details>");
+    }
+    // Source-api.md quirk 10: synced like any other, but the unit's clock or typing needs a look.
+    let ahead: Vec<String> = view
+        .lines
+        .iter()
+        .filter(|line| line.stamped_ahead > 0)
+        .map(|line| {
+            format!(
+                "{} ({})",
+                escape(&line.unit),
+                group_thousands(line.stamped_ahead, lang)
+            )
+        })
+        .collect();
+    if !ahead.is_empty() {
+        let _ = write!(
+            out,
+            "<p id=\"stamped-ahead\" class=\"compact\">{}: {}</p>",
+            pick(lang, STAMPED_AHEAD_VI, STAMPED_AHEAD_EN),
+            ahead.join(", ")
+        );
     }
     let _ = write!(
         out,

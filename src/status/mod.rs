@@ -7,6 +7,7 @@
 
 mod dashboard;
 mod data;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -65,11 +66,14 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> anyhow::Result
     let settings = &app.settings.status;
     let address = settings.address()?;
     let token = settings.token()?;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| {
-            format!("configuration key `status.listen`: cannot listen on {address}")
-        })?;
+    let limits = serve::Limits {
+        max_connections: settings.max_connections,
+        header_read_timeout: Duration::from_secs(settings.header_read_timeout_seconds),
+        idle_timeout: Duration::from_secs(settings.idle_timeout_seconds),
+    };
+    let listener = serve::listen(address).with_context(|| {
+        format!("configuration key `status.listen`: cannot listen on {address}")
+    })?;
     let address = listener.local_addr()?;
     if token.is_some() {
         tracing::info!(%address, "status server listening; every request needs the bearer token of status.token_file");
@@ -113,15 +117,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> anyhow::Result
             }
         }
     });
-    let stopping = stop.clone();
-    let serving = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stopping.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(error = %error, "the status server stopped");
-        }
-    });
+    let serving = tokio::spawn(serve::serve(listener, router, limits, stop.clone()));
     Ok(StatusServer {
         address,
         stop,

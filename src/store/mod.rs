@@ -60,6 +60,9 @@ pub struct IngestRow {
     /// The stored record normalized again (changed tables or catalogs), not a new source version: it lands
     /// only while the row still holds that record.
     pub renormalized: bool,
+    /// The version's `updatedDate` was ahead of the clock plus the allowance when it was read
+    /// (source-api.md quirk 10): counted per unit in the reports.
+    pub stamped_ahead: bool,
     /// Progress entries of a sendable dossier.
     pub progress: Vec<ProgressEntryRow>,
 }
@@ -202,6 +205,9 @@ pub struct LedgerBucket {
     /// When the current version of the oldest dossier here that is not on the portal arrived (Unix ms);
     /// `None` when all are accepted or skipped.
     pub oldest_unsent_at: Option<Millis>,
+    /// Dossiers here whose current version was stamped ahead of the clock when it was read
+    /// (source-api.md quirk 10).
+    pub stamped_ahead: i64,
 }
 
 /// Which dossiers an operator's command is about; every field narrows, `None` does not.

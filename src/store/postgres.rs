@@ -210,16 +210,17 @@ impl Store for PostgresStore {
             sqlx::query(
                 "INSERT INTO dossiers (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, \
                  unit, procedure_code, reception_day, payload_hash, state, reason_code, reason_detail, \
-                 attempts, next_attempt_at, first_seen_at, changed_at) \
+                 stamped_ahead, attempts, next_attempt_at, first_seen_at, changed_at) \
                  SELECT incoming.*, 0, $13, $13, $13 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], \
                      $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                     $12::text[]) AS incoming \
+                     $12::text[], $14::bool[]) AS incoming \
                  ON CONFLICT (source_id) DO UPDATE SET dossier_code = excluded.dossier_code, \
                  raw_hash = excluded.raw_hash, source_updated_at = excluded.source_updated_at, \
                  source_agency_id = excluded.source_agency_id, unit = excluded.unit, \
                  procedure_code = excluded.procedure_code, reception_day = excluded.reception_day, \
                  payload_hash = excluded.payload_hash, state = excluded.state, \
                  reason_code = excluded.reason_code, reason_detail = excluded.reason_detail, \
+                 stamped_ahead = excluded.stamped_ahead, \
                  attempts = 0, next_attempt_at = excluded.next_attempt_at, \
                  last_error = NULL, changed_at = excluded.changed_at",
             )
@@ -236,6 +237,7 @@ impl Store for PostgresStore {
             .bind(set.iter().map(|(row, _)| row.reason_code.as_deref()).collect::<Vec<_>>())
             .bind(set.iter().map(|(row, _)| row.reason_detail.as_deref()).collect::<Vec<_>>())
             .bind(now)
+            .bind(set.iter().map(|(row, _)| row.stamped_ahead).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
@@ -246,11 +248,11 @@ impl Store for PostgresStore {
                  raw_hash = incoming.raw_hash, source_updated_at = incoming.source_updated_at, \
                  source_agency_id = incoming.source_agency_id, unit = incoming.unit, \
                  procedure_code = incoming.procedure_code, reception_day = incoming.reception_day, \
-                 changed_at = $9 \
+                 stamped_ahead = incoming.stamped_ahead, changed_at = $9 \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
-                     $7::text[], $8::text[]) \
+                     $7::text[], $8::text[], $10::bool[]) \
                      AS incoming (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, \
-                                  unit, procedure_code, reception_day) \
+                                  unit, procedure_code, reception_day, stamped_ahead) \
                  WHERE dossiers.source_id = incoming.source_id",
             )
             .bind(column(&keep, |row| row.source_id.as_str()))
@@ -262,6 +264,7 @@ impl Store for PostgresStore {
             .bind(column(&keep, |row| row.procedure_code.as_deref()))
             .bind(column(&keep, |row| row.reception_day.as_deref()))
             .bind(now)
+            .bind(column(&keep, |row| row.stamped_ahead))
             .execute(&mut *tx)
             .await?;
         }
@@ -670,8 +673,8 @@ impl Store for PostgresStore {
     ) -> Result<Vec<LedgerBucket>, StoreError> {
         let mut query = QueryBuilder::<Postgres>::new(
             "SELECT unit, source_agency_id, reception_day, state, reason_code, COUNT(*), \
-             MIN(CASE WHEN state IN ('accepted', 'skipped') THEN NULL ELSE changed_at END) \
-             FROM dossiers WHERE (reception_day BETWEEN ",
+             MIN(CASE WHEN state IN ('accepted', 'skipped') THEN NULL ELSE changed_at END), \
+             COUNT(*) FILTER (WHERE stamped_ahead) FROM dossiers WHERE (reception_day BETWEEN ",
         );
         query.push_bind(from).push(" AND ").push_bind(to);
         query.push(" OR reception_day IS NULL)");
@@ -690,6 +693,7 @@ impl Store for PostgresStore {
                 reason_code: row.get(4),
                 count: row.get(5),
                 oldest_unsent_at: row.get(6),
+                stamped_ahead: row.get(7),
             })
             .collect())
     }

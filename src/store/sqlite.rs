@@ -185,7 +185,7 @@ impl Store for SqliteStore {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO dossiers (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, \
                  unit, procedure_code, reception_day, payload_hash, state, reason_code, reason_detail, \
-                 attempts, next_attempt_at, first_seen_at, changed_at) ",
+                 stamped_ahead, attempts, next_attempt_at, first_seen_at, changed_at) ",
             );
             query.push_values(chunk, |mut values, (row, state)| {
                 values
@@ -201,6 +201,7 @@ impl Store for SqliteStore {
                     .push_bind(state.as_str())
                     .push_bind(&row.reason_code)
                     .push_bind(&row.reason_detail)
+                    .push_bind(row.stamped_ahead)
                     .push_bind(0_i64)
                     .push_bind(now)
                     .push_bind(now)
@@ -213,6 +214,7 @@ impl Store for SqliteStore {
                  procedure_code = excluded.procedure_code, reception_day = excluded.reception_day, \
                  payload_hash = excluded.payload_hash, state = excluded.state, \
                  reason_code = excluded.reason_code, reason_detail = excluded.reason_detail, \
+                 stamped_ahead = excluded.stamped_ahead, \
                  attempts = 0, next_attempt_at = excluded.next_attempt_at, \
                  last_error = NULL, changed_at = excluded.changed_at",
             );
@@ -222,7 +224,7 @@ impl Store for SqliteStore {
         for chunk in keep.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "WITH incoming (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, unit, \
-                 procedure_code, reception_day) AS (",
+                 procedure_code, reception_day, stamped_ahead) AS (",
             );
             query.push_values(chunk, |mut values, row| {
                 values
@@ -233,14 +235,15 @@ impl Store for SqliteStore {
                     .push_bind(&row.source_agency_id)
                     .push_bind(&row.unit)
                     .push_bind(&row.procedure_code)
-                    .push_bind(&row.reception_day);
+                    .push_bind(&row.reception_day)
+                    .push_bind(row.stamped_ahead);
             });
             query.push(
                 ") UPDATE dossiers SET dossier_code = incoming.dossier_code, \
                  raw_hash = incoming.raw_hash, source_updated_at = incoming.source_updated_at, \
                  source_agency_id = incoming.source_agency_id, unit = incoming.unit, \
                  procedure_code = incoming.procedure_code, reception_day = incoming.reception_day, \
-                 changed_at = ",
+                 stamped_ahead = incoming.stamped_ahead, changed_at = ",
             );
             query.push_bind(now);
             query.push(" FROM incoming WHERE dossiers.source_id = incoming.source_id");
@@ -663,8 +666,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LedgerBucket>, StoreError> {
         let mut query = QueryBuilder::<Sqlite>::new(
             "SELECT unit, source_agency_id, reception_day, state, reason_code, COUNT(*), \
-             MIN(CASE WHEN state IN ('accepted', 'skipped') THEN NULL ELSE changed_at END) \
-             FROM dossiers WHERE (reception_day BETWEEN ",
+             MIN(CASE WHEN state IN ('accepted', 'skipped') THEN NULL ELSE changed_at END), \
+             SUM(stamped_ahead) FROM dossiers WHERE (reception_day BETWEEN ",
         );
         query.push_bind(from).push(" AND ").push_bind(to);
         query.push(" OR reception_day IS NULL)");
@@ -687,6 +690,7 @@ impl Store for SqliteStore {
                 reason_code: row.get(4),
                 count: row.get(5),
                 oldest_unsent_at: row.get(6),
+                stamped_ahead: row.get(7),
             })
             .collect())
     }

@@ -28,7 +28,7 @@ pub struct IngestStats {
     pub stale: u64,
     /// Held-back dossiers by their first reason code (the `tthc_sync_dossiers_held_total` metric).
     pub held_by_reason: BTreeMap<String, u64>,
-    /// New versions stamped after [`IngestSink::future_after`], by unit (`unknown` when the record names
+    /// New versions stamped ahead of the clock ([`IngestSink::future_after`]), by unit (`unknown` when the record names
     /// none it resolves): the `tthc_sync_future_stamped_versions_total` metric.
     pub future_by_unit: BTreeMap<String, u64>,
 }
@@ -41,8 +41,9 @@ pub struct IngestSink {
     pub catalog: Option<Arc<PortalCatalog>>,
     pub cursor_name: Option<&'static str>,
     pub stats: IngestStats,
-    /// Versions stamped after this (the poll's start plus the clock-skew allowance) are counted per unit
-    /// (source-api.md quirk 10). They are ingested like any other.
+    /// Versions stamped after this (the poll's start plus `source.max_clock_skew_seconds`) are counted
+    /// per unit and marked in the ledger (source-api.md quirk 10). They are ingested like any other.
+    /// `None`: each page's own time plus [`DEFAULT_CLOCK_SKEW`] (a resync, a re-normalization).
     pub future_after: Option<Timestamp>,
     /// A record larger than this is held back whole as `oversize_record`: its id, size and hash are
     /// stored, its bytes are not (source-api.md quirk 14; `source.max_record_bytes`).
@@ -58,6 +59,18 @@ struct Fresh<'a> {
     raw: Cow<'a, str>,
     raw_hash: String,
     normalized: Normalized,
+}
+
+/// The clock-skew allowance of writers that are not the feed's poll (the default of
+/// `source.max_clock_skew_seconds`).
+pub const DEFAULT_CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(300);
+
+/// The instant after which a version read at `now` is stamped ahead of the clock.
+fn ahead_after(future_after: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    future_after.unwrap_or_else(|| {
+        now.saturating_add(DEFAULT_CLOCK_SKEW)
+            .unwrap_or(Timestamp::MAX)
+    })
 }
 
 /// What re-normalizing held-back dossiers did.
@@ -145,20 +158,15 @@ impl IngestSink {
             fresh.push(self.normalize(id, raw, raw_hash, now));
         }
         self.preflight(&mut fresh).await;
-        if let Some(future_after) = self.future_after {
-            for fresh in &fresh {
-                if fresh
-                    .normalized
-                    .updated_at
-                    .is_some_and(|updated| updated > future_after)
-                {
-                    let unit = fresh.normalized.unit.as_deref().unwrap_or("unknown");
-                    *self
-                        .stats
-                        .future_by_unit
-                        .entry(unit.to_owned())
-                        .or_default() += 1;
-                }
+        let future_after = ahead_after(self.future_after, now);
+        for fresh in &fresh {
+            if stamped_ahead(&fresh.normalized, future_after) {
+                let unit = fresh.normalized.unit.as_deref().unwrap_or("unknown");
+                *self
+                    .stats
+                    .future_by_unit
+                    .entry(unit.to_owned())
+                    .or_default() += 1;
             }
         }
         let rows: Vec<IngestRow> = fresh
@@ -172,7 +180,7 @@ impl IngestSink {
                     fresh.normalized.updated_at.map(|at| at.as_millisecond()),
                     new_version(&fresh.normalized),
                 );
-                let row = row(fresh, false);
+                let row = row(fresh, false, future_after);
                 self.count(action, row.reason_code.as_deref());
                 row
             })
@@ -222,6 +230,7 @@ impl IngestSink {
             .collect();
         self.preflight(&mut fresh).await;
         let mut stats = RenormalizeStats::default();
+        let future_after = ahead_after(self.future_after, now);
         let rows: Vec<IngestRow> = fresh
             .into_iter()
             .zip(held)
@@ -233,7 +242,7 @@ impl IngestSink {
                     IngestAction::Set(DossierState::Skipped) => stats.skipped += 1,
                     _ => stats.released += 1,
                 }
-                row(fresh, true)
+                row(fresh, true, future_after)
             })
             .collect();
         self.store.ingest(&rows, None, now.as_millisecond()).await?;
@@ -391,7 +400,15 @@ fn new_version(normalized: &Normalized) -> NewVersion<'_> {
 }
 
 /// The ledger row of a normalized record; the store decides what it does to the row it holds.
-fn row(fresh: Fresh<'_>, renormalized: bool) -> IngestRow {
+/// Whether a normalized version is stamped after `future_after`.
+fn stamped_ahead(normalized: &Normalized, future_after: Timestamp) -> bool {
+    normalized
+        .updated_at
+        .is_some_and(|updated| updated > future_after)
+}
+
+fn row(fresh: Fresh<'_>, renormalized: bool, future_after: Timestamp) -> IngestRow {
+    let stamped_ahead = stamped_ahead(&fresh.normalized, future_after);
     let Fresh {
         id,
         raw,
@@ -462,6 +479,7 @@ fn row(fresh: Fresh<'_>, renormalized: bool) -> IngestRow {
         findings,
         kind,
         renormalized,
+        stamped_ahead,
         progress,
     }
 }
