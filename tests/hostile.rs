@@ -336,6 +336,35 @@ async fn counts_that_lie_never_end_a_tie_block_early() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pages_longer_than_asked_lose_nothing_inside_a_tie_block() {
+    // Quirk 13: a gateway that answers 250 rows to `size=100`, across a 600-row tie block.
+    let mut config = source_config(1200, 29);
+    config.generator.tie_block = 600;
+    config.faults = SourceFaults {
+        size_override: Some(250),
+        tie_reorder: 0.3,
+        ..SourceFaults::none()
+    };
+    let rig = Rig::start(config, |text| {
+        text.replace("[source]\n", "[source]\npage_size = 100\n")
+    })
+    .await;
+    let daemon = rig.spawn();
+    let left = rig.until_synced(Duration::from_secs(180)).await;
+    assert!(
+        left.is_empty(),
+        "{} dossiers not on the portal, e.g. {:?}",
+        left.len(),
+        &left[..left.len().min(5)]
+    );
+    let changed = rig.source.mutate_now(20);
+    let left = rig.until_synced(Duration::from_secs(60)).await;
+    assert!(left.is_empty(), "later changes too: {left:?} ({changed:?})");
+    let log = rig.stop(daemon);
+    assert!(!log.contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_source_that_does_not_page_stops_the_poll_says_so_and_loses_nothing() {
     let mut config = source_config(1500, 24);
     config.faults = SourceFaults {
@@ -457,10 +486,14 @@ async fn memory_stays_bounded_under_huge_answers_and_records() {
         peak / MIB,
         limit / MIB
     );
+    // The bound is the release binary's (issue 10: the body limit plus 64 MiB). A debug build starts
+    // about 50 MiB higher (measured: 70 MiB after a plain sync of 300 dossiers), so it gets that much more.
+    let debug_allowance = if cfg!(debug_assertions) { 64 * MIB } else { 0 };
     assert!(
-        peak < limit + 64 * MIB + 64 * MIB,
-        "peak memory {} MiB stays under the body limit plus 64 MiB over a 64 MiB baseline",
-        peak / MIB
+        peak < limit + 64 * MIB + debug_allowance,
+        "peak memory {} MiB stays under the body limit plus 64 MiB (plus {} MiB for a debug build)",
+        peak / MIB,
+        debug_allowance / MIB
     );
     assert!(!log.contains("panicked"));
 }

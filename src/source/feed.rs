@@ -335,9 +335,11 @@ async fn read_tie_block(
                     _ => {}
                 }
             }
-            // Positions, not rows: a page covers at most `size` of them, whatever it holds.
+            // Positions, not rows: a repeated first row is one position already counted. A page may
+            // hold more rows than asked (source-api.md quirk 13); each is a position of its own, since
+            // counting fewer would let the passes agree on a block smaller than it is and stop early.
             let positions = in_block.len() - usize::from(repeated_first && !in_block.is_empty());
-            block_size += positions.min(size) as u64;
+            block_size += positions as u64;
             stats.records += in_block.len() as u64;
             sink.commit(in_block, None).await?;
             if left_block || count < size {
