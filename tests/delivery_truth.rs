@@ -701,7 +701,7 @@ async fn resync_racing_live_changes(backend: Backend, resync: bool) {
         .source
         .snapshot()
         .iter()
-        .filter_map(|row| tthc_sync::sim::generator::reception_day(&row.record))
+        .map(|row| row.reception_day)
         .collect();
     let (from, to) = (
         days.iter().min().unwrap().to_string(),
@@ -725,7 +725,7 @@ async fn resync_racing_live_changes(backend: Backend, resync: bool) {
         let (source, stop) = (scenario.source.clone(), stop_changes.clone());
         // In the order `resync` reads them (by agency, then reception day), so that the changes trail
         // its reads: each changes a dossier `resync` has just read, and will write later.
-        let mut rows: Vec<(String, Option<jiff::civil::Date>, String)> = source
+        let mut rows: Vec<(String, jiff::civil::Date, String)> = source
             .snapshot()
             .into_iter()
             .map(|row| {
@@ -733,8 +733,7 @@ async fn resync_racing_live_changes(backend: Backend, resync: bool) {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                let day = tthc_sync::sim::generator::reception_day(&row.record);
-                (agency, day, row.id)
+                (agency, row.reception_day, row.id)
             })
             .collect();
         rows.sort();

@@ -806,8 +806,12 @@ fn valid_records_are_well_formed_with_consistent_dates() {
             8 => assert!(date("rejectedDate").is_some()),
             _ => {}
         }
+        // The reception day recorded as made agrees with the record's own dates: `acceptedDate`, or
+        // `submittedDate` without one.
         assert_eq!(
-            generator::reception_day(&dossier.record),
+            date("acceptedDate")
+                .or_else(|| date("submittedDate"))
+                .map(tthc_sync::sim::dates::vietnam_day),
             Some(dossier.reception_day),
             "{}",
             dossier.id

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::source::wire::RawDate;
 use jiff::{SignedDuration, Timestamp, civil, tz::Offset};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{RngExt, SeedableRng};
@@ -15,13 +14,12 @@ use serde_json::{Value, json};
 use unicode_normalization::UnicodeNormalization;
 
 use super::FaultLevel;
-use crate::source::wire::{AgencyItem, ProcedureItem, Sector};
+use super::wire::{AgencyItem, ProcedureItem, Sector};
 
 /// The random number generator of the simulators: seeded, portable and reproducible.
 pub type SimRng = ChaCha8Rng;
 
-/// Vietnam time: a constant +07:00 (no daylight saving).
-pub const VIETNAM: Offset = Offset::constant(7);
+pub use super::dates::VIETNAM;
 
 /// The rejection codes the generator makes bad records for, in the order it cycles through them.
 pub const BAD_CODES: [&str; 10] = [
@@ -159,30 +157,21 @@ impl Dataset {
 // ---------------------------------------------------------------------------------------------------
 // Dates
 
-/// Formats a timestamp as the source writes it: `2024-01-15T08:30:00.000+0700`.
+/// Formats a timestamp as the source writes it: `2024-01-15T08:30:00.000+0700` (the simulators' own
+/// formatter, [`super::dates`]).
 pub fn format_source_date(timestamp: Timestamp) -> String {
-    crate::source::time::format_source_time(timestamp)
+    super::dates::format(timestamp)
 }
 
-/// Reads a date in any shape of source-api.md quirk 5 (a value without an offset is Vietnam time), with
-/// the same rule the daemon applies.
+/// Reads a date in a shape of source-api.md quirk 5 that the generator writes (the simulators' own
+/// reader, [`super::dates`], not the daemon's).
 pub fn parse_source_date(value: &Value) -> Option<Timestamp> {
-    let raw: RawDate = serde_json::from_value(value.clone()).ok()?;
-    crate::normalize::dates::SourceTime::parse(&raw).map(|time| time.timestamp())
+    super::dates::parse_value(value)
 }
 
-/// Reads a textual date in any shape of source-api.md quirk 5.
+/// Reads a textual date in a shape of source-api.md quirk 5 that the generator writes.
 pub fn parse_source_date_text(text: &str) -> Option<Timestamp> {
-    crate::normalize::dates::SourceTime::parse(&RawDate::Text(text.to_string()))
-        .map(|time| time.timestamp())
-}
-
-/// The reception day of a record as the counts see it: the Vietnam day of `acceptedDate`, or of
-/// `submittedDate` when there is no (readable) `acceptedDate`.
-pub fn reception_day(record: &Value) -> Option<civil::Date> {
-    let accepted = record.get("acceptedDate").and_then(parse_source_date);
-    let timestamp = accepted.or_else(|| record.get("submittedDate").and_then(parse_source_date))?;
-    Some(VIETNAM.to_datetime(timestamp).date())
+    super::dates::parse_text(text)
 }
 
 fn vietnam_day_at(date: civil::Date, hour: i8, minute: i8, second: i8) -> Timestamp {
@@ -886,7 +875,7 @@ fn build_record(
     config: &GeneratorConfig,
     cap: Timestamp,
     sequences: &mut HashMap<(String, civil::Date), u32>,
-) -> (Value, civil::Date, Timestamp) {
+) -> (Value, civil::Date, Timestamp, Timestamp) {
     let apply_method = match rng.random_range(0..100) {
         0..55 => 1,
         55..95 => 0,
@@ -1167,7 +1156,7 @@ fn build_record(
         "updatedDate": format_source_date(updated),
         "deletedDate": date_value(deleted_date),
     });
-    (record, reception_day, updated)
+    (record, reception_day, updated, times.submitted)
 }
 
 fn lowercase_first(text: &str) -> String {
@@ -1452,9 +1441,9 @@ pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
             cancelled: cancelled[index],
             deleted: deleted[index],
         };
-        let (mut record, reception_day, updated) =
+        let (mut record, reception_day, updated, submitted) =
             build_record(&mut rng, &plan, config, cap, &mut sequences);
-        let id_seconds = parse_source_date(&record["submittedDate"]).map_or(0, |t| t.as_second());
+        let id_seconds = submitted.as_second();
         let id = format!(
             "{:08x}{:010x}{:06x}",
             id_seconds,
@@ -1470,7 +1459,12 @@ pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
             quirks = apply_quirks(&mut rng, &mut record);
         }
         // A bad record may have lost its acceptedDate: the counts then file it under its submittedDate.
-        let reception_day = self::reception_day(&record).unwrap_or(reception_day);
+        // Both are known here, as they were made: nothing is read back from the record's text.
+        let reception_day = if record["acceptedDate"].is_null() {
+            super::dates::vietnam_day(submitted)
+        } else {
+            reception_day
+        };
         dossiers.push(GeneratedDossier {
             id,
             record,
@@ -1520,10 +1514,11 @@ pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
 /// 2→5/3/4/9/10, 3→2, 4→5, 5→6, 6→7) with the matching dates and a new history entry; a dossier in a final
 /// status, deleted or with an unknown status only gets a new history entry. `updatedDate` becomes `now`.
 /// A record of the wrong shape is changed only where its shape allows, never with a panic.
-pub fn evolve(record: &mut Value, rng: &mut SimRng, now: Timestamp) {
-    let Some(object) = record.as_object_mut() else {
-        return;
-    };
+///
+/// Returns `now` when the change accepted the dossier (0→1): its reception day is then `now`'s, as the
+/// simulator records it without reading the record back.
+pub fn evolve(record: &mut Value, rng: &mut SimRng, now: Timestamp) -> Option<Timestamp> {
+    let object = record.as_object_mut()?;
     let status = object
         .get("dossierStatus")
         .and_then(|s| s.get("id"))
@@ -1629,4 +1624,5 @@ pub fn evolve(record: &mut Value, rng: &mut SimRng, now: Timestamp) {
         history.push(entry);
     }
     object.insert("updatedDate".into(), stamp);
+    (next == Some(1)).then_some(now)
 }

@@ -21,9 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::FaultLevel;
 use super::generator::{
     self, GeneratorConfig, SimRng, evolve, format_source_date, parse_source_date_text,
-    reception_day,
 };
-use crate::source::wire::{AgencyItem, DossierIdItem, Page, ProcedureItem};
+use super::wire::{AgencyItem, DossierIdItem, Page, ProcedureItem};
 
 /// The largest page the source serves; a larger `size` is answered 400.
 pub const MAX_PAGE_SIZE: usize = 500;
@@ -213,6 +212,8 @@ pub struct SimRow {
     pub bad: Option<&'static str>,
     pub deleted: bool,
     pub cancelled: bool,
+    /// The reception day (Vietnam time) the counts file it under, as made (not read from the record).
+    pub reception_day: civil::Date,
 }
 
 /// Counters of the simulator, also served as `GET /_sim/stats`.
@@ -257,8 +258,11 @@ struct Row {
     updated_ms: i64,
     hidden: bool,
     bad: Option<&'static str>,
+    /// The reception day (Vietnam time) the counts file the row under, as the generator made it and the
+    /// live changes moved it: never read back from the record's (quirk-shaped) dates.
+    reception_day: civil::Date,
     /// (agency id, reception day) when the counts see this row: kept with the record, so that the
-    /// count and identifier endpoints do not parse every record's dates on every request.
+    /// count and identifier endpoints do not look into every record on every request.
     counted: Option<(String, civil::Date)>,
 }
 
@@ -269,9 +273,7 @@ impl Row {
             None
         } else {
             let agency = self.record.pointer("/agency/id").and_then(Value::as_str);
-            agency
-                .zip(reception_day(&self.record))
-                .map(|(agency, day)| (agency.to_owned(), day))
+            agency.map(|agency| (agency.to_owned(), self.reception_day))
         };
     }
 
@@ -371,6 +373,7 @@ impl SourceSim {
                     updated_ms: ms(d.updated),
                     hidden: d.hidden,
                     bad: d.bad,
+                    reception_day: d.reception_day,
                     counted: None,
                 };
                 row.recount();
@@ -437,6 +440,7 @@ impl SourceSim {
                 bad: row.bad,
                 deleted: row.deleted(),
                 cancelled: row.cancelled(),
+                reception_day: row.reception_day,
             })
             .collect()
     }
@@ -638,7 +642,9 @@ impl SimState {
     /// Evolves one row at `now`, stamping it `stamp`; it becomes visible.
     fn touch(&mut self, index: usize, now: Timestamp, stamp: Timestamp) {
         let row = &mut self.rows[index];
-        evolve(&mut row.record, &mut self.rng, now);
+        if let Some(accepted) = evolve(&mut row.record, &mut self.rng, now) {
+            row.reception_day = super::dates::vietnam_day(accepted);
+        }
         row.recount();
         self.by_updated.remove(&(row.updated_ms, index));
         row.updated_ms = ms(stamp);

@@ -367,7 +367,7 @@ impl PortalSim {
         }
         record.overall_code = answer
             .get("error_code")
-            .and_then(crate::portal::wire::parse_code);
+            .and_then(validate::parse_code);
         self.record(record);
         answer
     }
@@ -404,7 +404,7 @@ async fn auth_handler(State(app): State<AppState>, headers: HeaderMap, body: Byt
     let answer = app.sim.authenticate(dstcode, &body);
     record.overall_code = answer
         .get("error_code")
-        .and_then(crate::portal::wire::parse_code);
+        .and_then(validate::parse_code);
     app.sim.record(record);
     after_processing(&app, answer, fault, &timing).await
 }

@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use crate::portal::wire::{UnitCatalogItem, UnitDayCount};
+use crate::sim::wire::{UnitCatalogItem, UnitDayCount};
 
 use super::faults::AnswerFault;
 use super::validate::{self, Rejection, text_of};
@@ -286,9 +286,9 @@ impl PortalSim {
                     && to.as_ref().is_none_or(|to| day <= to)
             })
             .map(|((unit, day), count)| UnitDayCount {
-                don_vi_xu_ly: unit.clone(),
-                ngay: day.clone(),
-                so_ho_so: *count,
+                unit: unit.clone(),
+                day: day.clone(),
+                count: *count,
             })
             .collect();
         json!({"error_code": "0", "message": "Thành công", "result": rows})
@@ -349,8 +349,8 @@ impl PortalSim {
         let rows: Vec<UnitCatalogItem> = units
             .into_iter()
             .map(|unit| UnitCatalogItem {
-                ten_don_vi: Some(format!("Đơn vị {unit}")),
-                ma_don_vi: unit,
+                name: Some(format!("Đơn vị {unit}")),
+                code: unit,
             })
             .collect();
         json!({"error_code": "0", "message": "Thành công", "result": rows})

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::portal::wire::parse_code;
 
 /// Why the portal refused one item: its per-item code (2 or 5) and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,6 +431,24 @@ fn for_each_entry(
         check(entry, &|sub_field| format!("{field}[{index}].{sub_field}"))?;
     }
     Ok(())
+}
+
+
+/// Reads a code that travels as a JSON number or as a string of digits (`2`, `"2"`, `"02"`): the
+/// simulator's own reading, apart from the daemon's, so that the two can disagree.
+pub(super) fn parse_code(value: &serde_json::Value) -> Option<i64> {
+    match value {
+        serde_json::Value::Number(number) => number.as_i64(),
+        serde_json::Value::String(text) => {
+            let digits = text.trim();
+            let unsigned = digits.strip_prefix('-').unwrap_or(digits);
+            if unsigned.is_empty() || !unsigned.bytes().all(|byte| byte.is_ascii_digit()) {
+                return None;
+            }
+            digits.parse().ok()
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
