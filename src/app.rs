@@ -662,7 +662,13 @@ impl App {
                 Some(Ok((poll, ingest))) => {
                     failures = 0;
                     self.health.set_condition(NOT_PAGING, None);
-                    self.metrics.record_poll(&ingest, started.elapsed());
+                    self.metrics.record_poll(
+                        ingest.received,
+                        ingest.received.saturating_sub(ingest.unchanged),
+                        &ingest.held_by_reason,
+                        &ingest.future_by_unit,
+                        started.elapsed(),
+                    );
                     self.metrics.record_feed_anomalies(&poll);
                     self.health
                         .last_poll_ok

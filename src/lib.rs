@@ -16,6 +16,7 @@ pub mod actors;
 pub mod app;
 pub mod commands;
 pub mod config;
+pub mod decide;
 pub mod http;
 pub mod metrics;
 pub mod normalize;

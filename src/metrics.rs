@@ -3,6 +3,7 @@
 //! scheme, `tthc_sync_<noun>_<unit>`; labels are low-cardinality (reason and portal codes, error kinds,
 //! the unit).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,7 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::sync::ingest::IngestStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -130,19 +130,26 @@ pub struct UnitSnapshot {
 }
 
 impl SyncMetrics {
-    /// A poll that reached the end of the feed.
-    pub fn record_poll(&self, stats: &IngestStats, elapsed: Duration) {
-        self.fetched.inc_by(stats.received);
-        self.normalized
-            .inc_by(stats.received.saturating_sub(stats.unchanged));
-        for (reason, count) in &stats.held_by_reason {
+    /// A poll that reached the end of the feed: records read, records normalized (not unchanged), new
+    /// versions held back by reason code, and new versions stamped ahead of the clock by unit.
+    pub fn record_poll(
+        &self,
+        fetched: u64,
+        normalized: u64,
+        held_by_reason: &BTreeMap<String, u64>,
+        future_by_unit: &BTreeMap<String, u64>,
+        elapsed: Duration,
+    ) {
+        self.fetched.inc_by(fetched);
+        self.normalized.inc_by(normalized);
+        for (reason, count) in held_by_reason {
             self.held
                 .get_or_create(&ReasonLabel {
                     reason: reason.clone(),
                 })
                 .inc_by(*count);
         }
-        for (unit, count) in &stats.future_by_unit {
+        for (unit, count) in future_by_unit {
             self.future_versions
                 .get_or_create(&UnitLabel { unit: unit.clone() })
                 .inc_by(*count);

@@ -69,7 +69,7 @@ async fn ledger_only_commands_need_no_secrets_and_the_others_only_their_sides() 
         .counts()
         .await
         .unwrap()
-        .get(tthc_sync::sync::decide::DossierState::Held);
+        .get(tthc_sync::decide::DossierState::Held);
     assert!(
         held > 0,
         "the dataset has held-back dossiers to list and retry"

@@ -14,7 +14,7 @@ use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::store::{
     DeliveryOutcome, DeliveryResult, IngestRow, ProgressEntryRow, Store, VersionKind,
 };
-use tthc_sync::sync::decide::{DossierState, IngestAction};
+use tthc_sync::decide::{DossierState, IngestAction};
 
 /// Each shared test, once on each store.
 macro_rules! on_both_stores {

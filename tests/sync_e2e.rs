@@ -263,7 +263,7 @@ async fn an_expired_session_a_429_burst_and_a_minute_of_outage_are_ridden_out() 
 }
 
 async fn wait_for_accepted(demo: &tthc_sync::commands::demo::Demo, at_least: i64) {
-    use tthc_sync::sync::decide::DossierState;
+    use tthc_sync::decide::DossierState;
     for _ in 0..600 {
         let counts = demo.app.store.counts().await.unwrap();
         if counts.get(DossierState::Accepted) >= at_least {

@@ -23,7 +23,7 @@ use crate::sim::FaultLevel;
 use crate::sim::portal::{PortalFaults, PortalSim, PortalSimConfig};
 use crate::sim::source::{SourceFaults, SourceSim, SourceSimConfig};
 use crate::store::UnitCounts;
-use crate::sync::decide::DossierState;
+use crate::decide::DossierState;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {

@@ -27,7 +27,7 @@ use crate::store::{
     ContentCandidate, LedgerBucket, Millis, ReconciliationRecord, Store, StoreError,
 };
 use crate::sync::catalog::PortalCatalog;
-use crate::sync::decide::DossierState;
+use crate::decide::DossierState;
 use crate::sync::ingest::IngestSink;
 use crate::unit_key::{UnitKey, owner_of};
 

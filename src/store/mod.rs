@@ -16,11 +16,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 
 use crate::config::{StoreSettings, masked_url};
-use crate::sync::decide::{
+use crate::decide::{
     self, DeliveryRow, DossierState, IngestAction, LedgerView, NewVersion, ProgressRow,
     ProgressState,
 };
-pub use crate::sync::decide::{Answer as DeliveryOutcome, Millis};
+pub use crate::decide::{Answer as DeliveryOutcome, Millis};
 pub use crate::unit_key::UnitScope;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ pub struct IngestRow {
     /// JSON array of findings (values masked).
     pub findings: String,
     /// What normalizing this version gave; the store decides what it does to the row
-    /// ([`crate::sync::decide::on_new_version`]) on the row as it stands when it is written.
+    /// ([`crate::decide::on_new_version`]) on the row as it stands when it is written.
     pub kind: VersionKind,
     /// The stored record normalized again (changed tables or catalogs), not a new source version: it lands
     /// only while the row still holds that record.
@@ -92,12 +92,12 @@ impl IngestRow {
             match existing {
                 // The record changed since it was read again: the newer one stays.
                 Some(view) if view.raw_hash == self.raw_hash => {
-                    crate::sync::decide::on_new_outcome(view, self.new_version())
+                    crate::decide::on_new_outcome(view, self.new_version())
                 }
                 _ => IngestAction::Stale,
             }
         } else {
-            crate::sync::decide::on_new_version(
+            crate::decide::on_new_version(
                 existing,
                 &self.raw_hash,
                 self.source_updated_at,
@@ -375,7 +375,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<ClaimedDossier>, StoreError>;
 
     /// Records the portal's answers for claimed dossiers, in one transaction, as
-    /// [`crate::sync::decide::on_answer`] decides on each row as it stands. The progress entries that were
+    /// [`crate::decide::on_answer`] decides on each row as it stands. The progress entries that were
     /// waiting for the dossiers now on the portal become due.
     async fn record_deliveries(
         &self,
@@ -410,7 +410,7 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Gives back every claim `owner` holds (a restart of the same instance after a crash), as
-    /// [`crate::sync::decide::on_release`] decides.
+    /// [`crate::decide::on_release`] decides.
     async fn release_claims(&self, owner: &str, now: Millis) -> Result<u64, StoreError>;
 
     async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;

@@ -19,7 +19,7 @@ use super::{
     add_to_counts, add_to_units, claim_one_entry_per_dossier, decide_answers,
     decide_progress_answers, new_claim_id, plan_ingest, state_of,
 };
-use crate::sync::decide::{
+use crate::decide::{
     self, DeliveryRow, DossierState, IngestAction, LedgerView, ProgressRow, ProgressState,
 };
 

@@ -1,5 +1,5 @@
 //! From feed records to ledger rows: duplicates absorbed by content hash, every new version normalized,
-//! the decision of [`super::decide`] applied, and the page written with its cursor in one transaction.
+//! the decision of [`crate::decide`] applied, and the page written with its cursor in one transaction.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::catalog::PortalCatalog;
-use super::decide::{DossierState, IngestAction, NewVersion, on_new_outcome, on_new_version};
+use crate::decide::{DossierState, IngestAction, NewVersion, on_new_outcome, on_new_version};
 use crate::normalize::{self, Finding, MappingTables, Normalized, Outcome, codes};
 use crate::source::feed::{FeedError, FeedRecord, FeedSink};
 use crate::store::{HeldRecord, IngestRow, ProgressEntryRow, Store, VersionKind};

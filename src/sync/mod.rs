@@ -1,7 +1,6 @@
-//! The sync pipeline: the poller (source feed → ledger), the pusher (ledger → portal) and the pure
-//! decisions both take.
+//! The sync pipeline: the poller (source feed → ledger) and the pusher (ledger → portal). The pure
+//! decisions they and the stores take are in [`crate::decide`].
 
 pub mod catalog;
-pub mod decide;
 pub mod ingest;
 pub mod push;

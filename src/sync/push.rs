@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use super::decide::{PortalVerdict, retry_delay, verdict};
+use crate::decide::{PortalVerdict, retry_delay, verdict};
 use crate::metrics::{Side, SyncMetrics};
 use crate::portal::client::{ItemAnswer, ItemAnswers, PortalClient, PortalError};
 use crate::store::{
