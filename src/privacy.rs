@@ -182,14 +182,6 @@ pub fn mask_field(field: &str, value: &str) -> String {
     }
 }
 
-/// The value of a [`Finding`](crate::normalize::Finding) as it may be shown: masked by its field.
-pub fn mask_finding_value(finding: &crate::normalize::Finding) -> Option<String> {
-    finding
-        .value
-        .as_deref()
-        .map(|value| mask_field(&finding.field, value))
-}
-
 /// Portal payload fields that retention drops: personal numbers and contacts, free texts, file names, the
 /// people behind supplement requests (mapping.md, Personal data).
 const REDACTED_FIELDS: &[&str] = &[
@@ -289,17 +281,16 @@ mod tests {
         ] {
             assert!(!redacted.contains(personal), "{personal} in {redacted}");
         }
-        let dossier: crate::portal::wire::Dossier = serde_json::from_str(&redacted).unwrap();
-        assert_eq!(dossier.trang_thai_ho_so, "10");
-        assert_eq!(dossier.chu_ho_so, "");
-        assert_eq!(dossier.tai_lieu_nop.unwrap()[0].duoc_so_hoa, "1");
+        // Read back by the portal's field names (portal-api.md), not the daemon's wire types.
+        let dossier: serde_json::Value = serde_json::from_str(&redacted).unwrap();
+        assert_eq!(dossier["TrangThaiHoSo"], "10");
+        assert_eq!(dossier["ChuHoSo"], "");
+        assert_eq!(dossier["TaiLieuNop"][0]["DuocSoHoa"], "1");
         assert_eq!(
-            dossier.danh_sach_giay_to_ket_qua.unwrap()[0]
-                .duong_dan_tep_tin_ket_qua
-                .as_deref(),
-            Some(FREE_TEXT_MASK)
+            dossier["DanhSachGiayToKetQua"][0]["DuongDanTepTinKetQua"],
+            FREE_TEXT_MASK
         );
-        assert_eq!(dossier.danh_sach_le_phi.unwrap()[0].gia, 75000);
+        assert_eq!(dossier["DanhSachLePhi"][0]["Gia"], 75000);
         assert_eq!(redact_payload("not json"), "{}");
     }
 
