@@ -1,16 +1,37 @@
 //! tthc-sync: synchronizes administrative dossiers (hồ sơ TTHC) from a provincial one-stop system to the
 //! National Public Service Portal, durably, and shows operators which units' data failed to sync and why.
 //!
-//! - [`source`]: the provincial system's adapter (wire types, client, the feed reader that never skips).
-//! - [`portal`]: the national portal's adapter (wire types, client with sessions and retries).
-//! - [`normalize`]: pure translation of a source record into the portal's schema, or rejections.
-//! - [`notify`]: the systemd notification protocol: READY, RELOADING, STOPPING, watchdog pings.
+//! Every module, one line each, from the pure core outwards. A module uses only those above it in its
+//! group or in an earlier group (`.ci/module-cycles` fails CI on a cycle).
+//!
+//! The pure core (no I/O):
+//! - [`decide`]: the ledger's states and every delivery rule, as pure functions the stores call.
+//! - [`normalize`]: a source record into the portal's schema, or per-field rejections.
 //! - [`privacy`]: the one masking function every output uses for personal data.
-//! - [`sim`]: simulators of both systems, faults included.
-//! - [`metrics`]: the Prometheus metrics, counted where events happen and read from the ledger at scrape.
-//! - [`status`]: the status server: health checks, `/metrics`, the operators' dashboard and its JSON.
 //! - [`unit_key`]: the one key a unit is reported and filtered under (`agency:<id>`, `unknown`).
 //! - [`actors`]: who must act on each reason code, and the next step in both languages.
+//!
+//! The adapters:
+//! - [`http`]: what both HTTP clients share: building them, gateway tokens, retries, bounded bodies.
+//! - [`source`]: the provincial system's wire types, client, and the feed reader that never skips a row.
+//! - [`portal`]: the national portal's wire types and client (sessions, answers matched by `MaHoSo`).
+//! - [`store`]: the ledger behind one trait, on SQLite or PostgreSQL.
+//! - [`notify`]: the systemd notification protocol: READY, RELOADING, STOPPING, watchdog pings.
+//! - [`telemetry`]: logging set-up (terminal lines or JSON).
+//! - [`metrics`]: the Prometheus metrics, counted where events happen and read from the ledger at scrape.
+//!
+//! The daemon and what operators read:
+//! - [`config`]: settings from defaults, a TOML file and the environment, checked at start.
+//! - [`sync`]: the pipeline: the poller (feed → ledger, with the catalog pre-flight) and the pusher.
+//! - [`reconcile`]: source, ledger and portal compared per unit; what is missing fetched and queued.
+//! - [`report`]: the indicator preview of Decision 766 per unit.
+//! - [`app`]: the daemon built from settings and run: its loops, leadership, schedules and health.
+//! - [`status`]: the status server: health checks, `/metrics`, the operators' dashboard and its JSON.
+//! - [`commands`]: the subcommands of the binary, wiring the parts above together.
+//!
+//! Beside the daemon:
+//! - [`sim`]: simulators of both systems, faults included, written apart from the daemon's code (they use
+//!   none of it), so that the tests compare the daemon with an independent reading of the spec.
 
 pub mod actors;
 pub mod app;
