@@ -781,6 +781,16 @@ fn default_shutdown_deadline() -> u64 {
 impl Settings {
     /// Loads the file (if any) and the environment, then checks every value.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load_with_environment(file, None)
+    }
+
+    /// As [`Settings::load`], with `environment` read in place of the process's variables when given
+    /// (`TTHC_SYNC__SECTION__KEY` names): how a test checks the precedence without changing the process's
+    /// environment under other threads.
+    pub fn load_with_environment(
+        file: Option<&Path>,
+        environment: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(file) = file {
             builder = builder.add_source(
@@ -793,7 +803,8 @@ impl Settings {
             config::Environment::with_prefix("TTHC_SYNC")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(environment),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
         settings.validate()?;

@@ -13,7 +13,7 @@ pub mod codes;
 pub mod contacts;
 pub mod dates;
 mod dossier;
-pub mod escapes;
+
 mod findings;
 pub mod lists;
 pub mod procedures;
@@ -115,7 +115,7 @@ pub struct Finding {
 
 /// Normalizes one record from its raw JSON bytes; a record that does not parse is `malformed_record`.
 pub fn normalize_bytes(raw: &[u8], tables: &MappingTables, now: Timestamp) -> Normalized {
-    if let Some((readable, count)) = escapes::lone_surrogates(raw) {
+    if let Some((readable, count)) = crate::source::escapes::lone_surrogates(raw) {
         return invalid_escapes(&readable, count, tables, now);
     }
     match parse_record(raw) {

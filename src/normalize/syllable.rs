@@ -12,7 +12,7 @@
 //!   (`yên`, `uyên`, `quyên`): `iêm` and `byên` are not syllables;
 //! - `gi` swallows the `i` of a rhyme (`giếng` is gi + iêng), and takes no medial.
 //!
-//! `tests/normalize_syllables.rs` checks the grammar against a Vietnamese spelling dictionary (Debian's
+//! `tests/it/normalize_syllables.rs` checks the grammar against a Vietnamese spelling dictionary (Debian's
 //! `hunspell-vi`) when it is installed.
 
 use std::collections::HashSet;

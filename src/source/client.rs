@@ -18,7 +18,7 @@ use crate::http::{
     GatewayToken, LoginGate, RetryPolicy, TOKEN_BODY_LIMIT, TransportError, bearer, build_client,
     send,
 };
-use crate::normalize::escapes::escape_invalid_utf8;
+use super::escapes::escape_invalid_utf8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -1,7 +1,7 @@
 //! End to end against both simulators on loopback: a full sync through every source quirk and realistic
 //! portal faults; updates after a sync; faults the daemon must ride out.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

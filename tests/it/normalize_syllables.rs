@@ -1,11 +1,10 @@
 //! The syllable grammar behind TCVN3 detection (`src/normalize/syllable.rs`), checked against a
 //! Vietnamese spelling dictionary: Debian's `hunspell-vi` (LibreOffice's Vietnamese dictionary, GPL-2,
 //! so it is read where the package installs it and not copied into this repository). `.ci/run` installs
-//! the package; without it these tests say that they were skipped (`tests/common/skip.rs`), and under
+//! the package; without it these tests say that they were skipped (`tests/it/common/skip.rs`), and under
 //! `CI=true` they fail instead.
 
-#[path = "common/skip.rs"]
-mod skip;
+use crate::common::skip;
 
 use std::collections::BTreeSet;
 

@@ -171,10 +171,9 @@ fn the_database_password_is_optional_and_read_from_its_file() {
 fn the_environment_overrides_the_file() {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     file.write_all(VALID.as_bytes()).unwrap();
-    // Only this test sets this variable, and it reads it back through the loader at once.
-    unsafe { std::env::set_var("TTHC_SYNC__PORTAL__BATCH_SIZE", "40") };
-    let settings = Settings::load(Some(file.path()));
-    unsafe { std::env::remove_var("TTHC_SYNC__PORTAL__BATCH_SIZE") };
+    // The variables are given to the loader, not set on the process: the other tests share it.
+    let environment = [("TTHC_SYNC__PORTAL__BATCH_SIZE".to_owned(), "40".to_owned())].into();
+    let settings = Settings::load_with_environment(Some(file.path()), Some(environment));
     assert_eq!(settings.unwrap().portal.batch_size, 40);
 }
 

@@ -10,8 +10,8 @@ use tthc_sync::normalize::{
     Finding, MappingTables, Normalized, Outcome, PortalDossier, SkipReason, normalize_bytes,
 };
 
-const BASE_FIXTURE: &str = include_str!("fixtures/normalize/01-online-processing.json");
-const TABLES: &str = include_str!("fixtures/normalize/tables.toml");
+const BASE_FIXTURE: &str = include_str!("../fixtures/normalize/01-online-processing.json");
+const TABLES: &str = include_str!("../fixtures/normalize/tables.toml");
 
 fn now() -> Timestamp {
     "2026-11-28T00:00:00+07:00"

@@ -7,7 +7,7 @@
 //!   finds exactly those, counts them per unit in the report's JSON and the reconciliation log, queues
 //!   them again, and once the daemon has pushed them the portal holds our payloads again.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! it did not see nor the clock plus its allowance, memory stays under its bound (`VmHWM` of the daemon
 //! process), and the warnings, metrics and readiness reasons appear.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

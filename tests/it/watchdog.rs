@@ -4,7 +4,7 @@
 //! watchdog fed while it runs, however long its poll interval, and stops feeding it when it stops. (The
 //! watchdog task's own rule is the unit test `notify::tests::a_stalled_heartbeat_stops_the_pings`.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

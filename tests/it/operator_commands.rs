@@ -3,7 +3,7 @@
 //! of the service), the commands that talk to one side asking only for that side's secrets, a
 //! configuration error printed once, and the demo stopped by Ctrl-C at any moment.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! `TTHC_SYNC_TEST_POSTGRES_URL` names a server); then what only one of them has: SQLite's file
 //! permissions, PostgreSQL's instances claiming at once.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;

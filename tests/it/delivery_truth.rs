@@ -22,7 +22,7 @@
 //!
 //! PostgreSQL runs when `TTHC_SYNC_TEST_POSTGRES_URL` is set (skipped otherwise, failing under CI=true).
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

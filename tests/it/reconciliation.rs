@@ -11,7 +11,7 @@
 //! complete. Every report format, the failure list and the reconciliation log pass the personal-data
 //! leak check; CSV and xlsx carry the same rows.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! progress payload), leaves the others as they were, keeps every ledger row, and a second pass finds
 //! nothing left to do.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

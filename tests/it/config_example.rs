@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_reflection::{ContainerFormat, Format, Registry, Tracer, TracerConfig};
 use tthc_sync::config::Settings;
 
-const EXAMPLE: &str = include_str!("../config/tthc-sync.example.toml");
+const EXAMPLE: &str = include_str!("../../config/tthc-sync.example.toml");
 
 /// Every key path of `Settings` (`source.http.ca_file`), walking nested settings and optional sections.
 fn settings_keys() -> BTreeSet<String> {

@@ -2,7 +2,7 @@
 //! phones, e-mails and free texts is synced by the real binary with debug logging, and the logs and the
 //! output of every command an operator runs on it are searched for each value.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

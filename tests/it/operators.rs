@@ -9,7 +9,7 @@
 //!   holding that unit's dossiers, with no personal data in clear;
 //! - an unknown unit, reason or dossier is an error with a message, not "queued 0".
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

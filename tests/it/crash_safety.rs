@@ -1,7 +1,7 @@
 //! Crash safety: the daemon process is killed with SIGKILL at random moments during a sync and started
 //! again; the portal ends up exactly as without kills, and each kill costs at most one batch sent twice.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! its schema, the dashboard and failure pages without personal data, the bearer token on a non-loopback
 //! address, and the dashboard in a real browser (headless Chromium).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

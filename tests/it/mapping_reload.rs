@@ -3,7 +3,7 @@
 //! is sent to be refused); `mappings suggest` names them; an invalid reload is refused and changes
 //! nothing; the fixed tables, reloaded with SIGHUP, send every one of them while the process keeps running.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;

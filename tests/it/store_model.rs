@@ -22,7 +22,7 @@
 //! Cases: `TTHC_SYNC_MODEL_CASES` (default 2,000 per store; e.g. 100000 for a long run). A failing case
 //! prints its seed and its steps; `TTHC_SYNC_MODEL_SEED` replays one case.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -9,8 +9,8 @@ use tthc_sync::normalize::text::{clean, count_syllables, tcvn3_code};
 use tthc_sync::normalize::{MappingTables, Normalized, Outcome, normalize_bytes};
 use unicode_normalization::is_nfc;
 
-const BASE_FIXTURE: &str = include_str!("fixtures/normalize/01-online-processing.json");
-const TABLES: &str = include_str!("fixtures/normalize/tables.toml");
+const BASE_FIXTURE: &str = include_str!("../fixtures/normalize/01-online-processing.json");
+const TABLES: &str = include_str!("../fixtures/normalize/tables.toml");
 
 fn now() -> Timestamp {
     "2026-11-28T00:00:00+07:00"
