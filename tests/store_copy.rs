@@ -146,6 +146,49 @@ async fn an_interrupted_copy_resumes_after_its_last_page_and_verifies() {
     );
 }
 
+/// A row changed in the target between two runs of a copy is found by the verification, which names
+/// its table, and the target stays marked as unfinished.
+#[tokio::test]
+async fn the_verification_names_a_table_whose_rows_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = filled_sqlite(dir.path(), 300, 0).await;
+    let target_path = dir.path().join("target.db");
+    let target = Endpoint::Sqlite(target_path.clone());
+    let mut options = CopyOptions {
+        batch_rows: 100,
+        stop_after_pages: Some(1),
+        ..CopyOptions::default()
+    };
+    let stopped = copy(&source, &target, &options).await;
+    assert!(matches!(stopped, Err(CopyError::Stopped(1))), "{stopped:?}");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", target_path.display()))
+        .await
+        .unwrap();
+    let changed =
+        sqlx::query("UPDATE dossiers SET attempts = attempts + 1 WHERE source_id = 'sim-0000001'")
+            .execute(&pool)
+            .await
+            .unwrap();
+    assert_eq!(changed.rows_affected(), 1, "the first page was committed");
+    pool.close().await;
+
+    options.stop_after_pages = None;
+    options.resume = true;
+    let failed = copy(&source, &target, &options).await;
+    match failed {
+        Err(CopyError::Mismatch(tables)) => {
+            assert_eq!(tables.len(), 1, "{tables:?}");
+            assert!(tables[0].starts_with("table dossiers:"), "{tables:?}");
+        }
+        other => panic!("the changed row is not found: {other:?}"),
+    }
+    let again = copy(&source, &target, &CopyOptions::default()).await;
+    assert!(
+        matches!(again, Err(CopyError::CopyInProgress { .. })),
+        "{again:?}"
+    );
+}
+
 /// SQLite → PostgreSQL → SQLite: the same rows and hashes everywhere; a non-empty target is refused
 /// unless forced (through the binary, whose messages mask the URL's password); claims in flight come
 /// across with their leases, which lapse on the target as they would have on the source.
