@@ -60,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::mappings::MappingsCommand,
     },
+    /// Ledger helpers: `copy` moves the whole ledger between SQLite and PostgreSQL, either way.
+    Store {
+        #[command(subcommand)]
+        command: commands::store::StoreCommand,
+    },
     /// Run one simulator standalone.
     Simulate {
         #[command(subcommand)]
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
             Command::Retry(args) => commands::ledger::retry(args).await,
             Command::Resync(args) => commands::ledger::resync(args).await,
             Command::Mappings { command } => commands::mappings::run(command).await,
+            Command::Store { command } => commands::store::run(command).await,
             Command::Simulate { side } => commands::simulate::run(side).await,
         }
     });

@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Settings;
+use crate::decide::DossierState;
 use crate::normalize::{self, MappingTables, Outcome};
 use crate::sim::FaultLevel;
 use crate::sim::portal::{PortalFaults, PortalSim, PortalSimConfig};
 use crate::sim::source::{SourceFaults, SourceSim, SourceSimConfig};
 use crate::store::UnitCounts;
-use crate::decide::DossierState;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {

@@ -6,3 +6,4 @@ pub mod mappings;
 pub mod normalize;
 pub mod run;
 pub mod simulate;
+pub mod store;

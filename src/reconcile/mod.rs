@@ -19,6 +19,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::Serialize;
 
+use crate::decide::DossierState;
 use crate::portal::client::PortalClient;
 use crate::portal::wire::Dossier;
 use crate::report::indicators::{IndicatorTally, UnitPreview, preview};
@@ -27,7 +28,6 @@ use crate::store::{
     ContentCandidate, LedgerBucket, Millis, ReconciliationRecord, Store, StoreError,
 };
 use crate::sync::catalog::PortalCatalog;
-use crate::decide::DossierState;
 use crate::sync::ingest::IngestSink;
 use crate::unit_key::{UnitKey, owner_of};
 

@@ -9,6 +9,7 @@ use reqwest::header::HeaderName;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
+use super::escapes::escape_invalid_utf8;
 use super::time::format_source_time;
 use super::wire::{
     AgencyDayCount, AgencyItem, DossierIdItem, Page, ProcedureItem, RawPage, TokenResponse,
@@ -18,7 +19,6 @@ use crate::http::{
     GatewayToken, LoginGate, RetryPolicy, TOKEN_BODY_LIMIT, TransportError, bearer, build_client,
     send,
 };
-use super::escapes::escape_invalid_utf8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -188,7 +188,6 @@ fn parse_offset(cursor: &mut Cursor<'_>) -> Option<Offset> {
     Offset::from_seconds(i32::try_from(sign * (hours * 3600 + minutes * 60)).ok()?).ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

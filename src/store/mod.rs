@@ -6,6 +6,7 @@
 //! when the lease runs out, or at once when the same owner starts again. Roles only one instance may hold
 //! (polling the source) are leased the same way ([`Store::try_lead`]).
 
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
 

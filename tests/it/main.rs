@@ -29,6 +29,7 @@ mod sim_portal;
 mod sim_source;
 mod status;
 mod store;
+mod store_copy;
 mod store_model;
 mod sync_e2e;
 mod watchdog;

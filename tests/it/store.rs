@@ -9,12 +9,12 @@ use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use tthc_sync::decide::{DossierState, IngestAction};
 use tthc_sync::store::postgres::PostgresStore;
 use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::store::{
     DeliveryOutcome, DeliveryResult, IngestRow, ProgressEntryRow, Store, VersionKind,
 };
-use tthc_sync::decide::{DossierState, IngestAction};
 
 /// Each shared test, once on each store.
 macro_rules! on_both_stores {

@@ -365,9 +365,7 @@ impl PortalSim {
         if record.is_delivery() {
             self.spoil_answer(&mut answer, &mut record);
         }
-        record.overall_code = answer
-            .get("error_code")
-            .and_then(validate::parse_code);
+        record.overall_code = answer.get("error_code").and_then(validate::parse_code);
         self.record(record);
         answer
     }
@@ -402,9 +400,7 @@ async fn auth_handler(State(app): State<AppState>, headers: HeaderMap, body: Byt
         .map(str::trim);
     record.processed_at = Some(jiff::Timestamp::now());
     let answer = app.sim.authenticate(dstcode, &body);
-    record.overall_code = answer
-        .get("error_code")
-        .and_then(validate::parse_code);
+    record.overall_code = answer.get("error_code").and_then(validate::parse_code);
     app.sim.record(record);
     after_processing(&app, answer, fault, &timing).await
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-
 /// Why the portal refused one item: its per-item code (2 or 5) and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rejection {
@@ -432,7 +431,6 @@ fn for_each_entry(
     }
     Ok(())
 }
-
 
 /// Reads a code that travels as a JSON number or as a string of digits (`2`, `"2"`, `"02"`): the
 /// simulator's own reading, apart from the daemon's, so that the two can disagree.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod leak;
+pub mod ledger_fill;
 pub mod skip;
 
 use std::collections::HashMap;
