@@ -641,7 +641,8 @@ fn default_tie_passes() -> u32 {
 fn default_max_clock_skew() -> u64 {
     300
 }
-fn default_max_record_bytes() -> usize {
+/// `source.max_record_bytes` when the configuration does not set it: 8 MiB.
+pub fn default_max_record_bytes() -> usize {
     8 * 1024 * 1024
 }
 fn default_max_login_backoff() -> u64 {
