@@ -39,7 +39,8 @@ use crate::source::wire::RecordHeader;
 pub struct NormalizeArgs {
     /// A file holding one SourceDossier or a JSON array of them; `-` or nothing reads standard input.
     pub input: Option<PathBuf>,
-    /// The daemon's configuration, for its mapping tables (`mapping.tables_file`).
+    /// The daemon's configuration, for its mapping tables (`mapping.tables_file`) and its size limit
+    /// (`source.max_record_bytes`, 8 MiB without a configuration).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// The mapping tables file directly (instead of, or overriding, the configuration's).
@@ -67,6 +68,7 @@ const PERSONAL_FIELDS: &[&str] = &[
     "NguoiYeuCauBoSung",
 ];
 
+/// Prints the verdict on every record of the input, as one JSON array written record by record.
 pub fn run(args: NormalizeArgs) -> anyhow::Result<ExitCode> {
     let settings = match &args.config {
         Some(config) => Some(Settings::load(Some(config))?),
