@@ -665,7 +665,8 @@ fn default_status_header_timeout() -> u64 {
 fn default_status_idle_timeout() -> u64 {
     60
 }
-fn default_max_record_bytes() -> usize {
+/// `source.max_record_bytes` when the configuration does not set it: 8 MiB.
+pub fn default_max_record_bytes() -> usize {
     8 * 1024 * 1024
 }
 fn default_max_login_backoff() -> u64 {

@@ -6,8 +6,9 @@
 //! syllable validator), [`dates`], [`contacts`] (phones, e-mail, identity number, tax code), [`status`],
 //! [`units`] (unit table, successions), [`procedures`], [`lists`] (fees, attachments, supplements),
 //! [`progress`] (history entries), [`codes`] (rejection and warning codes with their messages),
-//! [`tables`] (the operator's mapping tables); `dossier` assembles them and `findings` collects what
-//! went wrong.
+//! [`tables`] (the operator's mapping tables), [`oversize`] (records over the size limit); `dossier`
+//! assembles them, `findings` collects what went wrong and `malformed` names what spoils a record that
+//! does not parse.
 
 pub mod codes;
 pub mod contacts;
@@ -16,6 +17,8 @@ mod dossier;
 
 mod findings;
 pub mod lists;
+mod malformed;
+pub mod oversize;
 pub mod procedures;
 pub mod progress;
 pub mod status;
@@ -24,11 +27,10 @@ pub mod tables;
 pub mod text;
 pub mod units;
 
+use crate::source::wire::{LenientInt, SourceDossier};
 use jiff::Timestamp;
 use jiff::civil::Date;
-use serde_json::Value;
-
-use crate::source::wire::{LenientInt, RawDate, SourceDossier};
+use malformed::malformed;
 pub use tables::{MappingTables, TableProblem, TablesError};
 
 /// Everything normalization learned about one record, whatever its outcome.
@@ -179,118 +181,4 @@ fn lenient_int_text(raw: &LenientInt) -> String {
         LenientInt::Text(text) => text.clone(),
         LenientInt::Float(value) => value.to_string(),
     }
-}
-
-/// A record that does not fit the SourceDossier shape. serde's own message quotes the offending value,
-/// which may be personal data (an applicant's name where an object was expected), so the finding names
-/// the field and the JSON type found instead, and the identifying fields are read leniently.
-fn malformed(raw: &[u8], error: &serde_json::Error) -> Normalized {
-    let value: Option<Value> = serde_json::from_slice(raw).ok();
-    let object = value.as_ref().and_then(Value::as_object);
-    let text_of = |value: Option<&Value>| match value {
-        Some(Value::String(text)) => Some(text.trim().to_owned()),
-        Some(Value::Number(number)) => Some(number.to_string()),
-        _ => None,
-    };
-    let (field, detail) = match (&value, object) {
-        (None, _) => (
-            String::new(),
-            format!(
-                "not valid JSON ({:?} at line {}, column {})",
-                error.classify(),
-                error.line(),
-                error.column()
-            ),
-        ),
-        (Some(other), None) => (
-            String::new(),
-            format!("the record is {}, not an object", json_kind(other)),
-        ),
-        (Some(_), Some(object)) => match locate_malformed(object) {
-            Some((field, kind)) => {
-                let detail = format!("`{field}` does not have the expected shape (found {kind})");
-                (field, detail)
-            }
-            None => ("id".to_owned(), "the record has no string `id`".to_owned()),
-        },
-    };
-    Normalized {
-        source_id: text_of(object.and_then(|o| o.get("id"))),
-        dossier_code: text_of(object.and_then(|o| o.get("code"))),
-        source_agency_id: text_of(
-            object
-                .and_then(|o| o.get("agency"))
-                .and_then(|a| a.get("id")),
-        ),
-        unit: None,
-        procedure_code: None,
-        reception_day: None,
-        updated_at: object
-            .and_then(|o| o.get("updatedDate"))
-            .and_then(|date| serde_json::from_value::<RawDate>(date.clone()).ok())
-            .and_then(|date| dates::SourceTime::parse(&date))
-            .map(|time| time.timestamp()),
-        outcome: Outcome::Rejected(vec![Finding {
-            code: codes::MALFORMED_RECORD,
-            field,
-            detail,
-            value: None,
-        }]),
-        warnings: Vec::new(),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Finds the field that spoils the record by parsing it alone beside a valid `id`, then one level deeper
-/// (an object's keys, an array's items) to name e.g. `fees[1].amount`.
-fn locate_malformed(object: &serde_json::Map<String, Value>) -> Option<(String, &'static str)> {
-    let fits = |key: &str, value: Value| {
-        let mut probe = serde_json::Map::new();
-        probe.insert("id".to_owned(), Value::String(String::new()));
-        probe.insert(key.to_owned(), value);
-        serde_json::from_value::<SourceDossier>(Value::Object(probe)).is_ok()
-    };
-    if !matches!(object.get("id"), Some(Value::String(_))) {
-        return None;
-    }
-    for (key, value) in object {
-        if key == "id" || fits(key, value.clone()) {
-            continue;
-        }
-        let inner = match value {
-            Value::Object(inner) => inner.iter().find_map(|(name, item)| {
-                let mut alone = serde_json::Map::new();
-                alone.insert(name.clone(), item.clone());
-                (!fits(key, Value::Object(alone)))
-                    .then(|| (format!("{key}.{name}"), json_kind(item)))
-            }),
-            Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
-                if fits(key, Value::Array(vec![item.clone()])) {
-                    return None;
-                }
-                let deeper = item.as_object().and_then(|fields| {
-                    fields.iter().find_map(|(name, field)| {
-                        let mut alone = serde_json::Map::new();
-                        alone.insert(name.clone(), field.clone());
-                        (!fits(key, Value::Array(vec![Value::Object(alone)])))
-                            .then(|| (format!("{key}[{index}].{name}"), json_kind(field)))
-                    })
-                });
-                Some(deeper.unwrap_or_else(|| (format!("{key}[{index}]"), json_kind(item))))
-            }),
-            _ => None,
-        };
-        return Some(inner.unwrap_or_else(|| (key.clone(), json_kind(value))));
-    }
-    None
 }

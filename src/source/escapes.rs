@@ -93,13 +93,35 @@ pub fn escape_invalid_utf8(bytes: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() + 64);
-    for chunk in bytes.utf8_chunks() {
-        out.extend_from_slice(chunk.valid().as_bytes());
-        for byte in chunk.invalid() {
+    escape_invalid_utf8_into(bytes, true, &mut out);
+    Some(out)
+}
+
+/// Appends `bytes` to `out` escaped as [`escape_invalid_utf8`] does, for input read in pieces: a character
+/// cut off at the end of `bytes` is left unread (its other bytes may come with the next piece) unless
+/// `at_end`, when its bytes are escaped. Returns how many bytes of `bytes` were read.
+pub fn escape_invalid_utf8_into(bytes: &[u8], at_end: bool, out: &mut Vec<u8>) -> usize {
+    let mut rest = bytes;
+    loop {
+        let error = match simdutf8::compat::from_utf8(rest) {
+            Ok(_) => {
+                out.extend_from_slice(rest);
+                return bytes.len();
+            }
+            Err(error) => error,
+        };
+        let valid = error.valid_up_to();
+        out.extend_from_slice(&rest[..valid]);
+        let invalid = match error.error_len() {
+            Some(length) => length,
+            None if at_end => rest.len() - valid,
+            None => return bytes.len() - (rest.len() - valid),
+        };
+        for byte in &rest[valid..valid + invalid] {
             out.extend_from_slice(format!("\\udc{byte:02x}").as_bytes());
         }
+        rest = &rest[valid + invalid..];
     }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -128,5 +150,22 @@ mod tests {
         assert_eq!(count, 2);
         let _: serde_json::Value = serde_json::from_slice(&lone_surrogates(&escaped).unwrap().0)
             .expect("after the replacement the record parses");
+    }
+
+    #[test]
+    fn escaping_in_pieces_gives_what_escaping_the_whole_gives() {
+        // An invalid byte, a character cut at every point, and one cut off at the very end.
+        let mut bytes = "{\"s\":\"Nguyễn".as_bytes().to_vec();
+        bytes.extend_from_slice(b"\xff\"}\xe1\xbb");
+        let whole = escape_invalid_utf8(&bytes).unwrap();
+        assert!(whole.ends_with(br#"\udcff"}\udce1\udcbb"#));
+        for split in 0..=bytes.len() {
+            let mut out = Vec::new();
+            let used = escape_invalid_utf8_into(&bytes[..split], false, &mut out);
+            let mut rest = bytes[used..split].to_vec();
+            rest.extend_from_slice(&bytes[split..]);
+            escape_invalid_utf8_into(&rest, true, &mut out);
+            assert_eq!(out, whole, "split at {split}");
+        }
     }
 }

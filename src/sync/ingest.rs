@@ -9,6 +9,7 @@ use jiff::Timestamp;
 
 use super::catalog::PortalCatalog;
 use crate::decide::{DossierState, IngestAction, NewVersion, on_new_outcome, on_new_version};
+use crate::normalize::oversize::{OversizeStub, oversize, oversize_record};
 use crate::normalize::{self, Finding, MappingTables, Normalized, Outcome, codes};
 use crate::source::feed::{FeedError, FeedRecord, FeedSink};
 use crate::store::{HeldRecord, IngestRow, ProgressEntryRow, Store, VersionKind};
@@ -268,9 +269,9 @@ impl IngestSink {
         now: Timestamp,
     ) -> Fresh<'a> {
         if raw.len() > self.max_record_bytes {
-            let stub = oversize_stub(&id, raw, &raw_hash);
+            let (normalized, stub) = oversize_record(&id, raw, &raw_hash);
             return Fresh {
-                normalized: oversize(&id, raw.len(), &raw_hash, &stub),
+                normalized,
                 id,
                 raw: Cow::Owned(stub),
                 raw_hash,
@@ -318,73 +319,6 @@ impl IngestSink {
             IngestAction::Stale => self.stats.stale += 1,
             _ => {}
         }
-    }
-}
-
-/// What the ledger stores in place of a record over `source.max_record_bytes`: its id, `updatedDate`
-/// (read without parsing the whole record), size and hash, so the operator can find it at the source.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OversizeStub {
-    tthc_sync_oversize_record: bool,
-    id: String,
-    /// The record's `updatedDate`, Unix ms.
-    #[serde(default)]
-    updated_ms: Option<i64>,
-    bytes: usize,
-    blake3: String,
-}
-
-impl OversizeStub {
-    const PREFIX: &'static str = "{\"tthcSyncOversizeRecord\":true";
-
-    fn read(raw: &str) -> Option<OversizeStub> {
-        if !raw.starts_with(Self::PREFIX) {
-            return None;
-        }
-        serde_json::from_str(raw).ok()
-    }
-}
-
-fn oversize_stub(id: &str, raw: &str, raw_hash: &str) -> String {
-    let header: Option<crate::source::wire::RecordHeader> = serde_json::from_str(raw).ok();
-    let updated_ms = header
-        .and_then(|header| header.updated_date)
-        .and_then(|date| crate::source::time::parse_source_date(&date))
-        .map(|at| at.as_millisecond());
-    serde_json::to_string(&OversizeStub {
-        tthc_sync_oversize_record: true,
-        id: id.to_owned(),
-        updated_ms,
-        bytes: raw.len(),
-        blake3: raw_hash.to_owned(),
-    })
-    .unwrap_or_default()
-}
-
-/// The verdict on a record over the limit: held back, filed under its id and `updatedDate` only.
-fn oversize(id: &str, bytes: usize, hash: &str, stub: &str) -> Normalized {
-    let updated_at = OversizeStub::read(stub)
-        .and_then(|stub| stub.updated_ms)
-        .and_then(|millis| Timestamp::from_millisecond(millis).ok());
-    Normalized {
-        source_id: Some(id.to_owned()),
-        dossier_code: None,
-        source_agency_id: None,
-        unit: None,
-        procedure_code: None,
-        reception_day: None,
-        updated_at,
-        outcome: Outcome::Rejected(vec![Finding {
-            code: codes::OVERSIZE_RECORD,
-            field: String::new(),
-            detail: format!(
-                "the record is {bytes} bytes, more than source.max_record_bytes; kept as its id, size and blake3 {}",
-                &hash[..hash.len().min(16)]
-            ),
-            value: None,
-        }]),
-        warnings: Vec::new(),
     }
 }
 
