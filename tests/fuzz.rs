@@ -114,7 +114,7 @@ fn fuzz<Extra: std::fmt::Debug>(
         let input = make(&mut rng);
         bytes_total += input.bytes.len() as u64;
         let verdict = catch_unwind(AssertUnwindSafe(|| check(&input)))
-            .unwrap_or_else(|panic| Err(format!("panic: {}", panic_text(&panic))));
+            .unwrap_or_else(|panic| Err(format!("panic: {}", panic_text(&*panic))));
         match verdict {
             Ok(kind) => *tally.entry(kind).or_insert(0) += 1,
             Err(problem) => {
@@ -167,7 +167,7 @@ fn case_rng(seed: u64, case: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(key)
 }
 
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()
@@ -330,8 +330,7 @@ fn mutate(value: &mut Value, corpus: &Corpus, rng: &mut ChaCha8Rng) {
             }
             7 => {
                 // A part of another real record in its place.
-                let donor = corpus.pick(rng).record.clone();
-                let mut donor = donor;
+                let mut donor = corpus.pick(rng).record.clone();
                 *node = random_node(&mut donor, rng).take();
             }
             8 => *node = Value::Array(vec![node.take()]),
