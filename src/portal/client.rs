@@ -8,7 +8,7 @@ use backon::Retryable;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Mutex;
 
-use super::wire::{Envelope, ItemResult, UnitCatalogItem, UnitDayCount, parse_code};
+use super::wire::{Envelope, ItemResult, UnitCatalogItem, UnitDayCount, parse_code, read_envelope};
 use crate::config::{ConfigError, PortalSettings, resolve_secret};
 use crate::http::{GatewayToken, LoginGate, RetryPolicy, TransportError, build_client, send};
 
@@ -164,7 +164,7 @@ impl PortalClient {
             other => other?,
         };
         // A 200 whose body is not JSON is an error to retry, never a success (portal-api.md 2.1).
-        serde_json::from_slice::<Envelope>(&answer).map_err(|error| {
+        read_envelope(&answer).map_err(|error| {
             PortalError::Transport(TransportError::Body(format!("{path}: {error}")))
         })
     }
@@ -352,9 +352,10 @@ fn join_payloads(fields: &mut String, items: &[(&str, &str)]) {
     fields.push(']');
 }
 
-/// Reads the per-item answers and matches them to the items sent by `MaHoSo`, never by position. Without
-/// `result`, the overall code applies to every item.
-fn item_answers(answer: Envelope, sent: &[(&str, &str)]) -> Result<ItemAnswers, PortalError> {
+/// Reads the per-item answers and matches them to the items sent (`(MaHoSo, payload)`) by `MaHoSo`, never
+/// by position. Without `result`, the overall code applies to every item. The fuzz tests (`tests/fuzz.rs`)
+/// drive it with answers read by [`read_envelope`], as [`PortalClient`] does.
+pub fn item_answers(answer: Envelope, sent: &[(&str, &str)]) -> Result<ItemAnswers, PortalError> {
     let overall = answer.error_code.0;
     if overall != 0 {
         return Err(PortalError::Answer {

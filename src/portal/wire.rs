@@ -333,6 +333,12 @@ pub struct Envelope {
     pub result: Option<serde_json::Value>,
 }
 
+/// Reads a portal answer's body. A body that is not such JSON is an error, never a success (portal-api.md
+/// 2.1); the client retries it.
+pub fn read_envelope(body: &[u8]) -> Result<Envelope, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
 /// One entry of a `DongBoHoSoMC` or `CapNhatTienDoHoSoMC` result.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ItemResult {

@@ -240,20 +240,7 @@ impl SourceClient {
         let max_delay = self.retry.max_delay;
         (|| async {
             let body = self.get("/pa/dossier/search", &query).await?;
-            let page: RawPage = parse_lenient(&body).map_err(|error| {
-                SourceError::Transport(TransportError::Body(format!("/pa/dossier/search: {error}")))
-            })?;
-            drop(body);
-            match page.content {
-                Some(content) => Ok(FeedPage {
-                    content,
-                    total_elements: page.total_elements,
-                    last: page.last,
-                }),
-                None => Err(SourceError::Transport(TransportError::Body(
-                    "feed page without content".into(),
-                ))),
-            }
+            parse_search_page(&body)
         })
         .retry(self.retry.backoff())
         .when(|error: &SourceError| {
@@ -375,6 +362,25 @@ pub struct FeedPage {
     pub content: Vec<Box<RawValue>>,
     pub total_elements: Option<i64>,
     pub last: Option<bool>,
+}
+
+/// Reads the body of a feed page (`/pa/dossier/search`): its records raw, one by one, and its counts. It
+/// fails only when the page's own JSON does, or when it has no `content` (quirk 9); what one record holds
+/// never fails it (quirk 11). The fuzz tests (`tests/fuzz.rs`) drive the reader through this function.
+pub fn parse_search_page(body: &[u8]) -> Result<FeedPage, SourceError> {
+    let page: RawPage = parse_lenient(body).map_err(|error| {
+        SourceError::Transport(TransportError::Body(format!("/pa/dossier/search: {error}")))
+    })?;
+    match page.content {
+        Some(content) => Ok(FeedPage {
+            content,
+            total_elements: page.total_elements,
+            last: page.last,
+        }),
+        None => Err(SourceError::Transport(TransportError::Body(
+            "feed page without content".into(),
+        ))),
+    }
 }
 
 /// Parses an answer that carries records. Bytes that are not UTF-8 spoil only the record that holds them:

@@ -398,8 +398,8 @@ fn read_page(
 }
 
 /// Reads the id and `updatedDate` of each record; a record without them is still passed on (it becomes a
-/// `malformed_record` downstream), it just cannot steer the reader.
-fn read_records(content: Vec<Box<RawValue>>) -> Vec<FeedRecord> {
+/// `malformed_record` downstream), it just cannot steer the reader. Every record in is one record out.
+pub fn read_records(content: Vec<Box<RawValue>>) -> Vec<FeedRecord> {
     content
         .into_iter()
         .map(|raw| {
