@@ -22,12 +22,12 @@ use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
-use tthc_sync::source::escapes::lone_surrogates;
 use tthc_sync::normalize::{MappingTables, Outcome, codes, normalize_bytes};
 use tthc_sync::portal::client::item_answers;
 use tthc_sync::portal::wire::{parse_code, read_envelope};
 use tthc_sync::sim::generator::{GeneratorConfig, generate};
 use tthc_sync::source::client::parse_search_page;
+use tthc_sync::source::escapes::lone_surrogates;
 use tthc_sync::source::feed::read_records;
 
 /// Inputs per target when `TTHC_SYNC_FUZZ_INPUTS` is not set: a few seconds in a debug build.

@@ -29,10 +29,10 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{Settings, default_max_record_bytes};
 use crate::normalize::codes::{message_en, message_vi};
-use crate::source::escapes::escape_invalid_utf8_into;
 use crate::normalize::oversize::oversize_record;
 use crate::normalize::{MappingTables, Normalized, Outcome, normalize_bytes};
 use crate::privacy;
+use crate::source::escapes::escape_invalid_utf8_into;
 use crate::source::wire::RecordHeader;
 
 #[derive(Args, Debug)]

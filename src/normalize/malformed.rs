@@ -14,7 +14,10 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Vis
 use serde_json::value::RawValue;
 
 use super::{Finding, Normalized, Outcome, codes, dates};
-use crate::source::wire::{LenientString, RawDate, SourceDossier};
+use crate::source::wire::{LenientString, MAX_LIST_ENTRIES, RawDate, SourceDossier};
+
+/// The record's lists, each of at most [`MAX_LIST_ENTRIES`] entries.
+const BOUNDED_LISTS: [&str; 4] = ["fees", "attachments", "supplements", "history"];
 
 /// Values up to this size are checked whole, in one small parse; larger ones are checked part by part, so
 /// that a field of many values is never held as a tree.
@@ -185,7 +188,18 @@ fn locate_in_object(path: &mut Vec<Step>, text: &str) -> Option<Problem> {
 }
 
 fn locate_in_array(path: &mut Vec<Step>, text: &str) -> Option<Problem> {
+    // The record's lists are bounded (`source::wire::MAX_LIST_ENTRIES`): past the bound, the list itself
+    // is the problem, whatever its entries hold.
+    let bounded =
+        matches!(path.as_slice(), [Step::Key(key)] if BOUNDED_LISTS.contains(&key.as_str()));
     for_each_item(text, |index, item| {
+        if bounded && index == MAX_LIST_ENTRIES {
+            let field = field_name(path);
+            return Some(Problem {
+                detail: format!("`{field}` has more than {MAX_LIST_ENTRIES} entries"),
+                field,
+            });
+        }
         path.push(Step::Item(index));
         let problem = locate(path, item.get());
         path.pop();

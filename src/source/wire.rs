@@ -26,6 +26,65 @@ pub struct RawPage {
     pub last: Option<bool>,
 }
 
+/// The most entries one list of a record may hold (`fees`, `attachments`, `supplements`, `history`). A
+/// real dossier has tens. A record with more is a `malformed_record` naming the list: a few megabytes of
+/// `{}` entries under `source.max_record_bytes` must not become gigabytes of parsed entries (source-api.md
+/// quirk 14).
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+
+/// Reads an optional list of at most [`MAX_LIST_ENTRIES`] entries, failing as soon as one more arrives.
+fn bounded_list<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+        type Value = Option<Vec<T>>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(
+                formatter,
+                "a list of at most {MAX_LIST_ENTRIES} entries, or null"
+            )
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_seq(self)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut entries: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut list = Vec::with_capacity(entries.size_hint().unwrap_or(0).min(64));
+            while let Some(entry) = entries.next_element()? {
+                if list.len() == MAX_LIST_ENTRIES {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_LIST_ENTRIES} entries"
+                    )));
+                }
+                list.push(entry);
+            }
+            Ok(Some(list))
+        }
+    }
+
+    deserializer.deserialize_option(Bounded(std::marker::PhantomData))
+}
+
 /// A typed Spring page, for the catalogs and identifier listings.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -79,13 +138,13 @@ pub struct SourceDossier {
     pub dossier_status: Option<CodeName>,
     #[serde(default)]
     pub return_method: Option<CodeName>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub fees: Option<Vec<Fee>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub attachments: Option<Vec<Attachment>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub supplements: Option<Vec<Supplement>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub history: Option<Vec<HistoryEntry>>,
     #[serde(default)]
     pub vneid_verified: Option<bool>,
@@ -410,6 +469,31 @@ lenient_scalar!(RawAmount, "an amount as a number or a string",
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_longer_than_the_bound_is_refused_naming_the_bound() {
+        let at_bound = format!(
+            "{{\"id\":\"a\",\"history\":[{}]}}",
+            vec!["{}"; MAX_LIST_ENTRIES].join(",")
+        );
+        let dossier: SourceDossier = serde_json::from_str(&at_bound).unwrap();
+        assert_eq!(
+            dossier.history.map(|history| history.len()),
+            Some(MAX_LIST_ENTRIES)
+        );
+        let over = format!(
+            "{{\"id\":\"a\",\"fees\":null,\"history\":[{}]}}",
+            vec!["{}"; MAX_LIST_ENTRIES + 1].join(",")
+        );
+        let error = serde_json::from_str::<SourceDossier>(&over).unwrap_err();
+        assert!(
+            error.to_string().contains("more than 10000 entries"),
+            "{error}"
+        );
+        let none: SourceDossier = serde_json::from_str(r#"{"id":"a","fees":null}"#).unwrap();
+        assert_eq!(none.fees, None);
+        assert!(serde_json::from_str::<SourceDossier>(r#"{"id":"a","fees":"x"}"#).is_err());
+    }
 
     #[test]
     fn lenient_scalars_read_every_shape_and_refuse_the_rest() {

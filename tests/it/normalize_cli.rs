@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tthc_sync::commands::normalize::describe;
-use tthc_sync::source::escapes::escape_invalid_utf8;
 use tthc_sync::normalize::{MappingTables, Outcome, normalize_bytes};
+use tthc_sync::source::escapes::escape_invalid_utf8;
 
 fn normalize_cli(input: &Value, extra: &[&str]) -> Vec<Value> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tthc-sync"))
@@ -337,6 +337,15 @@ fn malformed_findings_name_duplicate_keys_and_a_missing_id_as_such() {
     assert_eq!(number_id.1, "`id` is a number, not a string");
     assert_eq!(number_id.2.source_id.as_deref(), Some("7"));
     assert_eq!(finding(r#"{"id":"x","id":"y"}"#).1, "`id` appears twice");
+    // A list past its bound is the problem itself, though each entry fits: megabytes of `{}` under the
+    // record limit must not become gigabytes of parsed entries.
+    let entries = vec!["{}"; tthc_sync::source::wire::MAX_LIST_ENTRIES + 1].join(",");
+    let long = format!(r#"{{"id":"l","history":[{entries}]}}"#);
+    let (field, detail, _) = finding(&long);
+    assert_eq!(
+        (field.as_str(), detail.as_str()),
+        ("history", "`history` has more than 10000 entries")
+    );
 }
 
 #[test]
@@ -415,8 +424,8 @@ fn peak_memory_follows_the_largest_record_not_the_input() {
         mib(baseline)
     );
 
-    // One 8 MB record of history entries whose last key repeats `summary`: malformed, and diagnosed
-    // without a tree of the record.
+    // One 8 MB record of history entries whose first key repeats `summary`: malformed, and diagnosed
+    // without a tree of the record (its history is past the list bound too, found later in the record).
     let (_, fixture) = fixtures().into_iter().next().unwrap();
     let entry = fixture["source"]["history"][0].to_string();
     let mut malformed = record("big-malformed", "x");
@@ -425,7 +434,7 @@ fn peak_memory_follows_the_largest_record_not_the_input() {
     let at = malformed.find("\"history\":").unwrap() + "\"history\":".len();
     let end = at + fixture["source"]["history"].to_string().len();
     malformed.replace_range(at..end, &history);
-    malformed.insert_str(malformed.len() - 1, ",\"summary\":\"again\"");
+    malformed.insert_str(1, "\"summary\":\"again\",");
     let input = dir.path().join("malformed.json");
     std::fs::write(&input, &malformed).unwrap();
     let (output, peak) = normalize_file(&input, &tables);
