@@ -18,7 +18,8 @@ use tthc_sync::config::SourceSettings;
 use tthc_sync::http::RetryPolicy;
 use tthc_sync::normalize::MappingTables;
 use tthc_sync::reconcile::log::ReconciliationLog;
-use tthc_sync::reconcile::{Counts, Reconciler, attach_indicators, lines};
+use tthc_sync::reconcile::{Counts, Reconciler, lines};
+use tthc_sync::report::lines::{OtherSides, unit_lines};
 use tthc_sync::sim::FaultLevel;
 use tthc_sync::sim::source::{SourceFaults, SourceSimConfig};
 use tthc_sync::source::client::SourceClient;
@@ -140,11 +141,7 @@ async fn main() {
     );
 
     let started = Instant::now();
-    let mut report = lines(
-        &store.ledger_buckets(from, to, None).await.unwrap(),
-        &Counts::default(),
-    );
-    attach_indicators(store.as_ref(), &mut report, from, to, None)
+    let report = unit_lines(store.as_ref(), from, to, None, OtherSides::Stored)
         .await
         .unwrap();
     println!(

@@ -10,6 +10,7 @@
 //! - [`privacy`]: the one masking function every output uses for personal data.
 //! - [`unit_key`]: the one key a unit is reported and filtered under (`agency:<id>`, `unknown`).
 //! - [`actors`]: who must act on each reason code, and the next step in both languages.
+//! - [`indicators`]: the Decision 766 indicators computed from portal payloads, per unit (a preview).
 //!
 //! The adapters:
 //! - [`http`]: what both HTTP clients share: building them, gateway tokens, retries, bounded bodies.
@@ -24,7 +25,8 @@
 //! - [`config`]: settings from defaults, a TOML file and the environment, checked at start.
 //! - [`sync`]: the pipeline: the poller (feed → ledger, with the catalog pre-flight) and the pusher.
 //! - [`reconcile`]: source, ledger and portal compared per unit; what is missing fetched and queued.
-//! - [`report`]: the indicator preview of Decision 766 per unit.
+//! - [`report`]: a period's per-unit lines assembled once for every reader, and rendered (table, CSV,
+//!   xlsx, JSON, the correction workbooks).
 //! - [`app`]: the daemon built from settings and run: its loops, leadership, schedules and health.
 //! - [`status`]: the status server: health checks, `/metrics`, the operators' dashboard and its JSON.
 //! - [`commands`]: the subcommands of the binary, wiring the parts above together.
@@ -39,6 +41,7 @@ pub mod commands;
 pub mod config;
 pub mod decide;
 pub mod http;
+pub mod indicators;
 pub mod metrics;
 pub mod normalize;
 pub mod notify;

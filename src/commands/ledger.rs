@@ -14,11 +14,10 @@ use crate::actors::Actor;
 use crate::app::{App, Sides, vietnam_today};
 use crate::config::Settings;
 use crate::reconcile::fetch::{self, Backfill};
-use crate::reconcile::render::{self, Format, Lang, Sheet};
 use crate::reconcile::select::LedgerIndex;
-use crate::reconcile::{
-    Counts, UnitLine, apply_content_check, attach_indicators, lines, sum_by_unit,
-};
+use crate::reconcile::{Counts, UnitLine, sum_by_unit};
+use crate::report::lines::{OtherSides, unit_lines};
+use crate::report::render::{self, Format, Lang, Sheet};
 use crate::store::FailureRow;
 use crate::sync::ingest::IngestSink;
 use crate::unit_key::{UnitKey, owner_of};
@@ -209,53 +208,50 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     let (from_day, to_day) = (from.to_string(), to.to_string());
-    // Every unit's buckets: which key a source agency's dossiers go to depends on all of them.
-    let buckets = app.store.ledger_buckets(&from_day, &to_day, None).await?;
     let mut notes = Vec::new();
-    let mut counts = Counts::default();
-    if !args.offline {
+    let sides = if args.offline {
+        OtherSides::Stored
+    } else {
         let reconciler = app.reconciler();
-        counts.source = reconciler
+        let source = reconciler
             .source_counts(&from_day, &to_day, &mut notes)
             .await;
-        counts.portal = reconciler
+        let portal = reconciler
             .portal_counts(from, to, &mut notes)
             .await
             .as_ref()
             .map(sum_by_unit);
-    }
-    let mut lines = lines(&buckets, &counts);
-    if let Some(unit) = &args.unit {
+        OtherSides::Live(Counts {
+            source,
+            portal,
+            ..Counts::default()
+        })
+    };
+    let mut lines = unit_lines(
+        app.store.as_ref(),
+        &from_day,
+        &to_day,
+        args.unit.as_ref(),
+        sides,
+    )
+    .await?;
+    if let Some(unit) = &args.unit
+        && lines.is_empty()
+    {
         let key = unit.to_string();
-        lines.retain(|line| line.unit == key);
-        if lines.is_empty() {
-            let index = LedgerIndex::read(app.store.as_ref()).await?;
-            anyhow::ensure!(
-                index.keys().any(|known| known == key),
-                "unit {key} is not in the ledger; its units are: {}",
-                index.keys().take(20).collect::<Vec<_>>().join(", ")
-            );
-        }
+        let index = LedgerIndex::read(app.store.as_ref()).await?;
+        anyhow::ensure!(
+            index.keys().any(|known| known == key),
+            "unit {key} is not in the ledger; its units are: {}",
+            index.keys().take(20).collect::<Vec<_>>().join(", ")
+        );
     }
-    apply_content_check(&mut lines, &app.store.latest_reconciliation().await?);
     if let Some(actor) = args.actor {
         for line in &mut lines {
             line.reasons
                 .retain(|reason| crate::actors::triage_of(&reason.code).actor == actor);
         }
     }
-    let payload_unit = match &args.unit {
-        Some(UnitKey::Unit(code)) => Some(code.as_str()),
-        _ => None,
-    };
-    attach_indicators(
-        app.store.as_ref(),
-        &mut lines,
-        &from_day,
-        &to_day,
-        payload_unit,
-    )
-    .await?;
     for note in &notes {
         eprintln!("tthc-sync: {note}");
     }

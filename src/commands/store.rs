@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::reconcile::render::Lang;
+use crate::report::render::Lang;
 use crate::store::copy::{self, CopyOptions, CopyReport, DEFAULT_BATCH_ROWS, Endpoint};
 
 #[derive(Subcommand, Debug)]

@@ -8,7 +8,7 @@
 pub mod content;
 pub mod fetch;
 pub mod log;
-pub mod render;
+
 pub mod select;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -20,9 +20,8 @@ use jiff::civil::Date;
 use serde::Serialize;
 
 use crate::decide::DossierState;
+use crate::indicators::UnitPreview;
 use crate::portal::client::PortalClient;
-use crate::portal::wire::Dossier;
-use crate::report::indicators::{IndicatorTally, UnitPreview, preview};
 use crate::source::client::SourceClient;
 use crate::store::{
     ContentCandidate, LedgerBucket, Millis, ReconciliationRecord, Store, StoreError,
@@ -310,62 +309,6 @@ pub fn lines(buckets: &[LedgerBucket], counts: &Counts) -> Vec<UnitLine> {
         .collect();
     sort_worst_first(&mut lines);
     lines
-}
-
-/// Adds the indicator preview to each line, from the payloads of the period: what the portal accepted,
-/// and beside it every sendable payload (what the unit would have if nothing had failed to sync).
-pub async fn attach_indicators(
-    store: &dyn Store,
-    lines: &mut [UnitLine],
-    from: &str,
-    to: &str,
-    unit: Option<&str>,
-) -> Result<(), StoreError> {
-    let mut tallies: HashMap<String, (IndicatorTally, IndicatorTally)> = HashMap::new();
-    for (payload_unit, state, payload) in store.payloads(from, to, unit).await? {
-        let Ok(dossier) = serde_json::from_str::<Dossier>(&payload) else {
-            continue;
-        };
-        let key = payload_unit.unwrap_or_else(|| dossier.don_vi_xu_ly.clone());
-        let (accepted, all) = tallies.entry(key).or_default();
-        if state == DossierState::Accepted {
-            accepted.add(&dossier);
-        }
-        all.add(&dossier);
-    }
-    for line in lines {
-        let (accepted, all) = tallies.remove(&line.unit).unwrap_or_default();
-        let at_source = line
-            .source_count
-            .or(Some(line.ledger.received))
-            .map(|count| count.max(0) as u64);
-        line.indicators = Some(preview(&accepted, &all, at_source));
-    }
-    Ok(())
-}
-
-/// The content check's counts of each unit's latest reconciliation, put on the lines of a report or the
-/// dashboard. The check is about recent acceptances rather than the period's reception days, so the
-/// latest run counts whatever period it covered.
-pub fn apply_content_check(lines: &mut [UnitLine], records: &[ReconciliationRecord]) {
-    for line in lines {
-        let Some(record) = records.iter().find(|record| record.unit == line.unit) else {
-            continue;
-        };
-        let Ok(summary) = serde_json::from_str::<serde_json::Value>(&record.summary) else {
-            continue;
-        };
-        line.content_checked = summary["content_checked"].as_i64().unwrap_or(0);
-        line.content_differs = summary["content_differs"].as_i64().unwrap_or(0);
-        line.content_differs_days = summary["content_differs_days"]
-            .as_object()
-            .map(|days| {
-                days.iter()
-                    .filter_map(|(day, count)| Some((day.clone(), count.as_i64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-    }
 }
 
 /// How many dossiers a stored reconciliation line found with other content on the portal.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::data::{DASHBOARD_PERIODS, DashboardView};
 use crate::actors::{Actor, triage_of};
 use crate::reconcile::UnitLine;
-use crate::reconcile::render::{
+use crate::report::render::{
     CONTENT_DIFFERS_EN, CONTENT_DIFFERS_VI, Lang, STAMPED_AHEAD_EN, STAMPED_AHEAD_VI, actor_label,
     failures_sheet, group_thousands, next_step, percent, raw_text, reason_label, vietnam_time,
     workbook_file_name,

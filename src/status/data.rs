@@ -11,9 +11,8 @@ use super::STORE_TIMEOUT;
 use crate::app::{App, vietnam_today};
 use crate::metrics::{Snapshot, UnitSnapshot};
 use crate::reconcile::select::ALL_DAYS;
-use crate::reconcile::{
-    Counts, UnitLine, apply_content_check, attach_indicators, completeness, lines, sort_worst_first,
-};
+use crate::reconcile::{UnitLine, completeness};
+use crate::report::{self, lines::OtherSides};
 use crate::store::ReconciliationRecord;
 use crate::sync::ingest::FEED_CURSOR;
 use crate::unit_key::UnitKey;
@@ -184,38 +183,7 @@ pub async fn unit_lines(
     to: &str,
     unit: Option<&UnitKey>,
 ) -> anyhow::Result<Vec<UnitLine>> {
-    // Every unit's buckets: which key a source agency's dossiers go to depends on all of them.
-    let buckets = app.store.ledger_buckets(from, to, None).await?;
-    let mut lines = lines(&buckets, &Counts::default());
-    if let Some(unit) = unit {
-        let key = unit.to_string();
-        lines.retain(|line| line.unit == key);
-    }
-    let records = app.store.latest_reconciliation().await?;
-    for line in &mut lines {
-        if let Some(record) = records.iter().find(|record| {
-            record.unit == line.unit && record.from_day == from && record.to_day == to
-        }) {
-            apply_reconciliation(line, record);
-        }
-    }
-    apply_content_check(&mut lines, &records);
-    sort_worst_first(&mut lines);
-    let payload_unit = match unit {
-        Some(UnitKey::Unit(code)) => Some(code.as_str()),
-        _ => None,
-    };
-    attach_indicators(app.store.as_ref(), &mut lines, from, to, payload_unit).await?;
-    Ok(lines)
-}
-
-/// The other sides' counts a reconciliation of the same period found, applied to a ledger-only line with
-/// the rules of [`crate::reconcile::lines`].
-fn apply_reconciliation(line: &mut UnitLine, record: &ReconciliationRecord) {
-    line.source_count = record.source_count;
-    line.portal_count = record.portal_count;
-    line.missing = record.missing;
-    line.settle();
+    Ok(report::lines::unit_lines(app.store.as_ref(), from, to, unit, OtherSides::Stored).await?)
 }
 
 /// The periods the dashboard offers, in days.

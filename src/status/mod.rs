@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actors::Actor;
 use crate::app::App;
-use crate::reconcile::render::{self, Lang};
 use crate::reconcile::select::{LedgerIndex, SelectError};
+use crate::report::render::{self, Lang};
 use crate::unit_key::UnitKey;
 
 /// Failing dossiers listed on a unit's page and in its JSON, at most.

@@ -228,7 +228,7 @@ async fn every_report_line_drills_down_to_its_dossiers() {
     assert_eq!(written.len(), failing.len(), "{stdout}");
     for line in &failing {
         let key = line["unit"].as_str().unwrap();
-        let file = out.join(tthc_sync::reconcile::render::workbook_file_name(key));
+        let file = out.join(tthc_sync::report::render::workbook_file_name(key));
         let (text, codes, sheets) = workbook(&file);
         assert_eq!(sheets[0], "Đơn vị cần sửa");
         assert!(text.starts_with("Mã hồ sơ\tNgày tiếp nhận\tTrường thông tin\tLỗi\tCách sửa"));

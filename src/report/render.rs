@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use std::collections::HashMap;
 
-use super::UnitLine;
 use crate::actors::{Actor, triage_of};
+use crate::indicators::INDICATORS;
 use crate::normalize::codes;
-use crate::report::indicators::INDICATORS;
+use crate::reconcile::UnitLine;
 use crate::store::{FailureRow, Millis};
 use crate::unit_key::owner_of;
 
