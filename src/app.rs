@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Settings, initial_from};
+use crate::events;
 use crate::http::RetryPolicy;
 use crate::metrics::SyncMetrics;
 use crate::normalize::MappingTables;
@@ -662,71 +663,42 @@ impl App {
                 Some(Ok((poll, ingest))) => {
                     failures = 0;
                     self.health.set_condition(NOT_PAGING, None);
-                    self.metrics.record_poll(
-                        ingest.received,
-                        ingest.received.saturating_sub(ingest.unchanged),
-                        &ingest.held_by_reason,
-                        &ingest.future_by_unit,
-                        started.elapsed(),
-                    );
-                    self.metrics.record_feed_anomalies(&poll);
+                    events::PollCompleted {
+                        poll: &poll,
+                        received: ingest.received,
+                        unchanged: ingest.unchanged,
+                        queued: ingest.queued,
+                        held: ingest.held,
+                        skipped: ingest.skipped,
+                        held_by_reason: &ingest.held_by_reason,
+                        future_by_unit: &ingest.future_by_unit,
+                        elapsed: started.elapsed(),
+                    }
+                    .emit(&self.metrics);
                     self.health
                         .last_poll_ok
                         .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
-                    if poll.future_rows > 0 {
-                        tracing::warn!(
-                            rows = poll.future_rows,
-                            newest = %poll.newest_future.map(|at| at.to_string()).unwrap_or_default(),
-                            new_versions = ingest.future_by_unit.values().sum::<u64>(),
-                            "the source's feed holds rows stamped ahead of the clock (beyond source.max_clock_skew_seconds); they are ingested, the cursor does not follow them"
-                        );
-                    }
-                    if poll.count_contradictions > 0 {
-                        tracing::warn!(
-                            answers = poll.count_contradictions,
-                            "the source's counts (totalElements, last) contradicted the rows it sent; only the rows were trusted"
-                        );
-                    }
-                    tracing::info!(
-                        requests = poll.requests,
-                        records = ingest.received,
-                        unchanged = ingest.unchanged,
-                        queued = ingest.queued,
-                        held = ingest.held,
-                        skipped = ingest.skipped,
-                        tie_blocks = poll.tie_blocks,
-                        cursor = %poll.cursor.map(|cursor| cursor.to_string()).unwrap_or_default(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "poll done"
-                    );
                 }
                 Some(Err(error)) => {
                     failures += 1;
                     self.health.poll_failures.fetch_add(1, Ordering::Relaxed);
-                    self.metrics
-                        .record_poll_failure(error.kind(), started.elapsed());
-                    match error.kind().as_str() {
-                        "source_not_paging" => {
-                            pause = poll_backoff(
-                                failures,
-                                self.settings.poll_interval(),
-                                MAX_NOT_PAGING_BACKOFF,
-                            );
-                            self.health.set_condition(
-                                NOT_PAGING,
-                                Some(format!("Nguồn không phân trang: cùng một trang được trả về cho mọi yêu cầu; thử lại sau {} giây (the source is not paging)", pause.as_secs())),
-                            );
-                            tracing::error!(error = %error, retry_in_s = pause.as_secs(), "poll stopped: the source is not paging; the cursor stays");
-                        }
-                        "credentials" => {
-                            // The client's login gate logged the refusal (once per attempt) and paces the
-                            // attempts; /readyz shows it.
-                            tracing::debug!(error = %error, "poll skipped: the source's credentials were refused");
-                        }
-                        _ => {
-                            tracing::warn!(error = %error, "poll failed; the cursor stays where the last committed page left it");
-                        }
+                    if error.kind() == "source_not_paging" {
+                        pause = poll_backoff(
+                            failures,
+                            self.settings.poll_interval(),
+                            MAX_NOT_PAGING_BACKOFF,
+                        );
+                        self.health.set_condition(
+                            NOT_PAGING,
+                            Some(format!("Nguồn không phân trang: cùng một trang được trả về cho mọi yêu cầu; thử lại sau {} giây (the source is not paging)", pause.as_secs())),
+                        );
                     }
+                    events::PollFailed {
+                        error: &error,
+                        elapsed: started.elapsed(),
+                        retry_in: pause,
+                    }
+                    .emit(&self.metrics);
                 }
             }
             if !self.wait_beating(&shutdown, pause).await {

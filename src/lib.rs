@@ -20,6 +20,8 @@
 //! - [`notify`]: the systemd notification protocol: READY, RELOADING, STOPPING, watchdog pings.
 //! - [`telemetry`]: logging set-up (terminal lines or JSON).
 //! - [`metrics`]: the Prometheus metrics, counted where events happen and read from the ledger at scrape.
+//! - [`events`]: what the daemon tells about itself (a poll, a failed poll, a portal call that failed or
+//!   whose answer did not match), each logged and counted in one place.
 //!
 //! The daemon and what operators read:
 //! - [`config`]: settings from defaults, a TOML file and the environment, checked at start.
@@ -40,6 +42,7 @@ pub mod app;
 pub mod commands;
 pub mod config;
 pub mod decide;
+pub mod events;
 pub mod http;
 pub mod indicators;
 pub mod metrics;

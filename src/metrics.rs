@@ -158,9 +158,9 @@ impl SyncMetrics {
 
     /// What a poll met of the source's hostile behaviours: rows stamped ahead of the clock (source-api.md
     /// quirk 10) and counts that contradicted the rows (quirk 12).
-    pub fn record_feed_anomalies(&self, poll: &crate::source::feed::PollStats) {
-        self.future_rows.inc_by(poll.future_rows);
-        self.count_contradictions.inc_by(poll.count_contradictions);
+    pub fn record_feed_anomalies(&self, future_rows: u64, count_contradictions: u64) {
+        self.future_rows.inc_by(future_rows);
+        self.count_contradictions.inc_by(count_contradictions);
     }
 
     /// A poll that failed.

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use crate::decide::{PortalVerdict, retry_delay, verdict};
-use crate::metrics::{Side, SyncMetrics};
+use crate::events;
+use crate::metrics::SyncMetrics;
 use crate::portal::client::{ItemAnswer, ItemAnswers, PortalClient, PortalError};
 use crate::store::{
     AttemptRecord, ClaimedDossier, ClaimedProgress, DeliveryOutcome, DeliveryResult, Millis,
@@ -276,16 +277,14 @@ impl Pusher {
                 if answers.ignored_entries > 0 || unanswered > 0 {
                     // The portal answered for dossiers it was not sent, or left some without an answer of
                     // their own: those are sent again later, never taken as stored.
-                    self.metrics
-                        .record_unmatched_answers(answers.ignored_entries, unanswered);
-                    tracing::warn!(
+                    events::AnswerMismatch {
                         service,
                         call,
                         items,
-                        ignored_entries = answers.ignored_entries,
+                        ignored_entries: answers.ignored_entries,
                         unanswered,
-                        "the portal's answer does not match the items sent; unanswered items go back to the queue"
-                    );
+                    }
+                    .emit(&self.metrics);
                 }
                 let failed = answers
                     .items
@@ -298,17 +297,15 @@ impl Pusher {
                     ("partial", Some(format!("{failed} of {items} not stored")))
                 }
             }
-            Err(error @ PortalError::Credentials(_)) => {
-                // Retrying cannot help until an operator fixes the account: say so loudly, once a call.
-                self.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
-                self.metrics.record_error(Side::Portal, error.kind());
-                tracing::error!(service, call, items, error = %error, "the portal refuses the account; check portal.username and the password");
-                ("failed", Some(error.to_string()))
-            }
             Err(error) => {
                 self.counters.failed_calls.fetch_add(1, Ordering::Relaxed);
-                self.metrics.record_error(Side::Portal, error.kind());
-                tracing::warn!(service, call, items, error = %error, "portal call failed after retries; its items go back to the queue");
+                events::PortalCallFailed {
+                    service,
+                    call,
+                    items,
+                    error,
+                }
+                .emit(&self.metrics);
                 ("failed", Some(error.to_string()))
             }
         };
