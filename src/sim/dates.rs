@@ -58,18 +58,7 @@ pub fn parse_text(text: &str) -> Option<Timestamp> {
             (parts.next().is_none()).then_some(())?;
             civil_date(y, m, d)?
         };
-        let (hour, minute, second, milli) = clock(time)?;
-        let local = DateTime::new(
-            date.year(),
-            date.month(),
-            date.day(),
-            hour,
-            minute,
-            second,
-            milli * 1_000_000,
-        )
-        .ok()?;
-        return VIETNAM.to_timestamp(local).ok();
+        return VIETNAM.to_timestamp(local_time(date, time)?).ok();
     }
     let (day, rest) = text.split_once('T')?;
     let mut parts = day.split('-');
@@ -90,8 +79,16 @@ pub fn parse_text(text: &str) -> Option<Timestamp> {
         let minutes: i32 = digits[2..].parse().ok()?;
         (time, sign * (hours * 3600 + minutes * 60))
     };
+    Offset::from_seconds(offset_seconds)
+        .ok()?
+        .to_timestamp(local_time(date, time)?)
+        .ok()
+}
+
+/// A day and a clock text (`HH:MM:SS` with optional `.mmm`) as a civil date and time.
+fn local_time(date: Date, time: &str) -> Option<DateTime> {
     let (hour, minute, second, milli) = clock(time)?;
-    let local = DateTime::new(
+    DateTime::new(
         date.year(),
         date.month(),
         date.day(),
@@ -100,11 +97,7 @@ pub fn parse_text(text: &str) -> Option<Timestamp> {
         second,
         milli * 1_000_000,
     )
-    .ok()?;
-    Offset::from_seconds(offset_seconds)
-        .ok()?
-        .to_timestamp(local)
-        .ok()
+    .ok()
 }
 
 fn civil_date(year: &str, month: &str, day: &str) -> Option<Date> {
