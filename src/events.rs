@@ -1,4 +1,5 @@
-//! What the daemon tells about itself, each event logged and counted in one place (the pattern of
+//! What the daemon tells about itself (polls, portal calls and batches, reconciliation runs), each event
+//! logged and counted in one place (the pattern of
 //! Vector's `internal_events`): an event is a value saying what happened, and its `emit` writes the log
 //! line and updates the metrics together. A new event is one type and one call, never a log line in one
 //! file and a counter in another that can drift apart.
@@ -154,5 +155,78 @@ impl PortalCallFailed<'_> {
                 "portal call failed after retries; its items go back to the queue"
             ),
         }
+    }
+}
+
+/// A batch the portal answered: its verdicts, and one summary line (never one line per dossier).
+pub struct BatchPushed<'a> {
+    pub claimed: usize,
+    pub accepted: usize,
+    pub retried: usize,
+    /// The portal's code of each refused dossier.
+    pub refused_codes: &'a [i64],
+}
+
+impl BatchPushed<'_> {
+    pub fn emit(&self, metrics: &SyncMetrics) {
+        metrics.record_verdicts(self.accepted, self.refused_codes, self.retried);
+        tracing::info!(
+            claimed = self.claimed,
+            accepted = self.accepted,
+            refused = self.refused_codes.len(),
+            retried = self.retried,
+            "batch pushed"
+        );
+    }
+}
+
+/// A reconciliation run the daemon made (`kind`: at start, the schedule, the night's wider window).
+pub struct ReconciliationRun<'a> {
+    pub kind: &'a str,
+    pub run_id: &'a str,
+    pub from: jiff::civil::Date,
+    pub to: jiff::civil::Date,
+    pub units: usize,
+    /// Units not complete (a gap, a reason, something waiting).
+    pub incomplete: usize,
+    /// Dossiers found at the source and not in the ledger, fetched and queued.
+    pub fetched: u64,
+    /// What the run could not do (a side that did not answer), said to the operator.
+    pub notes: &'a [String],
+}
+
+impl ReconciliationRun<'_> {
+    pub fn emit(&self, metrics: &SyncMetrics) {
+        metrics.record_reconciliation(true);
+        tracing::info!(
+            kind = self.kind,
+            run_id = %self.run_id,
+            from = %self.from,
+            to = %self.to,
+            units = self.units,
+            incomplete = self.incomplete,
+            fetched = self.fetched,
+            "reconciliation done"
+        );
+        for note in self.notes {
+            tracing::warn!(run_id = %self.run_id, "reconciliation: {note}");
+        }
+    }
+}
+
+/// A reconciliation run that stopped on an error; the next run tries again.
+pub struct ReconciliationFailed<'a> {
+    pub kind: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl ReconciliationFailed<'_> {
+    pub fn emit(&self, metrics: &SyncMetrics) {
+        metrics.record_reconciliation(false);
+        tracing::warn!(
+            kind = self.kind,
+            error = %self.error,
+            "reconciliation failed; trying at the next run"
+        );
     }
 }

@@ -35,6 +35,11 @@ struct UnitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SideLabel {
     side: &'static str,
 }
@@ -71,6 +76,7 @@ pub struct SyncMetrics {
     future_versions: Family<UnitLabel, Counter>,
     future_rows: Counter,
     count_contradictions: Counter,
+    reconciliations: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for SyncMetrics {
@@ -93,6 +99,7 @@ impl Default for SyncMetrics {
             future_versions: Family::default(),
             future_rows: Counter::default(),
             count_contradictions: Counter::default(),
+            reconciliations: Family::default(),
         }
     }
 }
@@ -194,6 +201,14 @@ impl SyncMetrics {
         self.unanswered.inc_by(unanswered as u64);
     }
 
+    /// A reconciliation run that ended (`done`) or stopped on an error (`failed`).
+    pub fn record_reconciliation(&self, done: bool) {
+        let outcome = if done { "done" } else { "failed" };
+        self.reconciliations
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
     pub fn record_error(&self, side: Side, kind: String) {
         let side = match side {
             Side::Source => "source",
@@ -275,6 +290,11 @@ impl SyncMetrics {
             "tthc_sync_source_count_contradictions",
             "Feed answers whose totalElements or last contradicted their rows (counts are hints only)",
             self.count_contradictions.clone(),
+        );
+        registry.register(
+            "tthc_sync_reconciliations",
+            "Reconciliation runs inside the daemon, by outcome (done, failed)",
+            self.reconciliations.clone(),
         );
         registry.register(
             "tthc_sync_dossiers_held",
@@ -392,5 +412,27 @@ impl SyncMetrics {
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
         Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciliation_runs_are_counted_by_outcome() {
+        let metrics = SyncMetrics::default();
+        metrics.record_reconciliation(true);
+        metrics.record_reconciliation(true);
+        metrics.record_reconciliation(false);
+        let text = metrics.encode(&Snapshot::default()).unwrap();
+        assert!(
+            text.contains("tthc_sync_reconciliations_total{outcome=\"done\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tthc_sync_reconciliations_total{outcome=\"failed\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -148,27 +148,26 @@ impl App {
             .unwrap_or(today);
         match self.reconciler().run(from, today, None).await {
             Ok(outcome) => {
-                let incomplete = outcome.lines.iter().filter(|line| !line.complete).count();
-                tracing::info!(
+                events::ReconciliationRun {
                     kind,
-                    run_id = %outcome.run_id,
-                    from = %from,
-                    to = %today,
-                    units = outcome.lines.len(),
-                    incomplete,
-                    fetched = outcome.fetched,
-                    "reconciliation done"
-                );
-                for note in &outcome.notes {
-                    tracing::warn!(run_id = %outcome.run_id, "reconciliation: {note}");
+                    run_id: &outcome.run_id,
+                    from,
+                    to: today,
+                    units: outcome.lines.len(),
+                    incomplete: outcome.lines.iter().filter(|line| !line.complete).count(),
+                    fetched: outcome.fetched,
+                    notes: &outcome.notes,
                 }
+                .emit(&self.metrics);
                 if outcome.fetched > 0 {
                     self.work_available.notify_waiters();
                 }
             }
-            Err(error) => {
-                tracing::warn!(kind, error = %error, "reconciliation failed; trying at the next run")
+            Err(error) => events::ReconciliationFailed {
+                kind,
+                error: &error,
             }
+            .emit(&self.metrics),
         }
     }
 }

@@ -141,8 +141,13 @@ impl Pusher {
                 _ => None,
             })
             .collect();
-        self.metrics
-            .record_verdicts(stats.accepted, &refused_codes, stats.retried);
+        events::BatchPushed {
+            claimed: stats.claimed,
+            accepted: stats.accepted,
+            retried: stats.retried,
+            refused_codes: &refused_codes,
+        }
+        .emit(&self.metrics);
         self.counters
             .accepted
             .fetch_add(stats.accepted as u64, Ordering::Relaxed);
@@ -152,14 +157,6 @@ impl Pusher {
         self.counters
             .retried
             .fetch_add(stats.retried as u64, Ordering::Relaxed);
-        // The per-batch summary an operator reads (one line per batch, never one per dossier).
-        tracing::info!(
-            claimed = stats.claimed,
-            accepted = stats.accepted,
-            refused = stats.refused,
-            retried = stats.retried,
-            "batch pushed"
-        );
         Ok(stats)
     }
 
