@@ -24,7 +24,7 @@ use tthc_sync::sim::FaultLevel;
 use tthc_sync::sim::source::{SourceFaults, SourceSimConfig};
 use tthc_sync::source::client::SourceClient;
 use tthc_sync::source::feed::FeedRecord;
-use tthc_sync::store::Store;
+use tthc_sync::store::prelude::*;
 use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::sync::ingest::IngestSink;
 

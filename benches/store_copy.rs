@@ -16,8 +16,8 @@ mod ledger_fill;
 use std::time::Instant;
 
 use sqlx::AssertSqlSafe;
-use tthc_sync::store::Store;
 use tthc_sync::store::copy::{self, CopyOptions, Endpoint};
+use tthc_sync::store::prelude::*;
 use tthc_sync::store::sqlite::SqliteStore;
 
 #[tokio::main]

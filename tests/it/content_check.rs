@@ -19,6 +19,7 @@ use tthc_sync::commands::demo::{Demo, demo_settings};
 use tthc_sync::normalize::MappingTables;
 use tthc_sync::reconcile::fetch::Backfill;
 use tthc_sync::sim::FaultLevel;
+use tthc_sync::store::prelude::*;
 use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::store::{DeliveryOutcome, DeliveryResult, IngestRow, Redaction, Store};
 use tthc_sync::sync::ingest::IngestSink;
@@ -35,7 +36,7 @@ macro_rules! on_both_stores {
                     let dir = tempfile::tempdir().unwrap();
                     let store = super::SqliteStore::open(&dir.path().join("tthc.db")).await.unwrap();
                     super::$test(&store).await;
-                    super::Store::close(&store).await;
+                    super::Maintenance::close(&store).await;
                 }
             )*
         }
@@ -48,7 +49,7 @@ macro_rules! on_both_stores {
                     };
                     let store = schema.store().await;
                     super::$test(&store).await;
-                    super::Store::close(&store).await;
+                    super::Maintenance::close(&store).await;
                     schema.drop().await;
                 }
             )*

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tthc_sync::decide::{DossierState, IngestAction};
 use tthc_sync::store::postgres::PostgresStore;
+use tthc_sync::store::prelude::*;
 use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::store::{
     DeliveryOutcome, DeliveryResult, IngestRow, ProgressEntryRow, Store, VersionKind,
@@ -25,7 +26,7 @@ macro_rules! on_both_stores {
                 async fn $test() {
                     let (_dir, store) = super::open().await;
                     super::$test(&store).await;
-                    super::Store::close(&store).await;
+                    super::Maintenance::close(&store).await;
                 }
             )*
         }
@@ -38,7 +39,7 @@ macro_rules! on_both_stores {
                     };
                     let store = schema.store().await;
                     super::$test(&store).await;
-                    super::Store::close(&store).await;
+                    super::Maintenance::close(&store).await;
                     schema.drop().await;
                 }
             )*
@@ -1032,7 +1033,7 @@ async fn two_postgres_instances_claiming_at_once_never_take_the_same_dossier() {
         assert!(one.unwrap() ^ two.unwrap(), "round {round}: one holder");
     }
     for (_, store) in &instances {
-        Store::close(store.as_ref()).await;
+        Maintenance::close(store.as_ref()).await;
     }
     schema.drop().await;
 }
@@ -1055,7 +1056,7 @@ async fn a_read_only_postgres_store_reads_and_refuses_writes() {
         .unwrap();
     assert_eq!(reader.counts().await.unwrap().get(DossierState::Pending), 1);
     assert!(reader.ingest(&rows, None, 20).await.is_err());
-    Store::close(&reader).await;
-    Store::close(&store).await;
+    Maintenance::close(&reader).await;
+    Maintenance::close(&store).await;
     schema.drop().await;
 }

@@ -18,6 +18,7 @@ use tthc_sync::decide::DossierState;
 use tthc_sync::sim::FaultLevel;
 use tthc_sync::store::Store;
 use tthc_sync::store::copy::{self, CopyError, CopyOptions, CopyReport, Endpoint};
+use tthc_sync::store::prelude::*;
 use tthc_sync::store::sqlite::SqliteStore;
 
 /// A SQLite ledger filled with `dossiers` synthetic dossiers.

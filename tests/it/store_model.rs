@@ -31,6 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
+use tthc_sync::store::prelude::*;
 use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::store::{DeliveryOutcome, DeliveryResult, IngestRow, Store, VersionKind};
 

@@ -15,7 +15,7 @@ use super::tables::{
     ColumnKind, ColumnValues, KeyValue, NOT_COPIED, PROGRESS_TABLE, Page, TABLES, Table,
 };
 use super::{CopyError, Endpoint, TableMarker};
-use crate::store::Store;
+use crate::store::Maintenance;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
