@@ -82,12 +82,15 @@ impl PollFailed<'_> {
     pub fn emit(&self, metrics: &SyncMetrics) {
         let error = self.error;
         metrics.record_poll_failure(error.kind(), self.elapsed);
-        match error.kind().as_str() {
-            "source_not_paging" => tracing::error!(
+        if error.is_not_paging() {
+            tracing::error!(
                 error = %error,
                 retry_in_s = self.retry_in.as_secs(),
                 "poll stopped: the source is not paging; the cursor stays"
-            ),
+            );
+            return;
+        }
+        match error.kind().as_str() {
             // The client's login gate logged the refusal (once per attempt) and paces the attempts;
             // /readyz shows it.
             "credentials" => tracing::debug!(

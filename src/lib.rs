@@ -16,7 +16,7 @@
 //! - [`http`]: what both HTTP clients share: building them, gateway tokens, retries, bounded bodies.
 //! - [`source`]: the provincial system's wire types, client, and the feed reader that never skips a row.
 //! - [`portal`]: the national portal's wire types and client (sessions, answers matched by `MaHoSo`).
-//! - [`store`]: the ledger behind one trait, on SQLite or PostgreSQL.
+//! - [`store`]: the ledger, one trait per concern, each statement written once for SQLite and PostgreSQL.
 //! - [`notify`]: the systemd notification protocol: READY, RELOADING, STOPPING, watchdog pings.
 //! - [`telemetry`]: logging set-up (terminal lines or JSON).
 //! - [`metrics`]: the Prometheus metrics, counted where events happen and read from the ledger at scrape.

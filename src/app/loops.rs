@@ -182,7 +182,7 @@ impl App {
                 Some(Err(error)) => {
                     failures += 1;
                     self.health.poll_failures.fetch_add(1, Ordering::Relaxed);
-                    if error.kind() == "source_not_paging" {
+                    if error.is_not_paging() {
                         pause = poll_backoff(
                             failures,
                             self.settings.poll_interval(),

@@ -74,6 +74,12 @@ pub enum FeedError {
 }
 
 impl FeedError {
+    /// The source answers every request with the same page (source-api.md quirk 13): the poll backs off
+    /// and readiness says so.
+    pub fn is_not_paging(&self) -> bool {
+        matches!(self, FeedError::NotPaging { .. })
+    }
+
     /// A short label for metrics: the source's error kind, `unstable_tie_block`, or `ledger`.
     pub fn kind(&self) -> String {
         match self {

@@ -129,34 +129,18 @@ impl<B: Backend> Deliveries for B {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Vec<ClaimedDossier>, StoreError> {
-        // Two index walks (due pending rows in order, lapsed leases), never a sort of the whole backlog: a
-        // claim costs the same with ten pending dossiers or a million. Lapsed leases are only looked at
-        // when the pending rows do not fill the claim. A pending row whose earlier call is still in flight
-        // (a new version waiting behind it) is passed over until that call is settled. PostgreSQL locks
-        // the rows as they are picked and skips those another instance is claiming right now, rather
-        // than waiting for them (or, worse, claiming them twice).
+        // PostgreSQL locks the rows as they are picked and skips those another instance is claiming right
+        // now, rather than waiting for them (or, worse, claiming them twice).
         let mut tx = self.write().await?;
-        let skip_locked = B::DIALECT.skip_locked();
-        let mut pick = Sql::new(
-            "SELECT source_id FROM (SELECT source_id FROM dossiers \
-             WHERE state = 'pending' AND next_attempt_at <= ",
+        // A pending row whose earlier call is still in flight (a new version waiting behind it) is passed
+        // over until that call is settled.
+        let pick = due_pick::<B>(
+            "source_id",
+            "dossiers",
+            "(flight_claim IS NULL OR lease_expires_at < $1)",
+            now,
+            limit,
         );
-        pick.bind(now)
-            .push(" AND (flight_claim IS NULL OR lease_expires_at < ")
-            .bind(now)
-            .push(") ORDER BY next_attempt_at LIMIT ")
-            .bind(limit)
-            .push(skip_locked)
-            .push(
-                ") AS due UNION ALL SELECT source_id FROM (SELECT source_id FROM dossiers \
-                 WHERE state = 'in_flight' AND lease_expires_at < ",
-            )
-            .bind(now)
-            .push(" LIMIT ")
-            .bind(limit)
-            .push(skip_locked)
-            .push(") AS lapsed LIMIT ")
-            .bind(limit);
         let ids: Vec<String> = tx
             .fetch(pick)
             .await?
@@ -258,25 +242,7 @@ impl<B: Backend> Deliveries for B {
         // As `claim_dossiers`. Entries are `pending` only when their dossier is on the portal and they
         // are the next of its entries; the rest are `waiting`. So this walks only what can be sent.
         let mut tx = self.write().await?;
-        let skip_locked = B::DIALECT.skip_locked();
-        let mut pick = Sql::new(
-            "SELECT source_id, entry_key FROM (SELECT source_id, entry_key FROM progress \
-             WHERE state = 'pending' AND next_attempt_at <= ",
-        );
-        pick.bind(now)
-            .push(" ORDER BY next_attempt_at LIMIT ")
-            .bind(limit)
-            .push(skip_locked)
-            .push(
-                ") AS due UNION ALL SELECT source_id, entry_key FROM (SELECT source_id, entry_key \
-                 FROM progress WHERE state = 'in_flight' AND lease_expires_at < ",
-            )
-            .bind(now)
-            .push(" LIMIT ")
-            .bind(limit)
-            .push(skip_locked)
-            .push(") AS lapsed LIMIT ")
-            .bind(limit);
+        let pick = due_pick::<B>("source_id, entry_key", "progress", "TRUE", now, limit);
         let keys: Vec<(String, String)> = tx
             .fetch(pick)
             .await?
@@ -479,6 +445,31 @@ pub fn claim_one_entry_per_dossier(
 /// A fresh claim id: the owner, then random bits, so that answers match their own claim only.
 pub fn new_claim_id(owner: &str) -> String {
     format!("{owner}/{:016x}", rand::random::<u64>())
+}
+
+/// The pick of a claim: up to `limit` keys (`columns`) of `table`'s rows that are due (pending, due by
+/// `now`, and meeting `pending_also`, where `$1` is `now`), then of those whose lease lapsed. Two index
+/// walks, never a sort of the whole backlog: a claim costs the same with ten pending rows or a million;
+/// lapsed leases are only looked at when the due rows do not fill the claim.
+fn due_pick<'a, B: Backend>(
+    columns: &str,
+    table: &str,
+    pending_also: &str,
+    now: Millis,
+    limit: usize,
+) -> Sql<'a> {
+    let skip_locked = B::DIALECT.skip_locked();
+    Sql::numbered(
+        format!(
+            "SELECT {columns} FROM (SELECT {columns} FROM {table} \
+             WHERE state = 'pending' AND next_attempt_at <= $1 AND {pending_also} \
+             ORDER BY next_attempt_at LIMIT $2{skip_locked}) AS due \
+             UNION ALL SELECT {columns} FROM (SELECT {columns} FROM {table} \
+             WHERE state = 'in_flight' AND lease_expires_at < $1 LIMIT $2{skip_locked}) AS lapsed \
+             LIMIT $2"
+        ),
+        [now.into(), limit.into()],
+    )
 }
 
 type Connection<B> = <<B as Backend>::Db as sqlx::Database>::Connection;

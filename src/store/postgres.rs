@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use super::StoreError;
-use super::sql::{Backend, Cells, Conn, Dialect, Param, Sql};
+use super::sql::{Backend, Cells, Conn, Dialect, Sql, query};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -106,21 +105,6 @@ impl Conn for PgConnection {
     async fn fetch(&mut self, sql: Sql<'_>) -> Result<Vec<PgRow>, StoreError> {
         Ok(query(sql).fetch_all(self).await?)
     }
-}
-
-/// The driver's query for a statement, its values bound.
-fn query(sql: Sql<'_>) -> Query<'static, Postgres, PgArguments> {
-    let (text, params, persistent) = sql.into_parts();
-    let mut query = sqlx::query(AssertSqlSafe(text)).persistent(persistent);
-    for param in params {
-        query = match param {
-            Param::Text(value) => query.bind(value),
-            Param::OwnedText(value) => query.bind(value),
-            Param::Int(value) => query.bind(value),
-            Param::Flag(value) => query.bind(value),
-        };
-    }
-    query
 }
 
 impl Cells for PgRow {

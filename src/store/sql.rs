@@ -14,8 +14,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use async_trait::async_trait;
+use sqlx::database::HasStatementCache;
 use sqlx::pool::PoolConnection;
-use sqlx::{Database, Transaction};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Database, Encode, Transaction, Type};
 
 use super::StoreError;
 
@@ -186,6 +188,16 @@ impl<'a> Sql<'a> {
         }
     }
 
+    /// A statement whose text numbers its own placeholders (`$1` may stand more than once), and the values
+    /// for them in order.
+    pub fn numbered(text: String, params: impl IntoIterator<Item = Param<'a>>) -> Self {
+        Sql {
+            text: text.into(),
+            params: params.into_iter().collect(),
+            persistent: true,
+        }
+    }
+
     /// Appends text.
     pub fn push(&mut self, text: &str) -> &mut Self {
         self.text.to_mut().push_str(text);
@@ -259,6 +271,28 @@ impl<'a> Tuple<'_, 'a> {
         self.sql.bind(value);
         self
     }
+}
+
+/// The driver's query for a statement, its values bound (each backend runs its statements through it).
+pub(super) fn query<DB>(sql: Sql<'_>) -> Query<'static, DB, DB::Arguments>
+where
+    DB: Database + HasStatementCache,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+{
+    let (text, params, persistent) = sql.into_parts();
+    let mut query = sqlx::query(AssertSqlSafe(text)).persistent(persistent);
+    for param in params {
+        query = match param {
+            Param::Text(value) => query.bind(value),
+            Param::OwnedText(value) => query.bind(value),
+            Param::Int(value) => query.bind(value),
+            Param::Flag(value) => query.bind(value),
+        };
+    }
+    query
 }
 
 /// The columns of a row as the ledger reads them. Both databases give text as text and times as 64-bit

@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
-use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::StoreError;
-use super::sql::{Backend, Cells, Conn, Dialect, Param, Sql};
+use super::sql::{Backend, Cells, Conn, Dialect, Sql, query};
 
 pub struct SqliteStore {
     /// The one connection this process writes through. Writers queue here, in order, instead of meeting
@@ -171,21 +169,6 @@ impl Conn for SqliteConnection {
     async fn fetch(&mut self, sql: Sql<'_>) -> Result<Vec<SqliteRow>, StoreError> {
         Ok(query(sql).fetch_all(self).await?)
     }
-}
-
-/// The driver's query for a statement, its values bound.
-fn query(sql: Sql<'_>) -> Query<'static, Sqlite, SqliteArguments> {
-    let (text, params, persistent) = sql.into_parts();
-    let mut query = sqlx::query(AssertSqlSafe(text)).persistent(persistent);
-    for param in params {
-        query = match param {
-            Param::Text(value) => query.bind(value),
-            Param::OwnedText(value) => query.bind(value),
-            Param::Int(value) => query.bind(value),
-            Param::Flag(value) => query.bind(value),
-        };
-    }
-    query
 }
 
 impl Cells for SqliteRow {
