@@ -17,6 +17,7 @@ use super::tables::{
 use super::{CopyError, Endpoint, TableMarker};
 use crate::store::Maintenance;
 use crate::store::postgres::PostgresStore;
+use crate::store::sql::{Param, Sql, query};
 use crate::store::sqlite::SqliteStore;
 
 /// SQLite allows 32,766 bound parameters per statement.
@@ -144,58 +145,32 @@ impl Side {
         limit: usize,
     ) -> Result<Page, CopyError> {
         let keys = table.key.join(", ");
+        let columns = match self {
+            Side::Sqlite(_) => table.column_list(),
+            // Integers are read as BIGINT whatever their width, booleans as 0/1.
+            Side::Postgres(_) => table
+                .columns
+                .iter()
+                .map(|(name, kind)| match kind {
+                    ColumnKind::Text => name.to_string(),
+                    ColumnKind::Integer => format!("{name}::BIGINT"),
+                    ColumnKind::Boolean => format!("{name}::INT::BIGINT"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let mut sql = Sql::new(format!("SELECT {columns} FROM {}", table.name));
+        if let Some(after) = after {
+            sql.push(&format!(" WHERE ({keys}) > "))
+                .list(after.iter().map(|value| match value {
+                    KeyValue::Text(text) => Param::from(text.as_str()),
+                    KeyValue::Integer(number) => Param::from(*number),
+                }));
+        }
+        sql.push(&format!(" ORDER BY {keys} LIMIT ")).bind(limit);
         match self {
-            Side::Sqlite(pool) => {
-                let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                    "SELECT {} FROM {}",
-                    table.column_list(),
-                    table.name
-                ));
-                if let Some(after) = after {
-                    query.push(format_args!(" WHERE ({keys}) > ("));
-                    let mut values = query.separated(", ");
-                    for value in after {
-                        match value {
-                            KeyValue::Text(text) => values.push_bind(text.clone()),
-                            KeyValue::Integer(number) => values.push_bind(*number),
-                        };
-                    }
-                    query.push(")");
-                }
-                query.push(format_args!(" ORDER BY {keys} LIMIT "));
-                query.push_bind(limit as i64);
-                let rows = query.build().fetch_all(pool).await?;
-                page_of(table, &rows)
-            }
-            Side::Postgres(pool) => {
-                // Integers are read as BIGINT whatever their width, booleans as 0/1.
-                let columns: Vec<String> = table
-                    .columns
-                    .iter()
-                    .map(|(name, kind)| match kind {
-                        ColumnKind::Text => name.to_string(),
-                        ColumnKind::Integer => format!("{name}::BIGINT"),
-                        ColumnKind::Boolean => format!("{name}::INT::BIGINT"),
-                    })
-                    .collect();
-                let mut query: QueryBuilder<Postgres> =
-                    QueryBuilder::new(format!("SELECT {} FROM {}", columns.join(", "), table.name));
-                if let Some(after) = after {
-                    query.push(format_args!(" WHERE ({keys}) > ("));
-                    let mut values = query.separated(", ");
-                    for value in after {
-                        match value {
-                            KeyValue::Text(text) => values.push_bind(text.clone()),
-                            KeyValue::Integer(number) => values.push_bind(*number),
-                        };
-                    }
-                    query.push(")");
-                }
-                query.push(format_args!(" ORDER BY {keys} LIMIT "));
-                query.push_bind(limit as i64);
-                let rows = query.build().fetch_all(pool).await?;
-                page_of(table, &rows)
-            }
+            Side::Sqlite(pool) => page_of(table, &query::<Sqlite>(sql).fetch_all(pool).await?),
+            Side::Postgres(pool) => page_of(table, &query::<Postgres>(sql).fetch_all(pool).await?),
         }
     }
 
