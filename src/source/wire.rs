@@ -159,140 +159,97 @@ pub struct SourceDossier {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProcedureRef {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub sector: Option<Sector>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Sector {
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct AgencyRef {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
 }
 
 /// `{"id": 1, "name": "Trực tuyến"}`: the id may arrive as a number or a numeric string.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct CodeName {
-    #[serde(default)]
     pub id: Option<LenientInt>,
-    #[serde(default)]
     pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Applicant {
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
-    #[serde(default)]
     pub fullname: Option<String>,
-    #[serde(default)]
     pub identity_number: Option<LenientString>,
-    #[serde(default)]
     pub tax_code: Option<LenientString>,
-    #[serde(default)]
     pub phone: Option<LenientString>,
-    #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
     pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Fee {
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub amount: Option<RawAmount>,
-    #[serde(default)]
     pub paid: Option<bool>,
-    #[serde(default)]
     pub payment_channel: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Attachment {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default)]
     pub component_code: Option<String>,
     /// `input` (submitted by the applicant) or `result` (a result document).
-    #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default)]
     pub digitized: Option<bool>,
-    #[serde(default)]
     pub reused: Option<bool>,
-    #[serde(default)]
     pub from_national_repository: Option<bool>,
     /// Result documents may carry the code of the result paper.
-    #[serde(default)]
     pub result_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Supplement {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub requested_by: Option<String>,
-    #[serde(default)]
     pub content: Option<String>,
-    #[serde(default)]
     pub requested_at: Option<RawDate>,
-    #[serde(default)]
     pub previous_appointment: Option<RawDate>,
-    #[serde(default)]
     pub new_appointment: Option<RawDate>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct HistoryEntry {
-    #[serde(default)]
     pub actor: Option<String>,
-    #[serde(default)]
     pub title: Option<String>,
-    #[serde(default)]
     pub department: Option<String>,
-    #[serde(default)]
     pub content: Option<String>,
-    #[serde(default)]
     pub status_id: Option<LenientInt>,
-    #[serde(default)]
     pub started_at: Option<RawDate>,
-    #[serde(default)]
     pub finished_at: Option<RawDate>,
-    #[serde(default)]
     pub due_at: Option<RawDate>,
 }
 
