@@ -115,6 +115,8 @@ pub struct Snapshot {
     pub last_poll_success: f64,
     pub last_push_success: f64,
     pub ready: bool,
+    /// Calls to the portal allowed in flight now (adaptive concurrency).
+    pub portal_concurrency: i64,
     /// Per unit, from the latest reconciliation.
     pub units: Vec<UnitSnapshot>,
     /// Refused logins since start, per client (`source`, `portal`, `source.gateway`, `portal.gateway`).
@@ -350,6 +352,11 @@ impl SyncMetrics {
             "tthc_sync_last_push_success_timestamp_seconds",
             "When the portal last answered a batch (Unix seconds)",
             gauge_f64(snapshot.last_push_success),
+        );
+        registry.register(
+            "tthc_sync_portal_concurrency_limit",
+            "Calls to the portal allowed in flight now (learnt from its answers, at most portal.concurrency)",
+            gauge(snapshot.portal_concurrency),
         );
         registry.register(
             "tthc_sync_ready",

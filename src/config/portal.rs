@@ -21,9 +21,15 @@ pub struct PortalSettings {
     /// Dossiers per `DongBoHoSoMC` call (1–100, the portal's limit).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Calls to the portal in flight at once.
+    /// Calls to the portal in flight at once: the most, when `adaptive_concurrency` is on (the push
+    /// workers are this many).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Learn how many calls may be in flight from the portal's answers (from 1 up to `concurrency`:
+    /// one more per round trip while calls fill the limit, 10% fewer on a 429, a 5xx, a timeout or
+    /// round trips growing), instead of always `concurrency`.
+    #[serde(default = "default_true")]
+    pub adaptive_concurrency: bool,
     /// Calls per second toward the portal, all workers together.
     #[serde(default = "default_rate")]
     pub requests_per_second: u32,
@@ -74,7 +80,7 @@ fn default_batch_size() -> usize {
 }
 
 fn default_concurrency() -> usize {
-    4
+    16
 }
 
 fn default_rate() -> u32 {

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use super::wire::{Envelope, ItemResult, UnitCatalogItem, UnitDayCount, parse_code, read_envelope};
 use crate::config::{ConfigError, PortalSettings, resolve_secret};
 use crate::http::{GatewayToken, LoginGate, RetryPolicy, TransportError, build_client, send};
+use crate::portal::concurrency::{AdaptiveConcurrency, Signal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortalError {
@@ -75,6 +76,9 @@ pub struct PortalClient {
     gateway: Option<GatewayToken>,
     session: Mutex<Option<String>>,
     limiter: Arc<DefaultDirectRateLimiter>,
+    /// How many calls may be in flight at once (`portal.concurrency`, adapted to the portal's answers
+    /// unless `portal.adaptive_concurrency` is off).
+    concurrency: AdaptiveConcurrency,
     retry: RetryPolicy,
     max_body: usize,
     /// Paces logins (`/auth`) after the portal refused the account.
@@ -129,6 +133,10 @@ impl PortalClient {
             gateway,
             session: Mutex::new(None),
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate))),
+            concurrency: AdaptiveConcurrency::new(
+                settings.concurrency,
+                settings.adaptive_concurrency,
+            ),
             retry,
             max_body: settings.http.max_body_bytes,
             login: LoginGate::new(
@@ -138,8 +146,15 @@ impl PortalClient {
         })
     }
 
+    /// The calls to the portal allowed in flight now.
+    pub fn concurrency_limit(&self) -> usize {
+        self.concurrency.limit()
+    }
+
     async fn post(&self, path: &str, body: String) -> Result<Envelope, PortalError> {
+        let mut permit = self.concurrency.acquire().await;
         self.limiter.until_ready().await;
+        permit.start();
         let mut request = self
             .http
             .post(format!("{}{}", self.base, path))
@@ -150,7 +165,16 @@ impl PortalClient {
             let (name, value) = gateway.header().await?;
             request = request.header(name, value);
         }
-        let answer = match send(request, self.max_body).await {
+        let answer = send(request, self.max_body).await;
+        permit.finish(match &answer {
+            Ok(_) => Signal::Answered,
+            Err(TransportError::Status { .. }) => Signal::Backpressure,
+            Err(TransportError::Network(detail)) if detail.contains("timed out") => {
+                Signal::Backpressure
+            }
+            Err(_) => Signal::Neutral,
+        });
+        let answer = match answer {
             Err(TransportError::Unauthorized) if self.gateway.is_some() => {
                 if let Some(gateway) = &self.gateway {
                     gateway.invalidate().await;

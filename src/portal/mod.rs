@@ -1,4 +1,5 @@
-//! The National Public Service Portal (destination) adapter: wire types and HTTP client.
+//! The National Public Service Portal (destination) adapter: wire types, HTTP client and the adaptive concurrency of its calls.
 
 pub mod client;
+pub mod concurrency;
 pub mod wire;

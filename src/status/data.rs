@@ -119,6 +119,7 @@ pub async fn snapshot(app: &App, shutdown: &CancellationToken) -> Snapshot {
         last_poll_success: seconds(app.health.last_poll_ok.load(Ordering::Relaxed)),
         last_push_success: seconds(app.health.last_push_ok.load(Ordering::Relaxed)),
         ready,
+        portal_concurrency: i64::try_from(app.portal.concurrency_limit()).unwrap_or(i64::MAX),
         units,
         login_refusals: login_gates(app)
             .iter()
