@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use super::StoreError;
-use super::sql::{Backend, Cells, Conn, Dialect, Sql, query};
+use super::sql::{Backend, Cells, Conn, Dialect, Placeholders, Sql, query};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -99,11 +99,14 @@ impl Conn for PgConnection {
     type Row = PgRow;
 
     async fn run(&mut self, sql: Sql<'_>) -> Result<u64, StoreError> {
-        Ok(query(sql).execute(self).await?.rows_affected())
+        Ok(query(sql, Placeholders::Numbered)
+            .execute(self)
+            .await?
+            .rows_affected())
     }
 
     async fn fetch(&mut self, sql: Sql<'_>) -> Result<Vec<PgRow>, StoreError> {
-        Ok(query(sql).fetch_all(self).await?)
+        Ok(query(sql, Placeholders::Numbered).fetch_all(self).await?)
     }
 }
 

@@ -273,8 +273,20 @@ impl<'a> Tuple<'_, 'a> {
     }
 }
 
+/// How a driver wants its placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Placeholders {
+    /// `$1`, `$2`, ... as written (PostgreSQL).
+    Numbered,
+    /// `?` each (SQLite): see [`anonymous`].
+    Anonymous,
+}
+
 /// The driver's query for a statement, its values bound (each backend runs its statements through it).
-pub(super) fn query<DB>(sql: Sql<'_>) -> Query<'static, DB, DB::Arguments>
+pub(super) fn query<DB>(
+    sql: Sql<'_>,
+    placeholders: Placeholders,
+) -> Query<'static, DB, DB::Arguments>
 where
     DB: Database + HasStatementCache,
     for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
@@ -283,6 +295,13 @@ where
     for<'t> bool: Encode<'t, DB> + Type<DB>,
 {
     let (text, params, persistent) = sql.into_parts();
+    let (text, params) = match placeholders {
+        Placeholders::Numbered => (text, params),
+        Placeholders::Anonymous => {
+            let (text, params) = anonymous(&text, params);
+            (Cow::Owned(text), params)
+        }
+    };
     let mut query = sqlx::query(AssertSqlSafe(text)).persistent(persistent);
     for param in params {
         query = match param {
@@ -293,6 +312,32 @@ where
         };
     }
     query
+}
+
+/// The text with `?` for each `$n`, and the values in the order the placeholders stand (a `$n` that
+/// stands twice is bound twice). SQLite finds a named or numbered parameter by walking the list of the
+/// statement's names, and sqlx asks each parameter's name as it binds: a statement of thousands of `$n`
+/// (a page of rows) cost the square of their number, most of the daemon's time. Anonymous `?` have no
+/// names. A `$` not followed by a digit (a JSON path such as `'$.TrangThaiHoSo'`) is left as it is.
+fn anonymous<'a>(text: &str, params: Vec<Param<'a>>) -> (String, Vec<Param<'a>>) {
+    let mut out = String::with_capacity(text.len());
+    let mut ordered = Vec::with_capacity(params.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after[..digits].parse::<usize>() {
+            Ok(number) if number >= 1 && number <= params.len() => {
+                out.push('?');
+                ordered.push(params[number - 1].clone());
+            }
+            _ => out.push_str(&rest[at..at + 1 + digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    (out, ordered)
 }
 
 /// The columns of a row as the ledger reads them. Both databases give text as text and times as 64-bit
@@ -406,6 +451,24 @@ mod tests {
         let mut sql = Sql::new("SELECT value FROM cursors WHERE name = ");
         sql.bind("x");
         assert!(sql.into_parts().2);
+    }
+
+    #[test]
+    fn anonymous_placeholders_follow_the_order_they_stand_in() {
+        let params = vec![Param::Int(Some(7)), Param::Text(Some("x"))];
+        let (text, ordered) = anonymous(
+            "SELECT $1 WHERE json_extract(p, '$.TrangThaiHoSo') = $2 OR a < $1 OR b = $12",
+            params,
+        );
+        assert_eq!(
+            text,
+            "SELECT ? WHERE json_extract(p, '$.TrangThaiHoSo') = ? OR a < ? OR b = $12"
+        );
+        let ordered: Vec<String> = ordered.iter().map(|param| format!("{param:?}")).collect();
+        assert_eq!(
+            ordered,
+            ["Int(Some(7))", "Text(Some(\"x\"))", "Int(Some(7))"]
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::StoreError;
-use super::sql::{Backend, Cells, Conn, Dialect, Sql, query};
+use super::sql::{Backend, Cells, Conn, Dialect, Placeholders, Sql, query};
 
 pub struct SqliteStore {
     /// The one connection this process writes through. Writers queue here, in order, instead of meeting
@@ -163,11 +163,14 @@ impl Conn for SqliteConnection {
     type Row = SqliteRow;
 
     async fn run(&mut self, sql: Sql<'_>) -> Result<u64, StoreError> {
-        Ok(query(sql).execute(self).await?.rows_affected())
+        Ok(query(sql, Placeholders::Anonymous)
+            .execute(self)
+            .await?
+            .rows_affected())
     }
 
     async fn fetch(&mut self, sql: Sql<'_>) -> Result<Vec<SqliteRow>, StoreError> {
-        Ok(query(sql).fetch_all(self).await?)
+        Ok(query(sql, Placeholders::Anonymous).fetch_all(self).await?)
     }
 }
 

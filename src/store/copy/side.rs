@@ -17,7 +17,7 @@ use super::tables::{
 use super::{CopyError, Endpoint, TableMarker};
 use crate::store::Maintenance;
 use crate::store::postgres::PostgresStore;
-use crate::store::sql::{Param, Sql, query};
+use crate::store::sql::{Param, Placeholders, Sql, query};
 use crate::store::sqlite::SqliteStore;
 
 /// SQLite allows 32,766 bound parameters per statement.
@@ -169,8 +169,18 @@ impl Side {
         }
         sql.push(&format!(" ORDER BY {keys} LIMIT ")).bind(limit);
         match self {
-            Side::Sqlite(pool) => page_of(table, &query::<Sqlite>(sql).fetch_all(pool).await?),
-            Side::Postgres(pool) => page_of(table, &query::<Postgres>(sql).fetch_all(pool).await?),
+            Side::Sqlite(pool) => page_of(
+                table,
+                &query::<Sqlite>(sql, Placeholders::Anonymous)
+                    .fetch_all(pool)
+                    .await?,
+            ),
+            Side::Postgres(pool) => page_of(
+                table,
+                &query::<Postgres>(sql, Placeholders::Numbered)
+                    .fetch_all(pool)
+                    .await?,
+            ),
         }
     }
 
