@@ -1,6 +1,11 @@
 //! The simulated provincial one-stop system: the HTTP API of source-api.md over a generated dataset, with
 //! every quirk of its section 6 switchable, and control methods for tests and the demo (snapshot, live
 //! mutation, fault settings, counters).
+//!
+//! It holds no generated record: per row it keeps the plan's few bytes (id parts, `updatedDate`, agency,
+//! reception day, flags; [`Plan`]) and the feed's order as a sorted list of (`updatedDate`, row), and writes
+//! each record from the seed when it is served. Only records that changed since (live changes, moving
+//! pages, tests' edits) are kept whole. So a million dossiers fit in about 100 MB.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -1234,10 +1239,20 @@ fn feed_view<'a>(
     if faults.hidden_rows || hidden.is_empty() {
         return Cow::Borrowed(visible);
     }
+    // Both lists are sorted: one merge.
     let mut all = Vec::with_capacity(visible.len() + hidden.len());
-    all.extend_from_slice(visible);
-    all.extend_from_slice(hidden);
-    all.sort_unstable();
+    let (mut left, mut right) = (visible.iter().peekable(), hidden.iter().peekable());
+    while let (Some(&&a), Some(&&b)) = (left.peek(), right.peek()) {
+        if a <= b {
+            all.push(a);
+            left.next();
+        } else {
+            all.push(b);
+            right.next();
+        }
+    }
+    all.extend(left);
+    all.extend(right);
     Cow::Owned(all)
 }
 
