@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: generated dossiers through both simulators, each in its own process (they keep
-# everything they serve and receive; the daemon must not), into `tthc-sync run`.
+# End-to-end benchmark: generated dossiers through both simulators, each in its own process (their own
+# memory is measured by bench/sim-scale.sh), into `tthc-sync run`.
 #
 #   bash bench/e2e.sh                 # 20,000 then 100,000 dossiers, 200 units
 #   SIZES="100000" bash bench/e2e.sh  # one size

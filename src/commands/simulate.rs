@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::sim::FaultLevel;
+use crate::sim::network::Latency;
 use crate::sim::portal::{PortalFaults, PortalSim, PortalSimConfig};
 use crate::sim::source::{SourceFaults, SourceSim, SourceSimConfig};
 
@@ -34,6 +35,26 @@ pub struct SourceArgs {
     /// Keep changing some dossiers while clients read.
     #[arg(long)]
     pub live: bool,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// A network like the real one (`src/sim/network.rs`), on both simulators.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NetworkArgs {
+    /// Delay added to every API call, in milliseconds (`/_sim/*` excepted).
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Each call's delay is drawn uniformly within this many milliseconds either side of
+    /// `--latency-ms` (never below zero), from the seed.
+    #[arg(long, default_value_t = 0)]
+    pub latency_jitter_ms: u64,
+}
+
+impl NetworkArgs {
+    pub fn latency(&self) -> Latency {
+        Latency::from_millis(self.latency_ms, self.latency_jitter_ms)
+    }
 }
 
 #[derive(Args)]
@@ -46,6 +67,17 @@ pub struct PortalArgs {
     pub faults: FaultLevel,
     #[command(flatten)]
     pub answers: PortalAnswerFaultArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+    /// The most calls per second the portal takes (all sessions together); beyond it, HTTP 429 with
+    /// `Retry-After`. No limit when absent.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Keep every payload, progress entry and call as received (for `GET /_sim/dossiers/{MaHoSo}` and
+    /// `TraCuuHoSo` in full). Off by default here, so that a million dossiers fit in memory: the portal
+    /// then keeps a hash of each dossier and only the fields it checks and serves.
+    #[arg(long)]
+    pub record_payloads: bool,
 }
 
 /// Overrides of the portal simulator's answer and late faults (`src/sim/portal/faults.rs`), on top of
@@ -142,7 +174,14 @@ pub async fn run(side: Side) -> anyhow::Result<ExitCode> {
             config.generator.units = args.units;
             config.faults = SourceFaults::for_level(args.faults);
             config.live_mutation = args.live;
+            config.latency = args.network.latency();
+            let started = std::time::Instant::now();
             let sim = SourceSim::new(config);
+            tracing::info!(
+                dossiers = args.dossiers,
+                seconds = started.elapsed().as_secs_f64(),
+                "source dataset planned"
+            );
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
             tracing::info!(address = %listener.local_addr()?, dossiers = args.dossiers, "source simulator listening");
             sim.serve(listener, shutdown).await?;
@@ -151,6 +190,9 @@ pub async fn run(side: Side) -> anyhow::Result<ExitCode> {
             let config = PortalSimConfig {
                 seed: args.seed,
                 faults: args.answers.apply(PortalFaults::for_level(args.faults))?,
+                record_payloads: args.record_payloads,
+                latency: args.network.latency(),
+                rate_limit: args.rate_limit,
                 ..PortalSimConfig::default()
             };
             let sim = PortalSim::new(config);

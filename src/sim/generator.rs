@@ -450,6 +450,7 @@ const LOCAL_PROCEDURES: &[(&str, &str, (&str, &str))] = &[
     ),
 ];
 
+#[derive(Debug, Clone)]
 struct Agency {
     item: AgencyItem,
     provincial: bool,
@@ -859,34 +860,163 @@ fn history_entry(rng: &mut SimRng, status: i64, started: Timestamp, finished: Ti
     })
 }
 
-struct DossierPlan<'a> {
-    index: usize,
-    agency: &'a Agency,
-    procedure: &'a ProcedureItem,
-    spec: Option<&'a ProcedureSpec>,
+/// What is decided about one dossier before its record is written: everything its dates, its place in
+/// the feed and the counts follow from. Drawn from the dossier's own stream of the seed ([`stream`]), so
+/// that it can be decided again, identically, whenever the record is written.
+struct Skeleton {
+    agency: usize,
+    spec_index: usize,
+    /// The status as generated (before a cancellation).
     status: i64,
+    apply_method: i64,
+    times: Times,
+    /// The appointment after supplements.
+    appointment: Option<Timestamp>,
+    /// A supplement request: when it was made, the appointment before it and after it.
+    supplement: Option<(Timestamp, Timestamp, Timestamp)>,
+    /// The cancellation as a data-entry error (status 11): the last event before it, and when.
+    cancellation: Option<(Timestamp, Timestamp)>,
+    deleted_at: Option<Timestamp>,
+    updated: Timestamp,
+    id_random: u64,
+    /// Which of its three shapes a bad record takes.
+    bad_variant: usize,
+    hidden: bool,
+    /// The day the dossier code is numbered under (of `acceptedDate`, or `submittedDate` without one).
+    code_day: civil::Date,
+    /// The day the counts file it under: `code_day`, unless the record lost its `acceptedDate`.
+    reception_day: civil::Date,
+}
+
+/// What the dataset-wide draws assigned to one dossier before its own stream is read.
+#[derive(Clone, Copy)]
+struct Assigned {
+    bad: Option<&'static str>,
     cancelled: bool,
     deleted: bool,
 }
 
-fn build_record(
-    rng: &mut SimRng,
-    plan: &DossierPlan<'_>,
-    config: &GeneratorConfig,
-    cap: Timestamp,
-    sequences: &mut HashMap<(String, civil::Date), u32>,
-) -> (Value, civil::Date, Timestamp, Timestamp) {
+/// The random stream of dossier `index`: `part` 0 decides its skeleton, 1 writes its record. Stream 0 of
+/// the seed is the dataset-wide one (bad records, the tie block).
+fn stream(seed: u64, index: usize, part: u64) -> SimRng {
+    let mut rng = SimRng::seed_from_u64(seed);
+    rng.set_stream(2 * index as u64 + 1 + part);
+    rng
+}
+
+fn plan_dossier(rng: &mut SimRng, plan: &Plan, assigned: Assigned, cap: Timestamp) -> Skeleton {
+    let code = assigned.bad;
+    let agencies = if code == Some("unmapped_unit") {
+        &plan.uncoded
+    } else {
+        &plan.coded
+    };
+    let agency = agencies.choose(rng).copied().unwrap_or(0);
+    let provincial = plan.agencies[agency].provincial;
+    let candidates: Vec<usize> = PROCEDURES
+        .iter()
+        .enumerate()
+        .filter(|(_, spec)| spec.provincial == provincial || spec.national == "1.004227")
+        .map(|(position, _)| position)
+        .collect();
+    let spec_index = candidates.choose(rng).copied().unwrap_or(0);
+    let status = if code.is_some() {
+        [1, 2, 2, 5, 6, 7, 7][rng.random_range(0..7)]
+    } else {
+        pick_status(rng)
+    };
     let apply_method = match rng.random_range(0..100) {
         0..55 => 1,
         55..95 => 0,
         _ => 2,
     };
     // A dossier not yet accepted (status 0) can only have come in online.
-    let apply_method = if plan.status == 0 { 1 } else { apply_method };
+    let apply_method = if status == 0 { 1 } else { apply_method };
     let online = apply_method == 1;
-    let days = plan.spec.map_or(5, |spec| spec.days);
-    let underlying = if plan.cancelled { 1 } else { plan.status };
-    let times = plan_times(rng, underlying, online, days, config.days, cap);
+    let days = PROCEDURES[spec_index].days;
+    let underlying = if assigned.cancelled { 1 } else { status };
+    let times = plan_times(rng, underlying, online, days, plan.config.days, cap);
+    let reception = times.accepted.unwrap_or(times.submitted);
+    let code_day = VIETNAM.to_datetime(reception).date();
+
+    let mut last_event = times.last_event;
+    let mut appointment = times.appointment;
+    let mut supplement = None;
+    if status == 3 || (matches!(status, 6 | 7) && rng.random_bool(0.08)) {
+        if let (Some(previous), Some(&(_, started, _))) = (appointment, times.steps.get(1)) {
+            let requested = (started + seconds(3600)).min(cap);
+            let new_appointment = previous + seconds(5 * 86_400);
+            supplement = Some((requested, previous, new_appointment));
+            appointment = Some(new_appointment);
+            last_event = last_event.max(requested);
+        }
+    }
+    let mut cancellation = None;
+    if assigned.cancelled {
+        let cancelled_at = (last_event + seconds(rng.random_range(600..86_400)))
+            .min(cap)
+            .max(last_event);
+        cancellation = Some((last_event, cancelled_at));
+        last_event = cancelled_at;
+    }
+    let mut deleted_at = None;
+    if assigned.deleted {
+        let at = (last_event + seconds(rng.random_range(3600..5 * 86_400)))
+            .min(cap)
+            .max(last_event);
+        deleted_at = Some(at);
+        last_event = at;
+    }
+    let updated = if assigned.deleted {
+        last_event + SignedDuration::from_millis(rng.random_range(0..1000))
+    } else {
+        last_event + SignedDuration::from_millis(rng.random_range(1000..7_200_000))
+    };
+    let updated = updated.min(cap + seconds(30)).max(last_event);
+    let id_random = rng.random_range(0..(1u64 << 40));
+    let bad_variant = rng.random_range(0..3);
+    let hidden = rng.random_bool(plan.config.hidden_share.clamp(0.0, 1.0));
+    // A bad record may lose its acceptedDate: the counts then file it under its submittedDate. Both are
+    // known here, as they were made: nothing is read back from the record's text.
+    let reception_day = if code == Some("missing_field") && bad_variant == 2 {
+        super::dates::vietnam_day(times.submitted)
+    } else {
+        code_day
+    };
+    Skeleton {
+        agency,
+        spec_index,
+        status,
+        apply_method,
+        times,
+        appointment,
+        supplement,
+        cancellation,
+        deleted_at,
+        updated,
+        id_random,
+        bad_variant,
+        hidden,
+        code_day,
+        reception_day,
+    }
+}
+
+/// Writes the record of `dossier` from its skeleton, with its own stream of the seed; returns it with the
+/// harmless quirks applied.
+fn build_record(
+    rng: &mut SimRng,
+    plan: &Plan,
+    skeleton: &Skeleton,
+    dossier: &PlannedDossier,
+) -> (Value, Vec<&'static str>) {
+    let index = dossier.index as usize;
+    let agency = &plan.agencies[skeleton.agency];
+    let procedure = &plan.procedures[skeleton.spec_index];
+    let spec = &PROCEDURES[skeleton.spec_index];
+    let times = &skeleton.times;
+    let apply_method = skeleton.apply_method;
+    let online = apply_method == 1;
 
     let kind = match rng.random_range(0..100) {
         0..85 => "citizen",
@@ -915,20 +1045,13 @@ fn build_record(
             (
                 format!(
                     "Công ty TNHH {owner} {}",
-                    plan.agency
-                        .place
-                        .split_whitespace()
-                        .last()
-                        .unwrap_or("Xuân")
+                    agency.place.split_whitespace().last().unwrap_or("Xuân")
                 ),
                 Some(tax),
             )
         }
-        "organization" => (
-            format!("Hợp tác xã nông nghiệp {}", plan.agency.place),
-            None,
-        ),
-        "agency" => (format!("Trường Tiểu học {}", plan.agency.place), None),
+        "organization" => (format!("Hợp tác xã nông nghiệp {}", agency.place), None),
+        "agency" => (format!("Trường Tiểu học {}", agency.place), None),
         _ => (applicant_person.fullname.clone(), None),
     };
     let identity = if rng.random_bool(0.93) {
@@ -950,111 +1073,84 @@ fn build_record(
         Value::Null
     };
     let hamlet = rng.random_range(1..15);
-    let address = format!("Thôn {hamlet}, {}", plan.agency.place);
+    let address = format!("Thôn {hamlet}, {}", agency.place);
 
-    let reception = times.accepted.unwrap_or(times.submitted);
-    let reception_day = VIETNAM.to_datetime(reception).date();
-    let sequence = sequences
-        .entry((plan.agency.item.id.clone(), reception_day))
-        .or_insert(0);
-    *sequence += 1;
-    let code_prefix = plan
-        .agency
+    let reception_day = skeleton.code_day;
+    let code_prefix = agency
         .item
         .code
         .clone()
-        .unwrap_or_else(|| format!("H60.TTPV{:02}", plan.index % 100));
+        .unwrap_or_else(|| format!("H60.TTPV{:02}", index % 100));
     let code = format!(
         "{code_prefix}-{:02}{:02}{:02}-{:04}",
         reception_day.year() % 100,
         reception_day.month(),
         reception_day.day(),
-        sequence
+        dossier.sequence
     );
 
-    let mut last_event = times.last_event;
     let mut history: Vec<Value> = times
         .steps
         .iter()
         .map(|&(status, started, finished)| history_entry(rng, status, started, finished))
         .collect();
 
-    let mut appointment = times.appointment;
     let mut supplements = Vec::new();
-    if plan.status == 3 || (matches!(plan.status, 6 | 7) && rng.random_bool(0.08)) {
-        if let (Some(previous), Some(&(_, started, _))) = (appointment, times.steps.get(1)) {
-            let requested = (started + seconds(3600)).min(cap);
-            let new_appointment = previous + seconds(5 * 86_400);
-            let content = [
-                "Bổ sung bản vẽ thiết kế",
-                "Bổ sung bản sao giấy tờ tùy thân",
-                "Bổ sung giấy xác nhận của UBND xã",
-            ]
-            .choose(rng)
-            .copied()
-            .unwrap_or("Bổ sung hồ sơ");
-            supplements.push(json!({
-                "id": format!("s-{}-1", plan.index),
-                "requestedBy": person(rng).fullname,
-                "content": content,
-                "requestedAt": format_source_date(requested),
-                "previousAppointment": format_source_date(previous),
-                "newAppointment": format_source_date(new_appointment),
-            }));
-            appointment = Some(new_appointment);
-            last_event = last_event.max(requested);
-        }
+    if let Some((requested, previous, new_appointment)) = skeleton.supplement {
+        let content = [
+            "Bổ sung bản vẽ thiết kế",
+            "Bổ sung bản sao giấy tờ tùy thân",
+            "Bổ sung giấy xác nhận của UBND xã",
+        ]
+        .choose(rng)
+        .copied()
+        .unwrap_or("Bổ sung hồ sơ");
+        supplements.push(json!({
+            "id": format!("s-{index}-1"),
+            "requestedBy": person(rng).fullname,
+            "content": content,
+            "requestedAt": format_source_date(requested),
+            "previousAppointment": format_source_date(previous),
+            "newAppointment": format_source_date(new_appointment),
+        }));
     }
 
-    let mut status = plan.status;
-    let mut deleted_date = None;
-    if plan.cancelled {
+    let mut status = skeleton.status;
+    if let Some((last_event, cancelled_at)) = skeleton.cancellation {
         status = 11;
-        let cancelled_at = (last_event + seconds(rng.random_range(600..86_400)))
-            .min(cap)
-            .max(last_event);
         history.push(history_entry(rng, 11, last_event, cancelled_at));
-        last_event = cancelled_at;
-    }
-    if plan.deleted {
-        let deleted_at = (last_event + seconds(rng.random_range(3600..5 * 86_400)))
-            .min(cap)
-            .max(last_event);
-        deleted_date = Some(deleted_at);
-        last_event = deleted_at;
     }
 
-    let fees: Vec<Value> = match plan.spec {
-        Some(spec) if spec.fee > 0 => {
-            let paid = !matches!(status, 0 | 4 | 8) && rng.random_bool(0.85);
-            let channel = if !paid {
-                Value::Null
-            } else if online {
-                Value::String(
-                    ["DVCQG", "DVCQG", "PAYMENT_PLATFORM", "BANK_TRANSFER"]
-                        .choose(rng)
-                        .copied()
-                        .unwrap_or("DVCQG")
-                        .to_owned(),
-                )
-            } else {
-                Value::String(
-                    ["CASH", "CASH", "CASH", "PAYMENT_PLATFORM", "DVCQG"]
-                        .choose(rng)
-                        .copied()
-                        .unwrap_or("CASH")
-                        .to_owned(),
-                )
-            };
-            let mut fees = vec![
-                json!({"code": "LP01", "name": spec.fee_name, "amount": spec.fee, "paid": paid, "paymentChannel": channel}),
-            ];
-            if spec.fee >= 100_000 && rng.random_bool(0.3) {
-                fees.push(json!({"code": "PHI02", "name": "Phí thẩm định hồ sơ", "amount": spec.fee / 2, "paid": paid, "paymentChannel": channel}));
-            }
-            fees
+    let fees: Vec<Value> = if spec.fee > 0 {
+        let paid = !matches!(status, 0 | 4 | 8) && rng.random_bool(0.85);
+        let channel = if !paid {
+            Value::Null
+        } else if online {
+            Value::String(
+                ["DVCQG", "DVCQG", "PAYMENT_PLATFORM", "BANK_TRANSFER"]
+                    .choose(rng)
+                    .copied()
+                    .unwrap_or("DVCQG")
+                    .to_owned(),
+            )
+        } else {
+            Value::String(
+                ["CASH", "CASH", "CASH", "PAYMENT_PLATFORM", "DVCQG"]
+                    .choose(rng)
+                    .copied()
+                    .unwrap_or("CASH")
+                    .to_owned(),
+            )
+        };
+        let mut fees = vec![
+            json!({"code": "LP01", "name": spec.fee_name, "amount": spec.fee, "paid": paid, "paymentChannel": channel}),
+        ];
+        if spec.fee >= 100_000 && rng.random_bool(0.3) {
+            fees.push(json!({"code": "PHI02", "name": "Phí thẩm định hồ sơ", "amount": spec.fee / 2, "paid": paid, "paymentChannel": channel}));
         }
-        _ => Vec::new(),
+        fees
+    } else {
+        Vec::new()
     };
 
     let input_names = [
@@ -1071,9 +1167,9 @@ fn build_record(
         let reused = rng.random_bool(0.12);
         reuses |= reused;
         attachments.push(json!({
-            "id": format!("f-{}-{}", plan.index, position + 1),
-            "name": input_names[(plan.index + position) % input_names.len()],
-            "url": format!("https://motcua.example.gov.vn/files/f-{}-{}", plan.index, position + 1),
+            "id": format!("f-{index}-{}", position + 1),
+            "name": input_names[(index + position) % input_names.len()],
+            "url": format!("https://motcua.example.gov.vn/files/f-{index}-{}", position + 1),
             "componentCode": format!("TP{:02}", position + 1),
             "kind": "input",
             "digitized": online || rng.random_bool(0.6),
@@ -1083,80 +1179,93 @@ fn build_record(
     }
     if matches!(status, 6 | 7) {
         attachments.push(json!({
-            "id": format!("f-{}-kq", plan.index),
-            "name": format!("Kết quả - {}.pdf", plan.procedure.name),
-            "url": format!("https://motcua.example.gov.vn/files/f-{}-kq", plan.index),
+            "id": format!("f-{index}-kq"),
+            "name": format!("Kết quả - {}.pdf", procedure.name),
+            "url": format!("https://motcua.example.gov.vn/files/f-{index}-kq"),
             "componentCode": "KQ01",
             "kind": "result",
             "digitized": true,
             "reused": false,
             "fromNationalRepository": false,
-            "resultCode": format!("KQ-{}-{:05}", reception_day.year(), plan.index),
+            "resultCode": format!("KQ-{}-{:05}", reception_day.year(), index),
         }));
     }
 
     let summary = if rng.random_bool(0.4) {
         format!(
             "Đề nghị {} tại thôn {hamlet}",
-            lowercase_first(&plan.procedure.name)
+            lowercase_first(&procedure.name)
         )
     } else {
-        format!("Đề nghị {}", lowercase_first(&plan.procedure.name))
+        format!("Đề nghị {}", lowercase_first(&procedure.name))
     };
     let note = match rng.random_range(0..20) {
         0 => json!("Hồ sơ ưu tiên"),
         1 => json!("Đã liên hệ công dân qua điện thoại"),
         _ => Value::Null,
     };
-    let updated = if plan.deleted {
-        last_event + SignedDuration::from_millis(rng.random_range(0..1000))
+    let return_method = if rng.random_bool(0.8) {
+        json!({"id": 0, "name": "Nhận trực tiếp"})
     } else {
-        last_event + SignedDuration::from_millis(rng.random_range(1000..7_200_000))
+        json!({"id": 1, "name": "Qua bưu chính"})
     };
-    let updated = updated.min(cap + seconds(30)).max(last_event);
+    let phone = phone(rng);
+    let vneid_verified = if online {
+        rng.random_bool(0.7)
+    } else {
+        rng.random_bool(0.2)
+    };
 
     let apply_method_name =
         ["Trực tiếp", "Trực tuyến", "Qua bưu chính công ích"][apply_method as usize];
-    let record = json!({
-        "id": "",
+    let mut record = json!({
+        "id": dossier.id(),
         "code": code,
         "procedure": {
-            "id": plan.procedure.id,
-            "code": plan.procedure.code,
-            "name": plan.procedure.name,
-            "sector": {"code": plan.procedure.sector.code, "name": plan.procedure.sector.name},
+            "id": procedure.id,
+            "code": procedure.code,
+            "name": procedure.name,
+            "sector": {"code": procedure.sector.code, "name": procedure.sector.name},
         },
-        "agency": {"id": plan.agency.item.id, "code": plan.agency.item.code, "name": plan.agency.item.name},
+        "agency": {"id": agency.item.id, "code": agency.item.code, "name": agency.item.name},
         "applyMethod": {"id": apply_method, "name": apply_method_name},
         "applicant": {
             "type": kind,
             "fullname": fullname,
             "identityNumber": identity,
             "taxCode": tax_code,
-            "phone": phone(rng),
+            "phone": phone,
             "email": email,
             "address": address,
         },
         "summary": summary,
         "submittedDate": format_source_date(times.submitted),
         "acceptedDate": date_value(times.accepted),
-        "appointmentDate": date_value(appointment),
+        "appointmentDate": date_value(skeleton.appointment),
         "completedDate": date_value(times.completed),
         "returnedDate": date_value(times.returned),
         "rejectedDate": date_value(times.rejected),
         "dossierStatus": {"id": status, "name": status_name(status)},
-        "returnMethod": if rng.random_bool(0.8) { json!({"id": 0, "name": "Nhận trực tiếp"}) } else { json!({"id": 1, "name": "Qua bưu chính"}) },
+        "returnMethod": return_method,
         "fees": fees,
         "attachments": attachments,
         "supplements": supplements,
         "history": history,
-        "vneidVerified": if online { rng.random_bool(0.7) } else { rng.random_bool(0.2) },
+        "vneidVerified": vneid_verified,
         "reusesDigitizedComponents": reuses,
         "note": note,
-        "updatedDate": format_source_date(updated),
-        "deletedDate": date_value(deleted_date),
+        "updatedDate": format_source_date(dossier.updated()),
+        "deletedDate": date_value(skeleton.deleted_at),
     });
-    (record, reception_day, updated, times.submitted)
+    let mut quirks = Vec::new();
+    if let Some(code) = dossier.bad() {
+        let local =
+            &plan.procedures[PROCEDURES.len() + rng.random_range(0..LOCAL_PROCEDURES.len())];
+        make_bad(&mut record, code, skeleton.bad_variant, local);
+    } else if rng.random_bool(plan.config.quirk_share.clamp(0.0, 1.0)) {
+        quirks = apply_quirks(rng, &mut record);
+    }
+    (record, quirks)
 }
 
 fn lowercase_first(text: &str) -> String {
@@ -1301,12 +1410,11 @@ fn thousands_with_dots(amount: i64) -> String {
 
 /// Breaks a valid record so that normalization rejects it with `code`.
 fn make_bad(
-    rng: &mut SimRng,
     record: &mut Value,
     code: &'static str,
+    variant: usize,
     local_procedure: &ProcedureItem,
 ) {
-    let variant = rng.random_range(0..3);
     match code {
         "invalid_dossier_code" => {
             let original = record["code"].as_str().unwrap_or_default().to_owned();
@@ -1376,134 +1484,330 @@ fn make_bad(
 // ---------------------------------------------------------------------------------------------------
 // Generation
 
-/// Generates the dataset for `config`, with receptions in the `config.days` days before `now`.
-pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
-    let mut rng = SimRng::seed_from_u64(config.seed);
-    let agencies = build_agencies(config);
-    let procedures = build_procedures();
-    let coded: Vec<&Agency> = agencies.iter().filter(|a| a.item.code.is_some()).collect();
-    let uncoded: Vec<&Agency> = agencies.iter().filter(|a| a.item.code.is_none()).collect();
-    let codes: Vec<&'static str> = BAD_CODES
-        .iter()
-        .copied()
-        .filter(|code| *code != "unmapped_unit" || !uncoded.is_empty())
-        .collect();
+/// A dataset decided but not written: the catalogs, and per dossier only what the feed, the counts and
+/// the identifiers need ([`PlannedDossier`], 40 bytes). Each record is written on demand
+/// ([`Plan::render`]) from the seed and the dossier's index, the same bytes every time: so a simulator
+/// serves a million dossiers without holding a million records.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    config: GeneratorConfig,
+    /// Events stop a little before `now`, so that `updatedDate` can follow them.
+    cap: Timestamp,
+    agencies: Vec<Agency>,
+    procedures: Vec<ProcedureItem>,
+    /// Indexes of the agencies with a code, and of those without.
+    coded: Vec<usize>,
+    uncoded: Vec<usize>,
+    /// By index (the order they were generated in).
+    pub dossiers: Vec<PlannedDossier>,
+    /// The `updatedDate` the tie block shares, when there is one.
+    pub tie_instant: Option<Timestamp>,
+}
 
-    let count = config.dossiers;
-    let bad_count = ((count as f64) * config.bad_share).ceil() as usize;
-    let cancelled_count = ((count as f64) * config.cancelled_share).round() as usize;
-    let deleted_count = ((count as f64) * config.deleted_share).round() as usize;
-    let mut order: Vec<usize> = (0..count).collect();
-    order.shuffle(&mut rng);
-    let mut bad = vec![None; count];
-    let mut cancelled = vec![false; count];
-    let mut deleted = vec![false; count];
-    for (position, &index) in order.iter().enumerate() {
-        if position < bad_count {
-            bad[index] = Some(codes[position % codes.len()]);
-        } else if position < bad_count + cancelled_count {
-            cancelled[index] = true;
-        } else if position < bad_count + cancelled_count + deleted_count {
-            deleted[index] = true;
-        }
-    }
+/// What a [`Plan`] keeps of one dossier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedDossier {
+    /// The dossier's number in the generation order: its record is written from it.
+    pub index: u32,
+    id_seconds: u32,
+    id_random: u64,
+    /// `updatedDate` in milliseconds (the tie block's included).
+    pub updated_ms: i64,
+    /// The reception day (Vietnam time) the counts file it under.
+    pub reception_day: civil::Date,
+    /// Its number among the dossiers of its agency and day, in its code.
+    sequence: u32,
+    /// The handling agency, as an index into the catalog.
+    pub agency: u16,
+    /// 1 + the index in [`BAD_CODES`] of the rejection it was made for; 0 for none.
+    bad: u8,
+    flags: u8,
+}
 
-    // Events stop a little before `now`, so that `updatedDate` can follow them.
-    let cap = now - seconds(120);
-    let mut sequences = HashMap::new();
-    let mut dossiers = Vec::with_capacity(count);
-    for index in 0..count {
-        let code = bad[index];
-        let agency = if code == Some("unmapped_unit") {
-            uncoded.choose(&mut rng).copied()
-        } else {
-            coded.choose(&mut rng).copied()
-        }
-        .unwrap_or(&agencies[0]);
-        let candidates: Vec<usize> = PROCEDURES
-            .iter()
-            .enumerate()
-            .filter(|(_, spec)| spec.provincial == agency.provincial || spec.national == "1.004227")
-            .map(|(position, _)| position)
-            .collect();
-        let spec_index = candidates.choose(&mut rng).copied().unwrap_or(0);
-        let status = if code.is_some() {
-            [1, 2, 2, 5, 6, 7, 7][rng.random_range(0..7)]
-        } else {
-            pick_status(&mut rng)
-        };
-        let plan = DossierPlan {
-            index,
-            agency,
-            procedure: &procedures[spec_index],
-            spec: Some(&PROCEDURES[spec_index]),
-            status,
-            cancelled: cancelled[index],
-            deleted: deleted[index],
-        };
-        let (mut record, reception_day, updated, submitted) =
-            build_record(&mut rng, &plan, config, cap, &mut sequences);
-        let id_seconds = submitted.as_second();
-        let id = format!(
+const HIDDEN: u8 = 1;
+const DELETED: u8 = 2;
+const CANCELLED: u8 = 4;
+
+impl PlannedDossier {
+    /// The id: the submission second, 40 random bits and the index, in hex (24 characters up to 16
+    /// million dossiers), so that ids sort as ([`PlannedDossier::id_order`]) does.
+    pub fn id(&self) -> String {
+        format!(
             "{:08x}{:010x}{:06x}",
-            id_seconds,
-            rng.random_range(0..(1u64 << 40)),
-            index
-        );
-        record["id"] = json!(id);
-        let mut quirks = Vec::new();
-        if let Some(code) = code {
-            let local = &procedures[PROCEDURES.len() + rng.random_range(0..LOCAL_PROCEDURES.len())];
-            make_bad(&mut rng, &mut record, code, local);
-        } else if rng.random_bool(config.quirk_share.clamp(0.0, 1.0)) {
-            quirks = apply_quirks(&mut rng, &mut record);
-        }
-        // A bad record may have lost its acceptedDate: the counts then file it under its submittedDate.
-        // Both are known here, as they were made: nothing is read back from the record's text.
-        let reception_day = if record["acceptedDate"].is_null() {
-            super::dates::vietnam_day(submitted)
-        } else {
-            reception_day
-        };
-        dossiers.push(GeneratedDossier {
-            id,
-            record,
-            bad: code,
-            hidden: rng.random_bool(config.hidden_share.clamp(0.0, 1.0)),
-            deleted: deleted[index],
-            cancelled: cancelled[index],
-            agency_id: agency.item.id.clone(),
-            reception_day,
-            updated,
-            quirks,
-        });
+            self.id_seconds, self.id_random, self.index
+        )
     }
 
-    // The night-time batch job: `tie_block` rows updated before 02:00 last night get 02:00:00.000 exactly.
-    let mut tie_instant = None;
-    if config.tie_block > 0 {
-        let today = VIETNAM.to_datetime(now).date();
-        let mut instant = vietnam_day_at(today, 2, 0, 0);
-        if instant > now - seconds(3600) {
-            instant = vietnam_day_at(today.yesterday().unwrap_or(today), 2, 0, 0);
+    /// A key that sorts dossiers as their ids do.
+    pub fn id_order(&self) -> (u32, u64, u32) {
+        (self.id_seconds, self.id_random, self.index)
+    }
+
+    /// The index an id was made from (the hex after its first 18 characters), if it has that shape; the
+    /// caller compares the whole id.
+    pub fn index_in_id(id: &str) -> Option<u32> {
+        let tail = id.get(18..)?;
+        if tail.is_empty() || !tail.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return None;
         }
-        let mut candidates: Vec<usize> = (0..count)
-            .filter(|&i| dossiers[i].updated < instant)
+        u32::from_str_radix(tail, 16).ok()
+    }
+
+    pub fn updated(&self) -> Timestamp {
+        Timestamp::from_millisecond(self.updated_ms).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+    /// The rejection code this record was made to trigger, if any.
+    pub fn bad(&self) -> Option<&'static str> {
+        self.bad
+            .checked_sub(1)
+            .and_then(|at| BAD_CODES.get(usize::from(at)))
+            .copied()
+    }
+    /// Written by a bulk import: not in the feed until next updated.
+    pub fn hidden(&self) -> bool {
+        self.flags & HIDDEN != 0
+    }
+    /// `deletedDate` is set.
+    pub fn deleted(&self) -> bool {
+        self.flags & DELETED != 0
+    }
+    /// Status 11 (cancelled as a data-entry error).
+    pub fn cancelled(&self) -> bool {
+        self.flags & CANCELLED != 0
+    }
+}
+
+impl Plan {
+    /// Decides the dataset for `config`, with receptions in the `config.days` days before `now`.
+    pub fn new(config: &GeneratorConfig, now: Timestamp) -> Plan {
+        let mut rng = SimRng::seed_from_u64(config.seed);
+        let agencies = build_agencies(config);
+        let coded: Vec<usize> = (0..agencies.len())
+            .filter(|&at| agencies[at].item.code.is_some())
             .collect();
-        candidates.shuffle(&mut rng);
-        for &index in candidates.iter().take(config.tie_block) {
-            dossiers[index].updated = instant;
-            dossiers[index].record["updatedDate"] = json!(format_source_date(instant));
+        let uncoded: Vec<usize> = (0..agencies.len())
+            .filter(|&at| agencies[at].item.code.is_none())
+            .collect();
+        let mut plan = Plan {
+            config: config.clone(),
+            cap: now - seconds(120),
+            agencies,
+            procedures: build_procedures(),
+            coded,
+            uncoded,
+            dossiers: Vec::new(),
+            tie_instant: None,
+        };
+        let codes: Vec<&'static str> = BAD_CODES
+            .iter()
+            .copied()
+            .filter(|code| *code != "unmapped_unit" || !plan.uncoded.is_empty())
+            .collect();
+
+        let count = config.dossiers;
+        let bad_count = ((count as f64) * config.bad_share).ceil() as usize;
+        let cancelled_count = ((count as f64) * config.cancelled_share).round() as usize;
+        let deleted_count = ((count as f64) * config.deleted_share).round() as usize;
+        let mut order: Vec<u32> = (0..count as u32).collect();
+        order.shuffle(&mut rng);
+        let mut assigned = vec![
+            Assigned {
+                bad: None,
+                cancelled: false,
+                deleted: false,
+            };
+            count
+        ];
+        for (position, &index) in order.iter().enumerate() {
+            let slot = &mut assigned[index as usize];
+            if position < bad_count {
+                slot.bad = Some(codes[position % codes.len()]);
+            } else if position < bad_count + cancelled_count {
+                slot.cancelled = true;
+            } else if position < bad_count + cancelled_count + deleted_count {
+                slot.deleted = true;
+            } else {
+                break;
+            }
         }
-        tie_instant = Some(instant);
+        drop(order);
+
+        let dossiers = plan.plan_all(&assigned);
+        plan.dossiers = dossiers;
+
+        // The night-time batch job: `tie_block` rows updated before 02:00 last night get 02:00:00.000 exactly.
+        if config.tie_block > 0 {
+            let today = VIETNAM.to_datetime(now).date();
+            let mut instant = vietnam_day_at(today, 2, 0, 0);
+            if instant > now - seconds(3600) {
+                instant = vietnam_day_at(today.yesterday().unwrap_or(today), 2, 0, 0);
+            }
+            let instant_ms = instant.as_millisecond();
+            let mut candidates: Vec<u32> = (0..count as u32)
+                .filter(|&i| plan.dossiers[i as usize].updated_ms < instant_ms)
+                .collect();
+            candidates.shuffle(&mut rng);
+            for &index in candidates.iter().take(config.tie_block) {
+                plan.dossiers[index as usize].updated_ms = instant_ms;
+            }
+            plan.tie_instant = Some(instant);
+        }
+        plan
     }
 
-    dossiers.sort_by(|a, b| a.id.cmp(&b.id));
+    /// Every dossier's skeleton, reduced to what the plan keeps; both cores share the work (each
+    /// dossier has its own stream, so the split changes nothing), then the codes are numbered in
+    /// index order.
+    fn plan_all(&self, assigned: &[Assigned]) -> Vec<PlannedDossier> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 8);
+        let chunk = assigned.len().div_ceil(threads).max(1);
+        let mut planned: Vec<(PlannedDossier, civil::Date)> = Vec::with_capacity(assigned.len());
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = assigned
+                .chunks(chunk)
+                .enumerate()
+                .map(|(part, slice)| {
+                    scope.spawn(move || {
+                        slice
+                            .iter()
+                            .enumerate()
+                            .map(|(offset, &assignment)| {
+                                self.plan_one(part * chunk + offset, assignment)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for worker in workers {
+                // A panic in a worker is a bug of the generator: passed on as it is.
+                planned.extend(
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+        });
+        let mut sequences: HashMap<(u16, civil::Date), u32> = HashMap::new();
+        planned
+            .into_iter()
+            .map(|(mut dossier, code_day)| {
+                let sequence = sequences.entry((dossier.agency, code_day)).or_insert(0);
+                *sequence += 1;
+                dossier.sequence = *sequence;
+                dossier
+            })
+            .collect()
+    }
+
+    /// One dossier's skeleton, reduced to what the plan keeps, and the day its code is numbered under.
+    fn plan_one(&self, index: usize, assigned: Assigned) -> (PlannedDossier, civil::Date) {
+        let skeleton = plan_dossier(
+            &mut stream(self.config.seed, index, 0),
+            self,
+            assigned,
+            self.cap,
+        );
+        let mut flags = 0;
+        if skeleton.hidden {
+            flags |= HIDDEN;
+        }
+        if assigned.deleted {
+            flags |= DELETED;
+        }
+        if assigned.cancelled {
+            flags |= CANCELLED;
+        }
+        let dossier = PlannedDossier {
+            index: index as u32,
+            id_seconds: u32::try_from(skeleton.times.submitted.as_second()).unwrap_or(0),
+            id_random: skeleton.id_random,
+            updated_ms: skeleton.updated.as_millisecond(),
+            reception_day: skeleton.reception_day,
+            sequence: 0,
+            agency: skeleton.agency as u16,
+            bad: assigned
+                .bad
+                .and_then(|code| BAD_CODES.iter().position(|known| *known == code))
+                .map_or(0, |at| at as u8 + 1),
+            flags,
+        };
+        (dossier, skeleton.code_day)
+    }
+
+    fn assigned(dossier: &PlannedDossier) -> Assigned {
+        Assigned {
+            bad: dossier.bad(),
+            cancelled: dossier.cancelled(),
+            deleted: dossier.deleted(),
+        }
+    }
+
+    /// The record of `dossier` exactly as served, and the harmless quirks applied to it.
+    pub fn render(&self, dossier: &PlannedDossier) -> (Value, Vec<&'static str>) {
+        let index = dossier.index as usize;
+        let skeleton = plan_dossier(
+            &mut stream(self.config.seed, index, 0),
+            self,
+            Plan::assigned(dossier),
+            self.cap,
+        );
+        build_record(
+            &mut stream(self.config.seed, index, 1),
+            self,
+            &skeleton,
+            dossier,
+        )
+    }
+
+    /// The agency catalog.
+    pub fn agencies(&self) -> Vec<AgencyItem> {
+        self.agencies.iter().map(|a| a.item.clone()).collect()
+    }
+
+    /// The id of the agency at `at` in the catalog.
+    pub fn agency_id(&self, at: u16) -> Option<&str> {
+        self.agencies
+            .get(usize::from(at))
+            .map(|agency| agency.item.id.as_str())
+    }
+
+    /// The procedure catalog (the local procedures without a national code included).
+    pub fn procedures(&self) -> &[ProcedureItem] {
+        &self.procedures
+    }
+}
+
+/// Generates the dataset for `config`, with receptions in the `config.days` days before `now`: every
+/// record written ([`Plan`] keeps none), for tests and tools that want them all at once.
+pub fn generate(config: &GeneratorConfig, now: Timestamp) -> Dataset {
+    let plan = Plan::new(config, now);
+    let mut order: Vec<&PlannedDossier> = plan.dossiers.iter().collect();
+    order.sort_by_key(|dossier| dossier.id_order());
+    let dossiers = order
+        .into_iter()
+        .map(|dossier| {
+            let (record, quirks) = plan.render(dossier);
+            GeneratedDossier {
+                id: dossier.id(),
+                record,
+                bad: dossier.bad(),
+                hidden: dossier.hidden(),
+                deleted: dossier.deleted(),
+                cancelled: dossier.cancelled(),
+                agency_id: plan.agencies[usize::from(dossier.agency)].item.id.clone(),
+                reception_day: dossier.reception_day,
+                updated: dossier.updated(),
+                quirks,
+            }
+        })
+        .collect();
     Dataset {
-        agencies: agencies.into_iter().map(|a| a.item).collect(),
-        procedures,
+        agencies: plan.agencies(),
+        procedures: plan.procedures.clone(),
         dossiers,
-        tie_instant,
+        tie_instant: plan.tie_instant,
     }
 }
 

@@ -4,12 +4,14 @@
 //! - [`dates`]: the simulators' own reading and writing of the source's dates (none of the daemon's).
 //! - [`generator`]: a deterministic dataset of realistic dossiers (with a share of bad ones).
 //! - [`source`]: the provincial one-stop system (source-api.md), with every quirk of its section 6.
+//! - [`network`]: latency on every call and the portal's rate limit, for a network like the real one.
 //! - [`wire`]: the JSON shapes both answer with, from the spec (none of the daemon's types).
 //! - [`portal`]: the National Public Service Portal (portal-api.md), with fault injection and a record of
 //!   everything it stored and every call it received.
 
 pub mod dates;
 pub mod generator;
+pub mod network;
 pub mod portal;
 pub mod source;
 pub mod wire;

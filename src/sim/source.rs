@@ -1,8 +1,14 @@
 //! The simulated provincial one-stop system: the HTTP API of source-api.md over a generated dataset, with
 //! every quirk of its section 6 switchable, and control methods for tests and the demo (snapshot, live
 //! mutation, fault settings, counters).
+//!
+//! It holds no generated record: per row it keeps the plan's few bytes (id parts, `updatedDate`, agency,
+//! reception day, flags; [`Plan`]) and the feed's order as a sorted list of (`updatedDate`, row), and writes
+//! each record from the seed when it is served. Only records that changed since (live changes, moving
+//! pages, tests' edits) are kept whole. So a million dossiers fit in about 100 MB.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::FaultLevel;
 use super::generator::{
-    self, GeneratorConfig, SimRng, evolve, format_source_date, parse_source_date_text,
+    GeneratorConfig, Plan, PlannedDossier, SimRng, evolve, format_source_date,
+    parse_source_date_text,
 };
+use super::network::Latency;
 use super::wire::{AgencyItem, DossierIdItem, Page, ProcedureItem};
 
 /// The largest page the source serves; a larger `size` is answered 400.
@@ -171,6 +179,8 @@ pub struct SourceSimConfig {
     pub mutation_batch: usize,
     /// The moment the dataset is generated for; the wall clock when `None`.
     pub now: Option<Timestamp>,
+    /// The network's delay on every API call (`/_sim/*` excepted); none by default.
+    pub latency: Latency,
 }
 
 impl Default for SourceSimConfig {
@@ -192,6 +202,7 @@ impl SourceSimConfig {
             mutation_interval: Duration::from_secs(2),
             mutation_batch: 3,
             now: None,
+            latency: Latency::NONE,
         }
     }
 }
@@ -252,48 +263,58 @@ pub struct SourceStats {
     pub live_mutation: bool,
 }
 
+/// What the simulator holds of one row: the plan's few bytes and what changed since (the record itself is
+/// written on demand, or kept in [`SimState::changed`] once it changed).
 struct Row {
-    id: String,
-    record: Value,
+    planned: PlannedDossier,
     updated_ms: i64,
     hidden: bool,
-    bad: Option<&'static str>,
+    deleted: bool,
+    cancelled: bool,
     /// The reception day (Vietnam time) the counts file the row under, as the generator made it and the
     /// live changes moved it: never read back from the record's (quirk-shaped) dates.
     reception_day: civil::Date,
-    /// (agency id, reception day) when the counts see this row: kept with the record, so that the
-    /// count and identifier endpoints do not look into every record on every request.
-    counted: Option<(String, civil::Date)>,
+    /// The agency the counts file the row under, as an index into the catalog ([`NO_AGENCY`] when the
+    /// record names none, [`OTHER_AGENCY`] when it names one outside the catalog: see
+    /// [`SimState::other_agencies`]). Kept with the row, so that the count and identifier endpoints do not
+    /// look into every record on every request.
+    agency: u16,
 }
 
-impl Row {
-    /// Recomputes what the counts see of the row; call after every change of `record`.
-    fn recount(&mut self) {
-        self.counted = if self.deleted() || self.cancelled() {
-            None
-        } else {
-            let agency = self.record.pointer("/agency/id").and_then(Value::as_str);
-            agency.map(|agency| (agency.to_owned(), self.reception_day))
-        };
-    }
+const NO_AGENCY: u16 = u16::MAX;
+const OTHER_AGENCY: u16 = u16::MAX - 1;
 
-    fn deleted(&self) -> bool {
-        self.record.get("deletedDate").is_some_and(|d| !d.is_null())
-    }
-    fn cancelled(&self) -> bool {
-        self.record
-            .pointer("/dossierStatus/id")
-            .and_then(Value::as_i64)
-            == Some(11)
+/// A row's record, or what it is written from (outside the lock).
+enum Pending {
+    Changed(Value),
+    Planned(PlannedDossier),
+}
+
+impl Pending {
+    fn record(self, plan: &Plan) -> Value {
+        match self {
+            Pending::Changed(record) => record,
+            Pending::Planned(planned) => plan.render(&planned).0,
+        }
     }
 }
 
 struct SimState {
-    /// Sorted by id, so that a row's index orders ties by id.
+    /// Sorted by id, so that a row's position orders ties by id.
     rows: Vec<Row>,
-    by_id: HashMap<String, usize>,
-    /// (updatedDate in ms, row index) of every row.
-    by_updated: BTreeSet<(i64, usize)>,
+    /// Row position of each generation index (ids carry the index).
+    position_of_index: Vec<u32>,
+    /// (updatedDate in ms, row position) of every row not hidden, sorted.
+    visible: Vec<(i64, u32)>,
+    /// The same of the hidden rows.
+    hidden: Vec<(i64, u32)>,
+    /// The records that changed since they were generated (live changes, moving pages, tests' edits), by
+    /// row position; every other record is written again from the plan when served.
+    changed: HashMap<u32, Value>,
+    /// Agency id → index in the catalog.
+    agency_index: HashMap<String, u16>,
+    /// The agency id of rows whose record names one outside the catalog, by row position.
+    other_agencies: HashMap<u32, String>,
     agencies: Vec<AgencyItem>,
     procedures: Vec<ProcedureItem>,
     faults: SourceFaults,
@@ -306,6 +327,8 @@ struct SimState {
     /// [`SourceSim::set_dossier_read_delay`]).
     dossier_read_delay: Duration,
     rng: SimRng,
+    /// Draws the network latency of each call; apart from `rng`, so that a latency changes no other draw.
+    latency_rng: SimRng,
     stats: SourceStats,
 }
 
@@ -313,6 +336,8 @@ struct SimState {
 #[derive(Clone)]
 pub struct SourceSim {
     config: Arc<SourceSimConfig>,
+    /// The dataset's catalogs and how to write each record (its dossiers moved into the rows).
+    plan: Arc<Plan>,
     generated_at: Timestamp,
     state: Arc<Mutex<SimState>>,
 }
@@ -359,43 +384,58 @@ fn scramble(value: u64, salt: u64) -> u64 {
 }
 
 impl SourceSim {
-    /// Generates the dataset and builds the simulator; nothing listens until [`SourceSim::serve`].
+    /// Plans the dataset and builds the simulator; nothing listens until [`SourceSim::serve`]. No record
+    /// is written here: each is written when served (see [`Plan`]).
     pub fn new(config: SourceSimConfig) -> SourceSim {
         let now = config.now.unwrap_or_else(Timestamp::now);
-        let dataset = generator::generate(&config.generator, now);
-        let rows: Vec<Row> = dataset
-            .dossiers
+        let mut plan = Plan::new(&config.generator, now);
+        let mut planned = std::mem::take(&mut plan.dossiers);
+        planned.sort_unstable_by_key(PlannedDossier::id_order);
+        let mut position_of_index = vec![0u32; planned.len()];
+        let rows: Vec<Row> = planned
             .into_iter()
-            .map(|d| {
-                let mut row = Row {
-                    id: d.id,
-                    record: d.record,
-                    updated_ms: ms(d.updated),
-                    hidden: d.hidden,
-                    bad: d.bad,
-                    reception_day: d.reception_day,
-                    counted: None,
-                };
-                row.recount();
-                row
+            .enumerate()
+            .map(|(position, planned)| {
+                position_of_index[planned.index as usize] = position as u32;
+                Row {
+                    updated_ms: planned.updated_ms,
+                    hidden: planned.hidden(),
+                    deleted: planned.deleted(),
+                    cancelled: planned.cancelled(),
+                    reception_day: planned.reception_day,
+                    agency: planned.agency,
+                    planned,
+                }
             })
             .collect();
-        let by_id = rows
+        let mut visible = Vec::with_capacity(rows.len());
+        let mut hidden = Vec::new();
+        for (position, row) in rows.iter().enumerate() {
+            let key = (row.updated_ms, position as u32);
+            if row.hidden {
+                hidden.push(key);
+            } else {
+                visible.push(key);
+            }
+        }
+        visible.sort_unstable();
+        hidden.sort_unstable();
+        let agencies = plan.agencies();
+        let agency_index = agencies
             .iter()
             .enumerate()
-            .map(|(index, row)| (row.id.clone(), index))
-            .collect();
-        let by_updated = rows
-            .iter()
-            .enumerate()
-            .map(|(index, row)| (row.updated_ms, index))
+            .map(|(at, agency)| (agency.id.clone(), at as u16))
             .collect();
         let state = SimState {
             rows,
-            by_id,
-            by_updated,
-            agencies: dataset.agencies,
-            procedures: dataset.procedures,
+            position_of_index,
+            visible,
+            hidden,
+            changed: HashMap::new(),
+            agency_index,
+            other_agencies: HashMap::new(),
+            procedures: plan.procedures().to_vec(),
+            agencies,
             faults: config.faults.clone(),
             tokens: HashMap::new(),
             tokens_issued: 0,
@@ -403,10 +443,12 @@ impl SourceSim {
             live_mutation: config.live_mutation,
             dossier_read_delay: Duration::ZERO,
             rng: SimRng::seed_from_u64(config.generator.seed ^ 0x5eed_50c3),
+            latency_rng: SimRng::seed_from_u64(config.generator.seed ^ 0x1a7e_0c1e),
             stats: SourceStats::default(),
         };
         SourceSim {
             config: Arc::new(config),
+            plan: Arc::new(plan),
             generated_at: now,
             state: Arc::new(Mutex::new(state)),
         }
@@ -425,22 +467,23 @@ impl SourceSim {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Every row, in id order.
+    /// Every row, in id order, every record written: for tests and small datasets.
     pub fn snapshot(&self) -> Vec<SimRow> {
         let state = self.lock();
-        state
-            .rows
-            .iter()
-            .map(|row| SimRow {
-                id: row.id.clone(),
-                record: row.record.clone(),
-                updated: timestamp_of(row.updated_ms),
-                hidden: row.hidden,
-                visible_in_feed: state.in_feed(row),
-                bad: row.bad,
-                deleted: row.deleted(),
-                cancelled: row.cancelled(),
-                reception_day: row.reception_day,
+        (0..state.rows.len())
+            .map(|position| {
+                let row = &state.rows[position];
+                SimRow {
+                    id: row.planned.id(),
+                    record: state.record(&self.plan, position as u32),
+                    updated: timestamp_of(row.updated_ms),
+                    hidden: row.hidden,
+                    visible_in_feed: state.in_feed(row),
+                    bad: row.planned.bad(),
+                    deleted: row.deleted,
+                    cancelled: row.cancelled,
+                    reception_day: row.reception_day,
+                }
             })
             .collect()
     }
@@ -448,13 +491,15 @@ impl SourceSim {
     /// Evolves `n` random rows now: each gets `updatedDate` = now and moves to the end of the feed (a hidden
     /// row becomes visible). Returns their ids.
     pub fn mutate_now(&self, n: usize) -> Vec<String> {
-        self.lock().mutate(n, Some(false), Timestamp::now())
+        self.lock()
+            .mutate(&self.plan, n, Some(false), Timestamp::now())
     }
 
     /// Like [`SourceSim::mutate_now`], but every row is made late-visible (quirk 3): its `updatedDate` is
     /// 5 s to `late_max` in the past, yet it becomes visible only now.
     pub fn mutate_now_late(&self, n: usize) -> Vec<String> {
-        self.lock().mutate(n, Some(true), Timestamp::now())
+        self.lock()
+            .mutate(&self.plan, n, Some(true), Timestamp::now())
     }
 
     /// Evolves the rows with these ids now, as [`SourceSim::mutate_now`] does with random ones: a new
@@ -465,15 +510,17 @@ impl SourceSim {
         let now = Timestamp::now();
         let mut changed = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(&index) = state.by_id.get(id) {
+            if let Some(position) = state.position_of_id(id) {
                 let version = state.stats.mutations + 1;
-                if let Some(object) = state.rows[index].record.as_object_mut() {
+                let mut record = state.record(&self.plan, position);
+                if let Some(object) = record.as_object_mut() {
                     object.insert(
                         "note".into(),
                         json!(format!("Cập nhật hồ sơ lần {version}")),
                     );
                 }
-                state.touch(index, now, now);
+                state.changed.insert(position, record);
+                state.touch(&self.plan, position, now, now);
                 changed.push(id.clone());
             }
         }
@@ -508,10 +555,12 @@ impl SourceSim {
         let mut state = self.lock();
         let mut count = 0;
         for id in ids {
-            if let Some(&index) = state.by_id.get(id)
-                && state.rows[index].hidden
+            if let Some(position) = state.position_of_id(id)
+                && state.rows[position as usize].hidden
             {
-                state.rows[index].hidden = false;
+                state.unlist(position);
+                state.rows[position as usize].hidden = false;
+                state.list(position);
                 count += 1;
             }
         }
@@ -524,9 +573,11 @@ impl SourceSim {
     pub fn rewrite(&self, mut edit: impl FnMut(&mut Value) -> bool) -> usize {
         let mut state = self.lock();
         let mut count = 0;
-        for row in &mut state.rows {
-            if edit(&mut row.record) {
-                row.recount();
+        for position in 0..state.rows.len() as u32 {
+            let mut record = state.record(&self.plan, position);
+            if edit(&mut record) {
+                state.recount(position, &record);
+                state.changed.insert(position, record);
                 count += 1;
             }
         }
@@ -541,8 +592,8 @@ impl SourceSim {
         let stamp = now.checked_add(ahead).unwrap_or(now);
         let mut count = 0;
         for id in ids {
-            if let Some(&index) = state.by_id.get(id) {
-                state.touch(index, now, stamp);
+            if let Some(position) = state.position_of_id(id) {
+                state.touch(&self.plan, position, now, stamp);
                 count += 1;
             }
         }
@@ -553,11 +604,11 @@ impl SourceSim {
     /// leaves (source-api.md quirk 11); its `updatedDate` stays. Returns whether the row exists.
     pub fn plant_invalid_byte(&self, id: &str) -> bool {
         let mut state = self.lock();
-        let Some(&index) = state.by_id.get(id) else {
+        let Some(position) = state.position_of_id(id) else {
             return false;
         };
-        let row = &mut state.rows[index];
-        if let Some(object) = row.record.as_object_mut() {
+        let mut record = state.record(&self.plan, position);
+        if let Some(object) = record.as_object_mut() {
             let summary = object
                 .get("summary")
                 .and_then(Value::as_str)
@@ -568,6 +619,7 @@ impl SourceSim {
                 json!(format!("{summary} {INVALID_BYTE_MARKER}")),
             );
         }
+        state.changed.insert(position, record);
         true
     }
 
@@ -627,37 +679,121 @@ impl SimState {
         !(row.hidden && self.faults.hidden_rows)
     }
 
+    /// The row an id names: its generation index is in the id, and the whole id must match.
+    fn position_of_id(&self, id: &str) -> Option<u32> {
+        let index = PlannedDossier::index_in_id(id)?;
+        let position = *self.position_of_index.get(index as usize)?;
+        (self.rows[position as usize].planned.id() == id).then_some(position)
+    }
+
+    /// The current record of a row.
+    fn record(&self, plan: &Plan, position: u32) -> Value {
+        self.pending(position).record(plan)
+    }
+
+    /// The current record of a row, or what to write it from.
+    fn pending(&self, position: u32) -> Pending {
+        match self.changed.get(&position) {
+            Some(record) => Pending::Changed(record.clone()),
+            None => Pending::Planned(self.rows[position as usize].planned),
+        }
+    }
+
+    /// Takes a row out of the feed's order (before its `updatedDate` or hidden flag changes).
+    fn unlist(&mut self, position: u32) {
+        let row = &self.rows[position as usize];
+        let list = if row.hidden {
+            &mut self.hidden
+        } else {
+            &mut self.visible
+        };
+        if let Ok(at) = list.binary_search(&(row.updated_ms, position)) {
+            list.remove(at);
+        }
+    }
+
+    /// Puts a row back into the feed's order.
+    fn list(&mut self, position: u32) {
+        let row = &self.rows[position as usize];
+        let key = (row.updated_ms, position);
+        let list = if row.hidden {
+            &mut self.hidden
+        } else {
+            &mut self.visible
+        };
+        let at = list.partition_point(|entry| *entry < key);
+        list.insert(at, key);
+    }
+
+    /// Recomputes what the counts see of a row from its record; call after every change of the record.
+    fn recount(&mut self, position: u32, record: &Value) {
+        let row = &mut self.rows[position as usize];
+        row.deleted = record.get("deletedDate").is_some_and(|d| !d.is_null());
+        row.cancelled = record.pointer("/dossierStatus/id").and_then(Value::as_i64) == Some(11);
+        self.other_agencies.remove(&position);
+        row.agency = match record.pointer("/agency/id").and_then(Value::as_str) {
+            None => NO_AGENCY,
+            Some(id) => match self.agency_index.get(id) {
+                Some(&at) => at,
+                None => {
+                    self.other_agencies.insert(position, id.to_owned());
+                    OTHER_AGENCY
+                }
+            },
+        };
+    }
+
+    /// The agency id and reception day the counts file a row under, when they count it.
+    fn counted(&self, position: usize) -> Option<(&str, civil::Date)> {
+        let row = &self.rows[position];
+        if row.deleted || row.cancelled {
+            return None;
+        }
+        let agency = match row.agency {
+            NO_AGENCY => return None,
+            OTHER_AGENCY => self.other_agencies.get(&(position as u32))?.as_str(),
+            at => self.agencies.get(usize::from(at))?.id.as_str(),
+        };
+        Some((agency, row.reception_day))
+    }
+
     fn stats_now(&self) -> SourceStats {
         let mut stats = self.stats.clone();
         stats.rows_total = self.rows.len();
         stats.rows_in_feed = self.rows.iter().filter(|row| self.in_feed(row)).count();
-        stats.rows_hidden = self.rows.iter().filter(|row| row.hidden).count();
-        stats.rows_deleted = self.rows.iter().filter(|row| row.deleted()).count();
-        stats.rows_cancelled = self.rows.iter().filter(|row| row.cancelled()).count();
-        stats.rows_bad = self.rows.iter().filter(|row| row.bad.is_some()).count();
+        stats.rows_hidden = self.hidden.len();
+        stats.rows_deleted = self.rows.iter().filter(|row| row.deleted).count();
+        stats.rows_cancelled = self.rows.iter().filter(|row| row.cancelled).count();
+        stats.rows_bad = self
+            .rows
+            .iter()
+            .filter(|row| row.planned.bad().is_some())
+            .count();
         stats.live_mutation = self.live_mutation;
         stats
     }
 
     /// Evolves one row at `now`, stamping it `stamp`; it becomes visible.
-    fn touch(&mut self, index: usize, now: Timestamp, stamp: Timestamp) {
-        let row = &mut self.rows[index];
-        if let Some(accepted) = evolve(&mut row.record, &mut self.rng, now) {
-            row.reception_day = super::dates::vietnam_day(accepted);
+    fn touch(&mut self, plan: &Plan, position: u32, now: Timestamp, stamp: Timestamp) {
+        let mut record = self.record(plan, position);
+        if let Some(accepted) = evolve(&mut record, &mut self.rng, now) {
+            self.rows[position as usize].reception_day = super::dates::vietnam_day(accepted);
         }
-        row.recount();
-        self.by_updated.remove(&(row.updated_ms, index));
-        row.updated_ms = ms(stamp);
-        row.hidden = false;
-        if let Some(object) = row.record.as_object_mut() {
+        if let Some(object) = record.as_object_mut() {
             object.insert("updatedDate".into(), json!(format_source_date(stamp)));
         }
-        self.by_updated.insert((row.updated_ms, index));
+        self.recount(position, &record);
+        self.changed.insert(position, record);
+        self.unlist(position);
+        let row = &mut self.rows[position as usize];
+        row.updated_ms = ms(stamp);
+        row.hidden = false;
+        self.list(position);
         self.stats.mutations += 1;
     }
 
     /// Evolves `n` random rows. `late`: `Some(forced)` or `None` to follow `late_visibility`.
-    fn mutate(&mut self, n: usize, late: Option<bool>, now: Timestamp) -> Vec<String> {
+    fn mutate(&mut self, plan: &Plan, n: usize, late: Option<bool>, now: Timestamp) -> Vec<String> {
         let count = n.min(self.rows.len());
         let chosen = sample(&mut self.rng, self.rows.len(), count).into_vec();
         let mut ids = Vec::with_capacity(count);
@@ -675,8 +811,8 @@ impl SimState {
             } else {
                 now
             };
-            self.touch(index, now, stamp);
-            ids.push(self.rows[index].id.clone());
+            self.touch(plan, index as u32, now, stamp);
+            ids.push(self.rows[index].planned.id());
         }
         ids
     }
@@ -727,7 +863,7 @@ async fn live_mutation_loop(sim: SourceSim, shutdown: CancellationToken) {
             _ = interval.tick() => {
                 let mut state = sim.lock();
                 if state.live_mutation {
-                    state.mutate(sim.config.mutation_batch, None, Timestamp::now());
+                    state.mutate(&sim.plan, sim.config.mutation_batch, None, Timestamp::now());
                 }
             }
         }
@@ -792,7 +928,22 @@ fn bad_request(state: &mut SimState, message: &str) -> Answer {
     Answer::from(error_body(StatusCode::BAD_REQUEST, "bad_request", message))
 }
 
+/// Waits the network's latency for one call (drawn with the latency generator), unless the simulator
+/// stops meanwhile.
+async fn network_delay(app: &AppState) {
+    let latency = app.sim.config.latency;
+    if latency.is_none() {
+        return;
+    }
+    let delay = latency.draw(&mut app.sim.lock().latency_rng);
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = app.shutdown.cancelled() => {}
+    }
+}
+
 async fn token(State(app): State<AppState>, Form(form): Form<HashMap<String, String>>) -> Response {
+    network_delay(&app).await;
     let sim = &app.sim;
     let mut state = sim.lock();
     state.stats.requests_total += 1;
@@ -834,6 +985,7 @@ async fn admit(
     headers: &HeaderMap,
     endpoint: Endpoint,
 ) -> Result<Option<TransportFault>, Answer> {
+    network_delay(app).await;
     let fault = {
         let mut state = app.sim.lock();
         state.stats.requests_total += 1;
@@ -951,7 +1103,7 @@ async fn search(
     Query(params): Params,
 ) -> Result<Response, Answer> {
     let fault = admit(&app, &headers, Endpoint::Search).await?;
-    let (response, padding) = {
+    let (pending, page, size, total, hostile) = {
         let mut state = app.sim.lock();
         let (mut page, mut size) = page_params(&mut state, &params)?;
         let hostile = state.faults.clone();
@@ -989,74 +1141,147 @@ async fn search(
             }
         };
         let state = &mut *state;
-        let mut keys = state.feed_from(from_ms);
 
         // Quirk 1: rows already served to this query are touched and move to the end.
         if page > 0 && state.faults.moving_pages > 0.0 {
             let share = state.faults.moving_pages;
-            let total = keys.len();
-            let (moved, budget) = *state
-                .moving_budgets
-                .entry(anchor.clone())
-                .or_insert((0, (share * total as f64).ceil() as usize));
-            let served = (page * size).min(total);
-            let wanted = ((share * size as f64).ceil() as usize)
-                .min(budget.saturating_sub(moved))
-                .min(served);
-            if wanted > 0 {
+            let chosen: Vec<u32> = {
+                let view = feed_view(&state.visible, &state.hidden, &state.faults);
+                let keys = &view[from_position(&view, from_ms)..];
+                let total = keys.len();
+                let (moved, budget) = *state
+                    .moving_budgets
+                    .entry(anchor.clone())
+                    .or_insert((0, (share * total as f64).ceil() as usize));
+                let served = (page * size).min(total);
+                let wanted = ((share * size as f64).ceil() as usize)
+                    .min(budget.saturating_sub(moved))
+                    .min(served);
+                if wanted > 0 {
+                    sample(&mut state.rng, served, wanted)
+                        .into_iter()
+                        .map(|position| keys[position].1)
+                        .collect()
+                } else {
+                    Vec::new()
+                }
+            };
+            if !chosen.is_empty() {
                 let now = Timestamp::now();
-                let positions = sample(&mut state.rng, served, wanted).into_vec();
-                for position in positions {
-                    state.touch(keys[position], now, now);
+                for &position in &chosen {
+                    state.touch(&app.sim.plan, position, now, now);
                 }
-                state.stats.moved_rows += wanted as u64;
+                state.stats.moved_rows += chosen.len() as u64;
                 if let Some(entry) = state.moving_budgets.get_mut(&anchor) {
-                    entry.0 += wanted;
+                    entry.0 += chosen.len();
                 }
-                keys = state.feed_from(from_ms);
             }
             if state.moving_budgets.len() > 100_000 {
                 state.moving_budgets.clear();
             }
         }
 
-        // Quirk 2: ties in another order, now and then.
-        if state.faults.tie_reorder > 0.0
+        // Quirk 2: ties in another order, now and then (the salt of the other order, when drawn).
+        let reorder = if state.faults.tie_reorder > 0.0
             && state
                 .rng
                 .random_bool(state.faults.tie_reorder.clamp(0.0, 1.0))
         {
-            let salt: u64 = state.rng.random();
-            let rows = &state.rows;
-            keys.sort_by_key(|&index| (rows[index].updated_ms, scramble(index as u64, salt)));
             state.stats.reordered_ties += 1;
-        }
+            Some(state.rng.random::<u64>())
+        } else {
+            None
+        };
 
+        let view = feed_view(&state.visible, &state.hidden, &state.faults);
+        let keys = &view[from_position(&view, from_ms)..];
         let total = keys.len();
         let start = page.saturating_mul(size).min(total);
         let end = (start + size).min(total);
-        let mut content: Vec<Value> = Vec::with_capacity(end - start + 1);
         // Quirk 4: the previous page's last row again, as an extra first element.
-        if start > 0
+        let duplicate = start > 0
             && start < total
             && state.faults.duplicates > 0.0
             && state
                 .rng
-                .random_bool(state.faults.duplicates.clamp(0.0, 1.0))
-        {
-            content.push(state.rows[keys[start - 1]].record.clone());
+                .random_bool(state.faults.duplicates.clamp(0.0, 1.0));
+        if duplicate {
             state.stats.duplicated_rows += 1;
         }
-        content.extend(
-            keys[start..end]
-                .iter()
-                .map(|&index| state.rows[index].record.clone()),
-        );
-        let mut body = spring_page(content, page, size, total);
-        lie_about_counts(&mut body, &hostile);
-        (finish(state, body, fault), hostile.padding_bytes)
+        let first = if duplicate { start - 1 } else { start };
+        let window = page_window(keys, first, end, reorder);
+        drop(view);
+        let pending: Vec<Pending> = window
+            .into_iter()
+            .map(|position| state.pending(position))
+            .collect();
+        (pending, page, size, total, hostile)
     };
-    Ok(spoil_bytes(response, padding).await)
+    // The records are written outside the lock.
+    let content: Vec<Value> = pending
+        .into_iter()
+        .map(|pending| pending.record(&app.sim.plan))
+        .collect();
+    let mut body = spring_page(content, page, size, total);
+    lie_about_counts(&mut body, &hostile);
+    let response = finish(&mut app.sim.lock(), body, fault);
+    Ok(spoil_bytes(response, hostile.padding_bytes).await)
+}
+
+/// The rows of the feed in order: (updatedDate in ms, row position), hidden rows left out while quirk 8
+/// is on (they are kept apart, so that this costs nothing then).
+/// Takes the fields it reads, so that the caller may change others meanwhile.
+fn feed_view<'a>(
+    visible: &'a [(i64, u32)],
+    hidden: &'a [(i64, u32)],
+    faults: &SourceFaults,
+) -> Cow<'a, [(i64, u32)]> {
+    if faults.hidden_rows || hidden.is_empty() {
+        return Cow::Borrowed(visible);
+    }
+    // Both lists are sorted: one merge.
+    let mut all = Vec::with_capacity(visible.len() + hidden.len());
+    let (mut left, mut right) = (visible.iter().peekable(), hidden.iter().peekable());
+    while let (Some(&&a), Some(&&b)) = (left.peek(), right.peek()) {
+        if a <= b {
+            all.push(a);
+            left.next();
+        } else {
+            all.push(b);
+            right.next();
+        }
+    }
+    all.extend(left);
+    all.extend(right);
+    Cow::Owned(all)
+}
+
+/// Where the feed from `from_ms` (inclusive) starts.
+fn from_position(view: &[(i64, u32)], from_ms: i64) -> usize {
+    view.partition_point(|&(updated, _)| updated < from_ms)
+}
+
+/// The row positions at `first..end` of `keys`, in the usual order (`updatedDate`, then id) or with
+/// ties in the order `salt` scrambles them to. Only the blocks of ties the window touches are
+/// reordered: rows of other timestamps keep their places whatever the order of ties.
+fn page_window(keys: &[(i64, u32)], first: usize, end: usize, salt: Option<u64>) -> Vec<u32> {
+    if first >= end {
+        return Vec::new();
+    }
+    let Some(salt) = salt else {
+        return keys[first..end]
+            .iter()
+            .map(|&(_, position)| position)
+            .collect();
+    };
+    let low = keys.partition_point(|&(updated, _)| updated < keys[first].0);
+    let high = keys.partition_point(|&(updated, _)| updated <= keys[end - 1].0);
+    let mut block = keys[low..high].to_vec();
+    block.sort_by_key(|&(updated, position)| (updated, scramble(u64::from(position), salt)));
+    block[first - low..end - low]
+        .iter()
+        .map(|&(_, position)| position)
+        .collect()
 }
 
 /// Quirk 12: `totalElements` and `last` as a lying gateway writes them.
@@ -1136,17 +1361,6 @@ async fn spoil_bytes(response: Response, padding: usize) -> Response {
     Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
-impl SimState {
-    /// Row indexes in the feed from `from_ms` (inclusive), by `updatedDate` then id.
-    fn feed_from(&self, from_ms: i64) -> Vec<usize> {
-        self.by_updated
-            .range((from_ms, 0)..)
-            .map(|&(_, index)| index)
-            .filter(|&index| self.in_feed(&self.rows[index]))
-            .collect()
-    }
-}
-
 async fn dossier_by_id(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -1157,18 +1371,19 @@ async fn dossier_by_id(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let response = {
-        let mut state = app.sim.lock();
-        let Some(&index) = state.by_id.get(&id) else {
+    let pending = {
+        let state = app.sim.lock();
+        let Some(position) = state.position_of_id(&id) else {
             return Ok(error_body(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no dossier with this id",
             ));
         };
-        let record = state.rows[index].record.clone();
-        finish(&mut state, record, fault)
+        state.pending(position)
     };
+    let record = pending.record(&app.sim.plan);
+    let response = finish(&mut app.sim.lock(), record, fault);
     Ok(spoil_bytes(response, 0).await)
 }
 
@@ -1223,11 +1438,11 @@ fn date_param(
         .ok_or_else(|| bad_request(state, &format!("{name} must be a date like 2024-01-15")))
 }
 
-/// Rows the counts see, with their agency id and reception day.
+/// Rows the counts see, with their position, agency id and reception day.
 fn counted_rows(state: &SimState) -> impl Iterator<Item = (usize, &str, civil::Date)> + '_ {
-    state.rows.iter().enumerate().filter_map(|(index, row)| {
-        let (agency, day) = row.counted.as_ref()?;
-        Some((index, agency.as_str(), *day))
+    (0..state.rows.len()).filter_map(|position| {
+        let (agency, day) = state.counted(position)?;
+        Some((position, agency, day))
     })
 }
 
@@ -1240,10 +1455,10 @@ async fn count_by_agency(
     let mut state = app.sim.lock();
     let from = date_param(&mut state, &params, "received-from")?;
     let to = date_param(&mut state, &params, "received-to")?;
-    let mut counts: BTreeMap<(civil::Date, String), i64> = BTreeMap::new();
+    let mut counts: BTreeMap<(civil::Date, &str), i64> = BTreeMap::new();
     for (_, agency, day) in counted_rows(&state) {
         if (from..=to).contains(&day) {
-            *counts.entry((day, agency.to_owned())).or_insert(0) += 1;
+            *counts.entry((day, agency)).or_insert(0) += 1;
         }
     }
     let body: Vec<Value> = counts
@@ -1271,19 +1486,19 @@ async fn dossier_ids(
     };
     let matching: Vec<usize> = counted_rows(&state)
         .filter(|(_, agency, row_day)| *agency == agency_id && *row_day == day)
-        .map(|(index, _, _)| index)
+        .map(|(position, _, _)| position)
         .collect();
     let total = matching.len();
     let content: Vec<DossierIdItem> = matching
         .iter()
         .skip(page.saturating_mul(size))
         .take(size)
-        .map(|&index| {
-            let row = &state.rows[index];
+        .map(|&position| {
+            let row = &state.rows[position];
+            let record = state.record(&app.sim.plan, position as u32);
             DossierIdItem {
-                id: row.id.clone(),
-                code: row
-                    .record
+                id: row.planned.id(),
+                code: record
                     .get("code")
                     .and_then(Value::as_str)
                     .map(str::to_owned),

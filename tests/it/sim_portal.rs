@@ -1109,3 +1109,189 @@ async fn an_empty_unit_catalog_is_asked_for_once_per_refresh_interval() {
     assert_eq!(portal.call_count("LayDanhMucCoQuan"), 2);
     shutdown.cancel();
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Compact storage, the rate limit and latency
+
+#[tokio::test]
+async fn without_recorded_payloads_the_portal_keeps_hashes_and_the_fields_it_serves() {
+    let portal = spawn_portal(PortalSimConfig {
+        record_payloads: false,
+        ..Default::default()
+    })
+    .await;
+    let recording = spawn_portal(PortalSimConfig::default()).await;
+    let session = portal.session().await;
+    let recording_session = recording.session().await;
+    let mut moved = dossier("C-2");
+    moved["NgayTiepNhan"] = json!("20240116100000");
+    let data = vec![dossier("C-1"), dossier("C-2")];
+    portal.sync(&session, false, data.clone()).await;
+    portal.sync(&session, true, vec![moved.clone()]).await;
+    recording.sync(&recording_session, false, data).await;
+    recording.sync(&recording_session, true, vec![moved]).await;
+
+    // The same hashes as a recording portal, and the same counts.
+    let compact = portal.sim.stored();
+    let full = recording.sim.stored();
+    assert_eq!(compact.len(), 2);
+    for (code, stored) in &compact {
+        assert_eq!(stored.payload_hash, full[code].payload_hash, "{code}");
+        assert_eq!(stored.times_stored, full[code].times_stored, "{code}");
+        assert_eq!(stored.payload_hash.len(), 32);
+    }
+    assert_ne!(compact["C-1"].payload_hash, compact["C-2"].payload_hash);
+    let counts =
+        json!({"service": "ThongKeHoSoDongBo", "tungay": "20240101", "denngay": "20240131"});
+    let mut ask = counts.clone();
+    ask["session"] = json!(session);
+    let mut ask_recording = counts;
+    ask_recording["session"] = json!(recording_session);
+    assert_eq!(
+        portal.call(ask).await["result"],
+        recording.call(ask_recording).await["result"]
+    );
+
+    // TraCuuHoSo answers the fields kept, and nothing else of the payload.
+    let found = portal
+        .call(json!({"session": session, "service": "TraCuuHoSo", "mahoso": "C-2"}))
+        .await;
+    let held = &found["result"][0];
+    for (field, value) in [
+        ("MaHoSo", "C-2"),
+        ("MaTTHC", "1.004227"),
+        ("TenLinhVuc", "Xây dựng"),
+        ("DonViXuLy", "000.00.31.H60"),
+        ("NgayTiepNhan", "20240116100000"),
+        ("TrangThaiHoSo", "4"),
+    ] {
+        assert_eq!(held[field], value, "{field}: {held}");
+    }
+    assert!(held.get("ChuHoSo").is_none(), "{held}");
+    assert_eq!(held["NgayCapNhat"].as_str().map(str::len), Some(14));
+    let procedure = portal
+        .call(json!({"session": session, "service": "LayThuTuc", "maTTHC": "1.004227"}))
+        .await;
+    assert_eq!(procedure["result"][0]["TENTTHC"], "Cấp giấy phép xây dựng");
+
+    // Progress is counted once per key; no call is kept, but every call is counted.
+    for _ in 0..2 {
+        let answer = portal
+            .call(json!({"session": session, "service": "CapNhatTienDoHoSoMC",
+                         "data": [progress_entry("C-1")]}))
+            .await;
+        assert_eq!(code(&answer["result"][0]), 0, "{answer}");
+    }
+    let stored = portal.sim.stored_dossier("C-1").expect("stored");
+    assert_eq!(stored.progress_received, 2);
+    assert!(stored.progress.is_empty());
+    let stats = portal.sim.stats();
+    assert_eq!(stats["progress_entries"], 1);
+    assert!(portal.sim.calls().is_empty());
+    assert!(
+        stats["calls_total"].as_u64().expect("calls_total") >= 7,
+        "{stats}"
+    );
+    assert!(!portal.sim.overwrite_field("C-1", "ChuHoSo", json!("x")));
+}
+
+/// Posts `count` lookups at once; returns each answer's status and `Retry-After`.
+async fn lookups_at_once(
+    portal: &TestPortal,
+    session: &str,
+    count: usize,
+) -> Vec<(u16, Option<String>)> {
+    let calls = (0..count).map(|_| {
+        portal.post(json!({"session": session, "service": "TraCuuHoSo", "mahoso": "none"}))
+    });
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|response| {
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            (response.status().as_u16(), retry)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after_beyond_it_and_counts_them() {
+    let portal = spawn_portal(PortalSimConfig {
+        rate_limit: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let session = portal.session().await;
+    // 20 calls at once against 2 a second: unless the 20 are spread over 9 seconds, most are refused.
+    let answers = lookups_at_once(&portal, &session, 20).await;
+    let refused: Vec<&(u16, Option<String>)> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert!(!refused.is_empty(), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _)| matches!(status, 200 | 429)),
+        "{answers:?}"
+    );
+    for (_, retry_after) in &refused {
+        let seconds: u64 = retry_after
+            .as_deref()
+            .expect("Retry-After on every 429")
+            .parse()
+            .expect("Retry-After in whole seconds");
+        assert!(seconds >= 1);
+    }
+    let stats = portal.sim.stats();
+    assert_eq!(stats["rejected429"], refused.len() as u64, "{stats}");
+    // A refused call is not processed: the calls seen are the auth and the calls let through.
+    assert_eq!(
+        portal.sim.call_count("TraCuuHoSo"),
+        answers.len() - refused.len()
+    );
+}
+
+#[tokio::test]
+async fn within_the_rate_limit_no_call_is_refused() {
+    let portal = spawn_portal(PortalSimConfig {
+        rate_limit: Some(1000),
+        ..Default::default()
+    })
+    .await;
+    let session = portal.session().await;
+    let answers = lookups_at_once(&portal, &session, 30).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    assert_eq!(portal.sim.stats()["rejected429"], 0);
+}
+
+#[tokio::test]
+async fn every_call_takes_at_least_the_latency() {
+    use std::time::{Duration, Instant};
+    let portal = spawn_portal(PortalSimConfig {
+        latency: tthc_sync::sim::network::Latency::from_millis(300, 100),
+        ..Default::default()
+    })
+    .await;
+    let started = Instant::now();
+    let session = portal.session().await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = portal
+            .call(json!({"session": session, "service": "TraCuuHoSo", "mahoso": "none"}))
+            .await;
+        assert_eq!(code(&answer), 4);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+    // The simulator's own endpoints are not delayed by the network it simulates: nothing to time there,
+    // but they answer.
+    assert_eq!(portal.sim.stats()["calls_total"], 4);
+}

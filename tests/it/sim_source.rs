@@ -1029,3 +1029,55 @@ async fn careful_client_survives_harsh_faults_too() {
     assert_eq!(stats.requests_total, running.sim.request_count());
     running.stop().await;
 }
+
+#[tokio::test]
+async fn every_call_takes_at_least_the_latency() {
+    use std::time::Instant;
+    let running = spawn_sim(SourceSimConfig {
+        generator: GeneratorConfig {
+            dossiers: 20,
+            tie_block: 0,
+            ..small_generator(FaultLevel::None)
+        },
+        latency: tthc_sync::sim::network::Latency::from_millis(250, 0),
+        ..SourceSimConfig::for_level(FaultLevel::None)
+    })
+    .await;
+    let mut client = Client::new(&running.base);
+    let started = Instant::now();
+    client.token().await;
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    for page in 0..2 {
+        let started = Instant::now();
+        let answer = client.search(EPOCH_ANCHOR, page, 10).await;
+        assert_eq!(answer.content.len(), 10);
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    }
+    running.stop().await;
+}
+
+#[test]
+fn a_record_is_written_the_same_every_time_and_the_plan_keeps_only_its_index() {
+    use tthc_sync::sim::generator::Plan;
+    let now: Timestamp = "2026-03-10T03:00:00Z".parse().expect("now");
+    let config = small_generator(FaultLevel::Realistic);
+    let plan = Plan::new(&config, now);
+    let dataset = generate(&config, now);
+    assert_eq!(plan.dossiers.len(), dataset.dossiers.len());
+    let by_id: HashMap<&str, &generator::GeneratedDossier> = dataset
+        .dossiers
+        .iter()
+        .map(|d| (d.id.as_str(), d))
+        .collect();
+    for planned in plan.dossiers.iter().step_by(7) {
+        let (first, _) = plan.render(planned);
+        let (again, _) = plan.render(planned);
+        assert_eq!(first.to_string(), again.to_string());
+        let generated = by_id[planned.id().as_str()];
+        assert_eq!(first, generated.record);
+        assert_eq!(first["id"], planned.id().as_str());
+        assert_eq!(updated_of(&first), planned.updated());
+        assert_eq!(generated.reception_day, planned.reception_day);
+    }
+    assert!(std::mem::size_of::<generator::PlannedDossier>() <= 40);
+}

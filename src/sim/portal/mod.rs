@@ -12,6 +12,7 @@
 
 mod faults;
 mod services;
+mod store;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,6 +33,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::{AnswerFault, InjectedFault, PortalFaults};
+
+use super::network::{Latency, RateLimit};
+use store::{DossierRecord, Tables};
 
 /// How the simulated portal is set up.
 #[derive(Debug, Clone)]
@@ -55,6 +59,17 @@ pub struct PortalSimConfig {
     pub faults: PortalFaults,
     /// Seed of the fault draws and session tokens, so that a run can be replayed.
     pub seed: u64,
+    /// Keep every dossier and progress entry as received, and every call (`stored()`, `calls()`,
+    /// `TraCuuHoSo` and `GET /_sim/dossiers/{MaHoSo}` show them whole). On by default, for the tests
+    /// that read what the portal holds; `tthc-sync simulate portal` turns it off unless asked
+    /// (`--record-payloads`), so that a million stored dossiers fit in memory: the portal then keeps a
+    /// hash of each dossier and the fields it checks and serves (see `store.rs`).
+    pub record_payloads: bool,
+    /// The network's delay on every call (`/_sim/*` excepted); none by default.
+    pub latency: Latency,
+    /// The most calls per second (`/auth` and `/integration`, all sessions together) before the portal
+    /// answers HTTP 429 with `Retry-After`; `None` for no limit.
+    pub rate_limit: Option<u32>,
 }
 
 impl Default for PortalSimConfig {
@@ -70,6 +85,9 @@ impl Default for PortalSimConfig {
             known_procedures: None,
             faults: PortalFaults::none(),
             seed: 0,
+            record_payloads: true,
+            latency: Latency::NONE,
+            rate_limit: None,
         }
     }
 }
@@ -88,6 +106,8 @@ pub struct StoredDossier {
     pub progress: Vec<Value>,
     /// How many progress entries for it were accepted (code 0), repeats included.
     pub progress_received: usize,
+    /// blake3 of the last stored dossier's JSON as received (first 16 bytes, hex).
+    pub payload_hash: String,
 }
 
 /// One call the portal received.
@@ -130,11 +150,20 @@ struct SimState {
     /// Session token → when it expires.
     sessions: HashMap<String, Instant>,
     dossiers: HashMap<String, DossierRecord>,
+    /// The unit codes and procedures compact records point to.
+    tables: Tables,
     /// (DonViXuLy, day of NgayTiepNhan `yyyyMMdd`) → stored dossiers, kept up to date on every store so
     /// that `ThongKeHoSoDongBo` costs no scan.
     day_counts: BTreeMap<(String, String), i64>,
+    /// Every call, when payloads are recorded.
     calls: Vec<CallRecord>,
+    calls_total: usize,
     calls_per_service: BTreeMap<String, usize>,
+    /// Calls answered 429 by the rate limit (not the injected fault).
+    rejected_429: u64,
+    rate_limit: Option<RateLimit>,
+    /// Draws the network latency of each call; apart from `rng`, so that a latency changes no other draw.
+    latency_rng: ChaCha8Rng,
     faults_injected: BTreeMap<&'static str, usize>,
     faults: PortalFaults,
     catalogs: validate::Catalogs,
@@ -143,19 +172,19 @@ struct SimState {
     late_waiting: usize,
 }
 
-struct DossierRecord {
-    stored: StoredDossier,
-    progress_keys: HashMap<(String, String), usize>,
-}
-
 impl PortalSim {
     pub fn new(config: PortalSimConfig) -> Self {
         let state = SimState {
             sessions: HashMap::new(),
             dossiers: HashMap::new(),
+            tables: Tables::default(),
             day_counts: BTreeMap::new(),
             calls: Vec::new(),
+            calls_total: 0,
             calls_per_service: BTreeMap::new(),
+            rejected_429: 0,
+            rate_limit: config.rate_limit.map(RateLimit::new),
+            latency_rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x1a7e_0c1e),
             faults_injected: BTreeMap::new(),
             faults: config.faults.clone(),
             catalogs: validate::Catalogs {
@@ -200,16 +229,17 @@ impl PortalSim {
         state
             .dossiers
             .iter()
-            .map(|(code, record)| (code.clone(), record.stored.clone()))
+            .map(|(code, record)| (code.clone(), record.stored(code, &state.tables)))
             .collect()
     }
 
     /// One stored dossier.
     pub fn stored_dossier(&self, ma_ho_so: &str) -> Option<StoredDossier> {
-        self.lock()
+        let state = self.lock();
+        state
             .dossiers
             .get(ma_ho_so)
-            .map(|record| record.stored.clone())
+            .map(|record| record.stored(ma_ho_so, &state.tables))
     }
 
     /// Forgets stored dossiers (and their progress), as a portal restored from an old backup would:
@@ -219,7 +249,7 @@ impl PortalSim {
         let mut forgotten = 0;
         for code in codes {
             if let Some(record) = state.dossiers.remove(code) {
-                let bucket = services::day_bucket(&record.stored.dossier);
+                let bucket = record.held.day_bucket(&state.tables);
                 if let Some(count) = state.day_counts.get_mut(&bucket) {
                     *count -= 1;
                 }
@@ -236,19 +266,22 @@ impl PortalSim {
 
     /// Test hook: overwrites one top-level field of a stored dossier (as a portal-side bug or an old
     /// version landing last would), without counting it as a stored version. False when the portal does
-    /// not hold the dossier.
+    /// not hold the dossier, or holds it compact (payloads not recorded).
     pub fn overwrite_field(&self, ma_ho_so: &str, field: &str, value: Value) -> bool {
         let mut state = self.lock();
-        match state
+        let held = state
             .dossiers
             .get_mut(ma_ho_so)
-            .and_then(|record| record.stored.dossier.as_object_mut())
-        {
-            Some(fields) => {
-                fields.insert(field.to_owned(), value);
-                true
-            }
-            None => false,
+            .map(|record| &mut record.held);
+        match held {
+            Some(store::Held::Full(dossier)) => match dossier.as_object_mut() {
+                Some(fields) => {
+                    fields.insert(field.to_owned(), value);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
         }
     }
 
@@ -262,10 +295,10 @@ impl PortalSim {
         self.lock()
             .dossiers
             .get(ma_ho_so)
-            .map_or(0, |record| record.stored.times_stored)
+            .map_or(0, |record| record.times_stored as usize)
     }
 
-    /// Every call received, in arrival order.
+    /// Every call received, in arrival order (none unless payloads are recorded).
     pub fn calls(&self) -> Vec<CallRecord> {
         self.lock().calls.clone()
     }
@@ -310,14 +343,15 @@ impl PortalSim {
         let progress_entries: usize = state
             .dossiers
             .values()
-            .map(|record| record.stored.progress.len())
+            .map(DossierRecord::progress_count)
             .sum();
         json!({
             "stored": state.dossiers.len(),
             "progress_entries": progress_entries,
             "sessions": state.sessions.len(),
-            "calls_total": state.calls.len(),
+            "calls_total": state.calls_total,
             "calls": state.calls_per_service,
+            "rejected429": state.rejected_429,
             "faults_injected": state.faults_injected,
             "late_calls_waiting": state.late_waiting,
         })
@@ -376,7 +410,10 @@ impl PortalSim {
             .calls_per_service
             .entry(record.service.clone())
             .or_default() += 1;
-        state.calls.push(record);
+        state.calls_total += 1;
+        if self.config().record_payloads {
+            state.calls.push(record);
+        }
     }
 }
 
@@ -386,7 +423,45 @@ struct AppState {
     shutdown: CancellationToken,
 }
 
+/// The network in front of the portal: the call's latency, then the rate limit. Returns the 429 answer
+/// of a call beyond the limit: `Retry-After` in whole seconds (portal-api.md 2.1, "Transport"), nothing
+/// processed, nothing recorded but the `rejected429` count.
+async fn network(app: &AppState) -> Option<Response> {
+    let latency = app.sim.config().latency;
+    if !latency.is_none() {
+        let delay = latency.draw(&mut app.sim.lock().latency_rng);
+        wait_or_shutdown(app, delay).await;
+    }
+    let retry_after = {
+        let mut state = app.sim.lock();
+        let verdict = state
+            .rate_limit
+            .as_mut()
+            .map(|limit| limit.take(std::time::Instant::now()));
+        match verdict {
+            Some(Err(seconds)) => {
+                state.rejected_429 += 1;
+                seconds
+            }
+            _ => return None,
+        }
+    };
+    Some(too_many_requests(retry_after))
+}
+
+/// HTTP 429 with `Retry-After: {seconds}`.
+fn too_many_requests(seconds: u64) -> Response {
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 async fn auth_handler(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = network(&app).await {
+        return refused;
+    }
     let mut record = CallRecord::new("auth".to_owned());
     let (fault, timing) = app.sim.draw_fault();
     record.fault = fault;
@@ -406,6 +481,9 @@ async fn auth_handler(State(app): State<AppState>, headers: HeaderMap, body: Byt
 }
 
 async fn integration_handler(State(app): State<AppState>, body: Bytes) -> Response {
+    if let Some(refused) = network(&app).await {
+        return refused;
+    }
     let request: Option<Value> = serde_json::from_slice(&body).ok();
     let service = request
         .as_ref()
@@ -477,6 +555,7 @@ async fn dossier_handler(State(app): State<AppState>, Path(ma_ho_so): Path<Strin
             "times_stored": stored.times_stored,
             "progress": stored.progress,
             "progress_received": stored.progress_received,
+            "payload_hash": stored.payload_hash,
         })),
     }
 }
@@ -531,14 +610,7 @@ async fn before_processing(
     timing: &PortalFaults,
 ) -> Response {
     match fault {
-        InjectedFault::TooManyRequests => {
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(timing.retry_after_seconds),
-            );
-            response
-        }
+        InjectedFault::TooManyRequests => too_many_requests(timing.retry_after_seconds),
         InjectedFault::Outage => {
             (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response()
         }

@@ -11,8 +11,9 @@ use tokio::time::Instant;
 use crate::sim::wire::{UnitCatalogItem, UnitDayCount};
 
 use super::faults::AnswerFault;
+use super::store::DossierRecord;
 use super::validate::{self, Rejection, text_of};
-use super::{CallRecord, DossierRecord, PortalSim, SimState, StoredDossier};
+use super::{CallRecord, PortalSim, SimState};
 
 const SESSION_INVALID: &str = "Phiên làm việc không hợp lệ hoặc đã hết hạn";
 const NOT_FOUND: &str = "Hồ sơ không tồn tại";
@@ -25,13 +26,22 @@ fn item(ma_ho_so: Option<&str>, code: i64, message: &str) -> Value {
     json!({"MaHoSo": ma_ho_so, "error_code": code.to_string(), "message": message})
 }
 
-/// Now in Vietnam time (UTC+07:00, no daylight saving), as `yyyyMMddHHmmss`.
-fn vietnam_now() -> String {
+/// Now in Vietnam time (UTC+07:00, no daylight saving), as the number `yyyyMMddHHmmss`.
+fn vietnam_now() -> u64 {
     let zone = jiff::tz::TimeZone::fixed(jiff::tz::Offset::constant(7));
-    jiff::Timestamp::now()
-        .to_zoned_datetime(zone)
-        .strftime("%Y%m%d%H%M%S")
-        .to_string()
+    let now = jiff::Timestamp::now().to_zoned_datetime(zone);
+    [
+        (i64::from(now.year()), 10_000_000_000i64),
+        (i64::from(now.month()), 100_000_000),
+        (i64::from(now.day()), 1_000_000),
+        (i64::from(now.hour()), 10_000),
+        (i64::from(now.minute()), 100),
+        (i64::from(now.second()), 1),
+    ]
+    .iter()
+    .map(|(part, scale)| part * scale)
+    .sum::<i64>()
+    .max(0) as u64
 }
 
 impl PortalSim {
@@ -159,7 +169,8 @@ impl PortalSim {
                 (Err(rejection), _) => (rejection.code, rejection.message),
                 (Ok(()), None) => (2, "Trường MaHoSo không hợp lệ".to_owned()),
                 (Ok(()), Some(code)) => {
-                    store_dossier(&mut state, code, dossier, updating, &updated_at)
+                    let record = self.config().record_payloads;
+                    store_dossier(&mut state, code, dossier, updating, updated_at, record)
                 }
             };
             record.item_codes.push(status);
@@ -189,7 +200,7 @@ impl PortalSim {
                 (Ok(()), Some(code)) => match state.dossiers.get_mut(code) {
                     None => (4, NOT_FOUND.to_owned()),
                     Some(dossier) => {
-                        dossier.add_progress(entry);
+                        dossier.add_progress(entry, self.config().record_payloads);
                         (0, "Thành công".to_owned())
                     }
                 },
@@ -252,11 +263,11 @@ impl PortalSim {
         let Some(record) = state.dossiers.get(code) else {
             return answer(4, NOT_FOUND);
         };
-        let mut dossier = record.stored.dossier.clone();
+        let mut dossier = record.held.dossier(code, &state.tables);
         if let Value::Object(fields) = &mut dossier {
             fields.insert(
                 "NgayCapNhat".to_owned(),
-                Value::String(record.stored.updated_at.clone()),
+                Value::String(record.updated_at_text()),
             );
         }
         json!({"error_code": "0", "message": "Thành công", "result": [dossier]})
@@ -315,20 +326,16 @@ impl PortalSim {
         let example = state
             .dossiers
             .values()
-            .map(|record| &record.stored.dossier)
-            .find(|dossier| dossier.get("MaTTHC").and_then(Value::as_str) == Some(code));
-        let field = |name: &str| {
-            example
-                .and_then(|dossier| dossier.get(name))
-                .and_then(Value::as_str)
-        };
-        let sectors = match (field("MaLinhVuc"), field("TenLinhVuc")) {
+            .map(|record| record.held.procedure(&state.tables))
+            .find(|fields| fields[0] == Some(code));
+        let field = |at: usize| example.and_then(|fields| fields[at]);
+        let sectors = match (field(2), field(3)) {
             (Some(sector), name) => {
                 json!([{"MALINHVUC": sector, "TENLINHVUC": name.unwrap_or_default()}])
             }
             (None, _) => json!([]),
         };
-        let name = field("TenTTHC").map_or_else(|| format!("Thủ tục {code}"), str::to_owned);
+        let name = field(1).map_or_else(|| format!("Thủ tục {code}"), str::to_owned);
         json!({"error_code": "0", "message": "Thành công", "result": [{
             "MATTHC": code, "TENTTHC": name, "LINHVUCTHUCHIEN": sectors, "COPHILEPHI": "0"
         }]})
@@ -358,45 +365,39 @@ impl PortalSim {
 }
 
 /// Applies one valid dossier: a create of a new code or an update of a known one; answers the item code.
+/// `record`: keep the dossier whole, else only what the portal checks and serves of it.
 fn store_dossier(
     state: &mut SimState,
     code: &str,
     dossier: Value,
     updating: bool,
-    updated_at: &str,
+    updated_at: u64,
+    record: bool,
 ) -> (i64, String) {
     let bucket = day_bucket(&dossier);
-    match (state.dossiers.get_mut(code), updating) {
+    let SimState {
+        dossiers,
+        tables,
+        day_counts,
+        ..
+    } = state;
+    match (dossiers.get_mut(code), updating) {
         (Some(_), false) => return (3, "Hồ sơ đã tồn tại".to_owned()),
         (None, true) => return (4, NOT_FOUND.to_owned()),
-        (Some(record), true) => {
-            let previous = day_bucket(&record.stored.dossier);
-            record.stored.dossier = dossier;
-            record.stored.times_stored += 1;
-            record.stored.updated_at = updated_at.to_owned();
+        (Some(stored), true) => {
+            let previous = stored.held.day_bucket(tables);
+            stored.replace(dossier, record, updated_at, tables);
             if previous != bucket {
-                if let Some(count) = state.day_counts.get_mut(&previous) {
+                if let Some(count) = day_counts.get_mut(&previous) {
                     *count -= 1;
                 }
-                *state.day_counts.entry(bucket).or_default() += 1;
+                *day_counts.entry(bucket).or_default() += 1;
             }
         }
         (None, false) => {
-            let stored = StoredDossier {
-                dossier,
-                times_stored: 1,
-                updated_at: updated_at.to_owned(),
-                progress: Vec::new(),
-                progress_received: 0,
-            };
-            state.dossiers.insert(
-                code.to_owned(),
-                DossierRecord {
-                    stored,
-                    progress_keys: Default::default(),
-                },
-            );
-            *state.day_counts.entry(bucket).or_default() += 1;
+            let stored = DossierRecord::new(dossier, record, updated_at, tables);
+            dossiers.insert(code.to_owned(), stored);
+            *day_counts.entry(bucket).or_default() += 1;
         }
     }
     (0, "Thành công".to_owned())
@@ -435,26 +436,4 @@ pub(super) fn day_bucket(dossier: &Value) -> (String, String) {
         text("DonViXuLy").to_owned(),
         received.get(..8).unwrap_or(received).to_owned(),
     )
-}
-
-impl DossierRecord {
-    /// Stores a progress entry once per (`ThoiDiemXuLy`, `NoiDungXuLy`); a repeat replaces it in place.
-    fn add_progress(&mut self, entry: Value) {
-        let text = |field: &str| {
-            entry
-                .get(field)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let key = (text("ThoiDiemXuLy"), text("NoiDungXuLy"));
-        self.stored.progress_received += 1;
-        match self.progress_keys.get(&key) {
-            Some(&index) => self.stored.progress[index] = entry,
-            None => {
-                self.progress_keys.insert(key, self.stored.progress.len());
-                self.stored.progress.push(entry);
-            }
-        }
-    }
 }
