@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 BIN=${BIN:-$here/../target/release/tthc-sync}
 N=${N:-20000}; UNITS=${UNITS:-200}; BATCH=${BATCH:-10}
 LATENCY_MS=${LATENCY_MS:-80}; JITTER_MS=${JITTER_MS:-10}; RATE=${RATE:-50}
-FIXED=${FIXED:-"1 4 16"}; VENDOR_N=${VENDOR_N:-200}
+FIXED=${FIXED:-"1 4 16"}; VENDOR_N=${VENDOR_N:-200}; VENDOR=${VENDOR:-1}
 RAW=${RAW:-$here/../../shared/bench/raw-pipe/target/release/raw-pipe}
 SP=${SP:-28181}; PP=${PP:-28182}
 work=$(mktemp -d); pids=()
@@ -47,9 +47,11 @@ daemon() {
   start=$(date +%s.%N); last_change=$start
   "$BIN" run --config "$work/bench.toml" >"$work/daemon.out" 2>"$work/daemon.log" &
   local dpid=$!; pids+=($dpid)
+  # Until neither the stored count nor the calls (progress entries follow their dossiers) move.
+  local seen=-1
   while (( stable < 8 )) || [[ "$last" == 0 ]]; do
-    sleep 1; local s; s=$(stat $PP "['stored']")
-    if [[ "$s" != "$last" ]]; then last=$s; last_change=$(date +%s.%N); stable=0; else stable=$((stable+1)); fi
+    sleep 1; local s now; s=$(stat $PP "['stored']"); now="$s $(calls) $(rejected)"
+    if [[ "$now" != "$seen" ]]; then seen=$now; last=$s; last_change=$(date +%s.%N); stable=0; else stable=$((stable+1)); fi
   done
   kill -TERM "$dpid" 2>/dev/null || true; wait "$dpid" 2>/dev/null || true
   local c r; c=$(calls); r=$(rejected)
@@ -62,7 +64,9 @@ print('{\"stored\": %d, \"seconds\": %.1f, \"dossiers_per_s\": %.0f, \"calls_per
 
 SINCE="2000-01-01T00:00:00.000+0700"
 echo "network: ${LATENCY_MS} ms ± ${JITTER_MS} ms per call, portal limit ${RATE} calls/s, ${N} dossiers, batches of ${BATCH}"
-if [[ -x "$RAW" ]]; then
+if [[ "$VENDOR" != 1 ]]; then
+  :
+elif [[ -x "$RAW" ]]; then
   portal
   start=$(date +%s.%N)
   timeout 900 "$RAW" http://127.0.0.1:$SP http://127.0.0.1:$PP demo demo-secret demo demo-secret DEMO \

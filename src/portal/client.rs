@@ -168,6 +168,7 @@ impl PortalClient {
         let answer = send(request, self.max_body).await;
         permit.finish(match &answer {
             Ok(_) => Signal::Answered,
+            Err(TransportError::Status { status: 429, .. }) => Signal::RateLimited,
             Err(TransportError::Status { .. }) => Signal::Backpressure,
             Err(TransportError::Network(detail)) if detail.contains("timed out") => {
                 Signal::Backpressure

@@ -3,9 +3,10 @@
 //! additive increase, multiplicative decrease.
 //!
 //! Time is cut into windows of about one round trip. At the end of a window:
-//! - **back-pressure** (a 429, a 5xx, a timeout) or **round trips grown** well past their usual spread
-//!   (the portal slows down): the limit is cut to 90% (at least by one), and the level that drew
-//!   back-pressure is remembered;
+//! - **back-pressure** (a 5xx, a timeout) or **round trips grown** well past their usual spread (the
+//!   portal slows down): the limit is cut to 90% (at least by one); a **429** (the calls came faster
+//!   than the portal's rate, by however much the limit grew meanwhile) cuts it by half. The level that
+//!   drew back-pressure is remembered;
 //! - otherwise, if the limit was reached during the window and round trips are no longer than usual, it
 //!   grows by one, but not back to a level that drew back-pressure within the last `probe_after` (30 s):
 //!   a portal that rate-limits is probed again rarely, so that few calls are answered 429 while the limit
@@ -26,8 +27,10 @@ use tokio::time::Instant;
 pub enum Signal {
     /// An answer (whatever it said about the items).
     Answered,
-    /// 429, 5xx or a timeout: the portal cannot take more.
+    /// 5xx or a timeout: the portal cannot take more.
     Backpressure,
+    /// 429: the calls came faster than the portal's rate.
+    RateLimited,
     /// Anything that says nothing about the portal's load (credentials, a refused request, a cut
     /// connection): not counted.
     Neutral,
@@ -42,6 +45,8 @@ pub struct Tuning {
     pub initial: usize,
     /// The cut on back-pressure.
     pub decrease_ratio: f64,
+    /// The cut on a 429: the calls were over the portal's rate, by however much the limit grew since.
+    pub rate_limited_ratio: f64,
     /// Round trips count as grown beyond the usual mean plus this many mean deviations.
     pub rtt_deviation_scale: f64,
     /// Weight of a new window in the usual round trip.
@@ -58,6 +63,7 @@ impl Tuning {
             max: max.max(1),
             initial: 1,
             decrease_ratio: 0.9,
+            rate_limited_ratio: 0.5,
             rtt_deviation_scale: 2.5,
             ewma_alpha: 0.4,
             probe_after: Duration::from_secs(30),
@@ -83,6 +89,7 @@ pub struct Controller {
     window_calls: u32,
     window_reached_limit: bool,
     window_backpressure: bool,
+    window_rate_limited: bool,
     usual_rtt: Option<Ewma>,
     /// The level that last drew back-pressure, and when.
     ceiling: Option<(usize, Instant)>,
@@ -98,6 +105,7 @@ impl Controller {
             window_calls: 0,
             window_reached_limit: false,
             window_backpressure: false,
+            window_rate_limited: false,
             usual_rtt: None,
             ceiling: None,
         }
@@ -120,6 +128,10 @@ impl Controller {
                 self.window_calls += 1;
             }
             Signal::Backpressure => self.window_backpressure = true,
+            Signal::RateLimited => {
+                self.window_backpressure = true;
+                self.window_rate_limited = true;
+            }
             Signal::Neutral => {}
         }
         let window = self
@@ -149,7 +161,12 @@ impl Controller {
             if self.window_backpressure {
                 self.ceiling = Some((self.limit, now));
             }
-            let cut = (self.limit as f64 * self.tuning.decrease_ratio).floor() as usize;
+            let ratio = if self.window_rate_limited {
+                self.tuning.rate_limited_ratio
+            } else {
+                self.tuning.decrease_ratio
+            };
+            let cut = (self.limit as f64 * ratio).floor() as usize;
             self.limit = cut.min(self.limit.saturating_sub(1)).max(1);
         } else if self.window_reached_limit && above <= 1.0 && self.limit < self.tuning.max {
             // Growth only while round trips are no longer than usual.
@@ -183,6 +200,7 @@ impl Controller {
         self.window_calls = 0;
         self.window_reached_limit = false;
         self.window_backpressure = false;
+        self.window_rate_limited = false;
     }
 }
 
@@ -389,6 +407,16 @@ mod tests {
             "limit {} after the portal slowed",
             controller.limit()
         );
+    }
+
+    #[test]
+    fn a_429_halves_the_limit() {
+        let mut clock = Instant::now();
+        let mut controller = Controller::new(Tuning::new(16), clock);
+        run(&mut controller, &mut clock, 11, RTT, |_| Signal::Answered);
+        assert_eq!(controller.limit(), 12);
+        run(&mut controller, &mut clock, 1, RTT, |_| Signal::RateLimited);
+        assert_eq!(controller.limit(), 6);
     }
 
     #[test]

@@ -262,6 +262,40 @@ async fn an_expired_session_a_429_burst_and_a_minute_of_outage_are_ridden_out() 
     demo.stop().await.unwrap();
 }
 
+/// A portal that takes 15 calls a second, 30 ms away: calls beyond its rate are answered 429 and sent
+/// again after `Retry-After`, nothing is lost, and the adaptive concurrency stays far below the 16 calls in
+/// flight it may use (a level that drew 429 is not tried again for 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limited_portal_gets_everything_and_the_concurrency_stays_under_its_rate() {
+    let source = common::source_config(400, 10, 8, FaultLevel::None);
+    let mut portal = common::portal_config(8, FaultLevel::None);
+    portal.rate_limit = Some(15);
+    portal.latency = tthc_sync::sim::network::Latency::from_millis(30, 5);
+    let (_dir, demo) = common::start(source, portal, |settings| {
+        settings.portal.concurrency = 16;
+        settings.portal.adaptive_concurrency = true;
+        settings.portal.batch_size = 10;
+        settings.portal.requests_per_second = 1000;
+    })
+    .await;
+    common::synced(&demo, Duration::from_secs(300)).await;
+    let problems = check_portal(&demo.source, &demo.portal, &demo.app.tables());
+    assert!(
+        problems.is_empty(),
+        "{} differences: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(10)]
+    );
+    let rejected = demo.portal.stats()["rejected429"].as_u64().unwrap_or(0);
+    assert!(rejected > 0, "the portal's rate limit was reached");
+    let limit = demo.app.portal.concurrency_limit();
+    assert!(
+        (1..=4).contains(&limit),
+        "the limit is {limit} against a portal taking 15 calls a second at 30 ms"
+    );
+    demo.stop().await.unwrap();
+}
+
 async fn wait_for_accepted(demo: &tthc_sync::commands::demo::Demo, at_least: i64) {
     use tthc_sync::decide::DossierState;
     for _ in 0..600 {
