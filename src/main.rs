@@ -72,7 +72,19 @@ enum Command {
     },
 }
 
+/// Freed memory goes back to the system at once rather than after mimalloc's default second: the daemon's
+/// peak resident memory in the end-to-end benchmark went from 114 MB to 88 MB, for no CPU time that one
+/// run could tell from noise.
+fn return_freed_memory_at_once() {
+    // `mi_option_purge_delay` in mimalloc.h (v3, the version libmimalloc-sys 0.1.49 builds), which the
+    // Rust bindings do not name.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: `mi_option_set` only stores an option's value; mimalloc reads it at each purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 fn main() -> ExitCode {
+    return_freed_memory_at_once();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
