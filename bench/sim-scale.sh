@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-1000000}; UNITS=${UNITS:-200}
-SP=${SP:-28181}; PP=${PP:-28182}
+SP=${SP:-28391}; PP=${PP:-28392}
 RAW=${RAW:-../shared/bench/raw-pipe/target/release/raw-pipe}
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
 BIN=target/release/tthc-sync
@@ -24,6 +24,10 @@ trap cleanup EXIT
 stat() { curl -sf "http://127.0.0.1:$1/_sim/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)$2)"; }
 memory() { awk '/VmHWM|VmRSS/ {printf "%s %.0f MB  ", $1, $2/1024}' "/proc/$1/status"; }
 child() { pgrep -P "$1" | head -1; }
+
+for port in $SP $PP; do
+  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then echo "port $port is taken: set SP= and PP= to free ones"; exit 1; fi
+done
 
 start=$(date +%s.%N)
 /usr/bin/time -v "$BIN" simulate source --listen 127.0.0.1:$SP --dossiers "$N" --units "$UNITS" --faults none --seed 1 \

@@ -42,7 +42,7 @@ pub struct GeneratorConfig {
     pub seed: u64,
     /// Number of dossiers.
     pub dossiers: usize,
-    /// Number of agencies (units) in the catalog.
+    /// Number of agencies (units) in the catalog (at most 65,534).
     pub units: usize,
     /// How many of the agencies have no code (`code: null`); only `unmapped_unit` bad records use them.
     pub null_code_agencies: usize,
@@ -458,7 +458,8 @@ struct Agency {
 }
 
 fn build_agencies(config: &GeneratorConfig) -> Vec<Agency> {
-    let units = config.units.max(1);
+    // A plan keeps each dossier's agency in 16 bits.
+    let units = config.units.clamp(1, 65_534);
     let null_codes = config.null_code_agencies.min(units.saturating_sub(1));
     let departments = (units / 5).min(DEPARTMENTS.len());
     (0..units)
@@ -1504,7 +1505,9 @@ pub struct Plan {
     pub tie_instant: Option<Timestamp>,
 }
 
-/// What a [`Plan`] keeps of one dossier.
+/// What a [`Plan`] keeps of one dossier. Its fields bound the dataset: up to 65,534 agencies (an index of
+/// 16 bits) and, for ids of 24 characters that sort as [`PlannedDossier::id_order`] does, up to 16,777,216
+/// dossiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlannedDossier {
     /// The dossier's number in the generation order: its record is written from it.

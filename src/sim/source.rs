@@ -286,14 +286,15 @@ const OTHER_AGENCY: u16 = u16::MAX - 1;
 
 /// A row's record, or what it is written from (outside the lock).
 enum Pending {
-    Changed(Value),
+    Changed(Box<str>),
     Planned(PlannedDossier),
 }
 
 impl Pending {
     fn record(self, plan: &Plan) -> Value {
         match self {
-            Pending::Changed(record) => record,
+            // The text was written from a `Value` by `SimState::keep`: it reads back.
+            Pending::Changed(text) => serde_json::from_str(&text).unwrap_or(Value::Null),
             Pending::Planned(planned) => plan.render(&planned).0,
         }
     }
@@ -309,8 +310,9 @@ struct SimState {
     /// The same of the hidden rows.
     hidden: Vec<(i64, u32)>,
     /// The records that changed since they were generated (live changes, moving pages, tests' edits), by
-    /// row position; every other record is written again from the plan when served.
-    changed: HashMap<u32, Value>,
+    /// row position, as JSON text (a fifth of a `Value`'s memory, which matters to a long `--live` run);
+    /// every other record is written again from the plan when served.
+    changed: HashMap<u32, Box<str>>,
     /// Agency id → index in the catalog.
     agency_index: HashMap<String, u16>,
     /// The agency id of rows whose record names one outside the catalog, by row position.
@@ -519,7 +521,7 @@ impl SourceSim {
                         json!(format!("Cập nhật hồ sơ lần {version}")),
                     );
                 }
-                state.changed.insert(position, record);
+                state.keep(position, &record);
                 state.touch(&self.plan, position, now, now);
                 changed.push(id.clone());
             }
@@ -577,7 +579,7 @@ impl SourceSim {
             let mut record = state.record(&self.plan, position);
             if edit(&mut record) {
                 state.recount(position, &record);
-                state.changed.insert(position, record);
+                state.keep(position, &record);
                 count += 1;
             }
         }
@@ -619,7 +621,7 @@ impl SourceSim {
                 json!(format!("{summary} {INVALID_BYTE_MARKER}")),
             );
         }
-        state.changed.insert(position, record);
+        state.keep(position, &record);
         true
     }
 
@@ -697,6 +699,12 @@ impl SimState {
             Some(record) => Pending::Changed(record.clone()),
             None => Pending::Planned(self.rows[position as usize].planned),
         }
+    }
+
+    /// Keeps a row's changed record.
+    fn keep(&mut self, position: u32, record: &Value) {
+        self.changed
+            .insert(position, record.to_string().into_boxed_str());
     }
 
     /// Takes a row out of the feed's order (before its `updatedDate` or hidden flag changes).
@@ -783,7 +791,7 @@ impl SimState {
             object.insert("updatedDate".into(), json!(format_source_date(stamp)));
         }
         self.recount(position, &record);
-        self.changed.insert(position, record);
+        self.keep(position, &record);
         self.unlist(position);
         let row = &mut self.rows[position as usize];
         row.updated_ms = ms(stamp);
