@@ -24,6 +24,8 @@
 //! - Numerators count only dossiers in their denominator, so no rate exceeds 1 except sync completeness
 //!   (a source count lower than the accepted count is shown as is, and capped at 1 inside 3.3).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::portal::wire::Dossier;
@@ -376,6 +378,41 @@ impl UnitPreview {
             *gain = gain.zip(now).map(|(ceiling, now)| ceiling - now);
         }
         gains
+    }
+}
+
+/// The tallies of a period, per unit, built one payload at a time: the preview as a fold. Each payload is
+/// parsed, counted and dropped, so that memory holds the counters of each unit and nothing of the payloads
+/// (the reports read a period's payloads in pages and add them here).
+#[derive(Debug, Clone, Default)]
+pub struct UnitTallies {
+    /// Per unit key: the accepted payloads' tally, and every sendable payload's.
+    by_unit: HashMap<String, (IndicatorTally, IndicatorTally)>,
+}
+
+impl UnitTallies {
+    /// Counts one stored payload (the JSON text of a portal dossier) under `unit`, or under its DonViXuLy
+    /// when the ledger has no unit for it; in the accepted tally too when the portal accepted it. A payload
+    /// that does not parse counts nowhere.
+    pub fn add_payload(&mut self, unit: Option<&str>, accepted: bool, payload: &str) {
+        let Ok(dossier) = serde_json::from_str::<Dossier>(payload) else {
+            return;
+        };
+        let key = unit.unwrap_or(&dossier.don_vi_xu_ly);
+        let (accepted_tally, all) = match self.by_unit.get_mut(key) {
+            Some(tallies) => tallies,
+            None => self.by_unit.entry(key.to_owned()).or_default(),
+        };
+        if accepted {
+            accepted_tally.add(&dossier);
+        }
+        all.add(&dossier);
+    }
+
+    /// The accepted and the all-sendable tallies of one unit key, taken out (empty ones when it had no
+    /// payload).
+    pub fn take(&mut self, unit: &str) -> (IndicatorTally, IndicatorTally) {
+        self.by_unit.remove(unit).unwrap_or_default()
     }
 }
 

@@ -152,8 +152,13 @@ fn record_gap(record: &ReconciliationRecord) -> i64 {
     (expected - record.accepted).max(0)
 }
 
+/// The longest period `/api/v1/report` answers, in reception days (both ends included): a year, leap
+/// years too. A report reads every payload of its period, so an unbounded period would let one request
+/// hold the ledger's reader for as long as the whole ledger takes to read.
+pub const REPORT_MAX_DAYS: i64 = 366;
+
 /// The period of a report: `from`/`to` as given (`YYYY-MM-DD`), by default the last 30 days, as the
-/// `report` command does.
+/// `report` command does; at most [`REPORT_MAX_DAYS`] days.
 pub fn period(from: Option<&str>, to: Option<&str>) -> Result<(String, String), String> {
     let parse = |text: &str, name: &str| {
         text.parse::<Date>()
@@ -171,6 +176,12 @@ pub fn period(from: Option<&str>, to: Option<&str>) -> Result<(String, String), 
     };
     if from > to {
         return Err(format!("from ({from}) is after to ({to})"));
+    }
+    let days = (to - from).get_days() as i64 + 1;
+    if days > REPORT_MAX_DAYS {
+        return Err(format!(
+            "the period from {from} to {to} is {days} days; a report covers at most {REPORT_MAX_DAYS} days, ask for it in parts"
+        ));
     }
     Ok((from.to_string(), to.to_string()))
 }
