@@ -14,9 +14,9 @@
 //!
 //! The command path is the one that counts: the release binary's `report --offline` runs against the
 //! ledger file under `/usr/bin/time -v`, which gives its wall time and peak resident memory. The
-//! dashboard and the API are served by the status server in this process and asked over loopback; the
-//! bench resets its peak resident memory (`/proc/self/clear_refs`) before each request and prints the
-//! peak reached while answering it. `KEEP_LEDGER=/path/to/file.db` keeps the ledger, to run the binary
+//! dashboard and the API are served by the status server of an app on the ledger, in a process of its own
+//! (this bench again), and asked over loopback; that process resets its peak resident memory
+//! (`/proc/self/clear_refs`) before each request and prints the peak reached while answering it. `KEEP_LEDGER=/path/to/file.db` keeps the ledger, to run the binary
 //! on it again.
 
 use std::path::Path;
@@ -34,6 +34,10 @@ use tthc_sync::source::feed::FeedRecord;
 use tthc_sync::store::prelude::*;
 use tthc_sync::store::sqlite::SqliteStore;
 use tthc_sync::sync::ingest::IngestSink;
+
+/// The daemon's allocator, so that the serving process's memory is the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Dossiers generated and ingested; the rest of the ledger copies them.
 const BASE_DOSSIERS: usize = 20_000;
@@ -53,6 +57,10 @@ fn env_number(name: &str, default: usize) -> usize {
 async fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         println!("report benchmark: run it with `cargo bench --bench report`");
+        return;
+    }
+    if let Some(config) = std::env::var_os(SERVE_CONFIG) {
+        serve_and_ask(Path::new(&config)).await;
         return;
     }
     let dossiers = env_number("TTHC_SYNC_BENCH_DOSSIERS", 100_000);
@@ -80,9 +88,6 @@ async fn main() {
     let month_from = today
         .checked_sub(jiff::Span::new().days(WINDOW_DAYS as i64 - 1))
         .expect("a date");
-    let year_from = today
-        .checked_sub(jiff::Span::new().days(365))
-        .expect("a date");
     let month = (month_from.to_string(), today.to_string());
     let whole = ("2000-01-01".to_owned(), today.to_string());
 
@@ -94,7 +99,23 @@ async fn main() {
         );
     }
 
-    let settings = Settings::load(Some(&config)).expect("the configuration loads");
+    // The status server runs in a process of its own, so that its peak memory is not this one's,
+    // which built the ledger.
+    let served = Command::new(std::env::current_exe().expect("this bench's path"))
+        .arg("--bench")
+        .env(SERVE_CONFIG, &config)
+        .status()
+        .expect("the serving process runs");
+    assert!(served.success(), "the serving process failed");
+}
+
+/// Set in the process that serves the dashboard and the API: the configuration to load.
+const SERVE_CONFIG: &str = "TTHC_SYNC_BENCH_SERVE_CONFIG";
+
+/// The dashboard and `/api/v1/report`, served by the status server of an app on the ledger and asked
+/// over loopback, each request timed with the peak memory reached while answering it.
+async fn serve_and_ask(config: &Path) {
+    let settings = Settings::load(Some(config)).expect("the configuration loads");
     let app = Arc::new(
         App::build_for(settings, Sides::NONE)
             .await
@@ -106,19 +127,26 @@ async fn main() {
         .expect("the status server starts");
     let client = reqwest::Client::new();
     let base = format!("http://{}", status.address);
+    let today = vietnam_today();
+    let days_back = |days: i64| {
+        today
+            .checked_sub(jiff::Span::new().days(days))
+            .expect("a date")
+    };
     for (what, path) in [
         ("dashboard page, 30 days", "/?days=30".to_owned()),
         ("dashboard page, 90 days", "/?days=90".to_owned()),
         (
-            "/api/v1/report, a month",
-            format!("/api/v1/report?from={}&to={}", month.0, month.1),
+            "/api/v1/report, 30 days",
+            format!("/api/v1/report?from={}&to={today}", days_back(29)),
         ),
         (
             "/api/v1/report, 366 days",
-            format!("/api/v1/report?from={year_from}&to={today}"),
+            format!("/api/v1/report?from={}&to={today}", days_back(365)),
         ),
     ] {
         reset_peak();
+        let before = status_kib("VmRSS:");
         let started = Instant::now();
         let response = client
             .get(format!("{base}{path}"))
@@ -129,9 +157,10 @@ async fn main() {
         let body = response.bytes().await.expect("a body");
         let seconds = started.elapsed().as_secs_f64();
         println!(
-            "{what}: {status_code}, {} kB in {seconds:.2} s, this process's peak RSS {:.0} MiB",
+            "{what}: {status_code}, {} kB in {seconds:.2} s, peak RSS {:.0} MiB (the serving process; {:.0} MiB before the request)",
             body.len() / 1000,
-            peak_kib() as f64 / 1024.0
+            status_kib("VmHWM:") as f64 / 1024.0,
+            before as f64 / 1024.0
         );
     }
     status.stop().await;
@@ -278,12 +307,12 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// This process's peak resident memory since the last reset, in KiB.
-fn peak_kib() -> u64 {
+/// A memory line of this process's status (`VmHWM:`, the peak since the last reset; `VmRSS:`), in KiB.
+fn status_kib(line: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|text| text.strip_prefix(line))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
