@@ -5,3 +5,6 @@
 CREATE INDEX dossiers_reception ON dossiers (reception_day, source_id);
 CREATE INDEX dossiers_unit_reception ON dossiers (unit, reception_day, source_id);
 DROP INDEX dossiers_unit;
+-- The dashboard's readiness and every summary count the ledger by state and reason: read from this
+-- index alone, not from the table's rows.
+CREATE INDEX dossiers_state_reason ON dossiers (state, reason_code);

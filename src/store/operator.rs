@@ -401,12 +401,16 @@ impl<B: Backend> Operator for B {
     ) -> Result<Vec<PayloadRow>, StoreError> {
         // Keyset paging on (reception_day, source_id), which the indexes of migration 0008 serve in
         // order: each page starts where the last one ended, without re-reading or sorting the period.
+        // The range's lower bound is the last page's day, not `from`: SQLite seeks the index on the
+        // range and only filters on the row value, so with `from` every page would walk the period
+        // from its start again (quadratic over a long period).
+        let first_day = after.map_or(from, |after| after.reception_day.as_str().max(from));
         let mut sql = Sql::new(
             "SELECT d.reception_day, d.source_id, d.unit, d.state, b.payload FROM dossiers d \
              JOIN dossier_bodies b ON b.source_id = d.source_id \
              WHERE b.payload IS NOT NULL AND d.reception_day BETWEEN ",
         );
-        sql.bind(from).push(" AND ").bind(to);
+        sql.bind(first_day).push(" AND ").bind(to);
         if let Some(unit) = unit {
             sql.push(" AND d.unit = ").bind(unit);
         }
