@@ -267,3 +267,19 @@ pub async fn dashboard(
         now: Timestamp::now().as_millisecond(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_period_is_at_most_366_days_both_ends_included() {
+        // A leap year is 366 days, and so is a common year with the next day.
+        assert!(period(Some("2024-01-01"), Some("2024-12-31")).is_ok());
+        assert!(period(Some("2023-01-01"), Some("2024-01-01")).is_ok());
+        let refused = period(Some("2023-01-01"), Some("2024-01-02")).unwrap_err();
+        assert!(refused.contains("367 days"), "{refused}");
+        assert!(refused.contains("at most 366 days"), "{refused}");
+        assert!(period(Some("2024-01-02"), Some("2024-01-01")).is_err());
+    }
+}
