@@ -24,7 +24,11 @@
 //! - Numerators count only dossiers in their denominator, so no rate exceeds 1 except sync completeness
 //!   (a source count lower than the accepted count is shown as is, and capped at 1 inside 3.3).
 
-use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 
 use crate::portal::wire::Dossier;
 
@@ -141,51 +145,44 @@ pub struct IndicatorTally {
 impl IndicatorTally {
     /// Counts one payload.
     pub fn add(&mut self, dossier: &Dossier) {
-        let finished = is_finished(dossier);
-        let online = code(&dossier.kenh_thuc_hien) == Some(2);
-        let electronic_result = has_electronic_result(dossier);
-        let files = dossier.tai_lieu_nop.as_deref().unwrap_or_default();
+        self.add_facts(&Facts::of(dossier));
+    }
+
+    /// Counts one payload's facts: the rules of every indicator, in one place.
+    fn add_facts(&mut self, dossier: &Facts<'_>) {
+        let finished = dossier.is_finished();
+        let online = code(&dossier.channel) == Some(2);
+        let electronic_result = dossier.has_electronic_result();
+        let files = dossier.files.as_deref().unwrap_or_default();
 
         self.dossiers += 1;
         if finished {
             self.finished += 1;
-            self.finished_on_time += u64::from(is_on_time(dossier));
+            self.finished_on_time += u64::from(dossier.is_on_time());
             self.finished_with_electronic_result += u64::from(electronic_result);
         }
         if online {
             self.online += 1;
-            self.online_vneid_verified += u64::from(
-                dossier
-                    .tai_khoan_duoc_xac_thuc_voi_vneid
-                    .as_deref()
-                    .is_some_and(flag),
-            );
+            self.online_vneid_verified +=
+                u64::from(dossier.vneid_verified.as_deref().is_some_and(flag));
         }
-        if dossier
-            .danh_sach_le_phi
-            .iter()
-            .flatten()
-            .any(|fee| fee.gia > 0)
-        {
+        if dossier.fees.iter().flatten().any(|fee| fee.price > 0) {
             self.with_fee += 1;
-            let paid_online = dossier.duoc_thanh_toan_truc_tuyen.as_deref().and_then(code);
+            let paid_online = dossier.paid_online.as_deref().and_then(code);
             self.with_fee_paid_online += u64::from(matches!(paid_online, Some(1 | 2)));
         }
         // A dossier without submitted files is not digitized: nothing in it shows digitization.
-        let files_digitized = !files.is_empty() && files.iter().all(|file| flag(&file.duoc_so_hoa));
+        let files_digitized = !files.is_empty() && files.iter().all(|file| flag(&file.digitized));
         self.digitized += u64::from(files_digitized && (!finished || electronic_result));
-        let reuses = dossier
-            .ho_so_co_thanh_phan_so_hoa
-            .as_deref()
-            .is_some_and(flag)
-            || files.iter().any(|file| flag(&file.duoc_tai_su_dung));
+        let reuses = dossier.has_digitized_parts.as_deref().is_some_and(flag)
+            || files.iter().any(|file| flag(&file.reused));
         self.reusing_digitized_data += u64::from(reuses);
     }
 }
 
 /// Finished: TrangThaiHoSo 9 (processed) or 10 (result returned).
 pub fn is_finished(dossier: &Dossier) -> bool {
-    matches!(code(&dossier.trang_thai_ho_so), Some(9 | 10))
+    Facts::of(dossier).is_finished()
 }
 
 /// Whether a dossier finished on time (indicator 2.1): NgayKetThucXuLy ≤ the deadline.
@@ -196,25 +193,173 @@ pub fn is_finished(dossier: &Dossier) -> bool {
 /// deadline, the dossier is not on time. Dates compare as their fixed-width `yyyyMMddHHmmss` text, all in
 /// UTC+07:00; a value that is not 14 ASCII digits counts as absent.
 pub fn is_on_time(dossier: &Dossier) -> bool {
-    let supplements = dossier
-        .danh_sach_ho_so_bo_sung
-        .as_deref()
-        .unwrap_or_default();
-    if supplements.len() > 1 {
-        return false;
+    Facts::of(dossier).is_on_time()
+}
+
+/// The members of a portal dossier the indicators read, borrowed from a payload's JSON text (a value with
+/// escapes is copied). The reports parse a period's payloads into this rather than into a whole
+/// [`Dossier`]: the other members are skipped unread and nothing is allocated for them. The members the
+/// portal requires must still be present (as [`Dossier`] requires them), so that a payload the daemon
+/// wrote counts exactly as it would parsed whole; the types of the members skipped are not checked.
+#[derive(Debug, Deserialize)]
+struct Facts<'a> {
+    #[serde(rename = "MaHoSo")]
+    _code: IgnoredAny,
+    #[serde(rename = "MaTTHC")]
+    _procedure: IgnoredAny,
+    #[serde(rename = "TenTTHC")]
+    _procedure_name: IgnoredAny,
+    #[serde(rename = "MaLinhVuc")]
+    _field: IgnoredAny,
+    #[serde(rename = "TenLinhVuc")]
+    _field_name: IgnoredAny,
+    #[serde(rename = "ChuHoSo")]
+    _owner: IgnoredAny,
+    #[serde(rename = "LoaiDoiTuong")]
+    _owner_kind: IgnoredAny,
+    #[serde(rename = "NgayTiepNhan")]
+    _received_at: IgnoredAny,
+    #[serde(rename = "KenhThucHien", borrow)]
+    channel: Cow<'a, str>,
+    #[serde(rename = "TrangThaiHoSo", borrow)]
+    status: Cow<'a, str>,
+    #[serde(rename = "DonViXuLy", borrow)]
+    unit: Cow<'a, str>,
+    #[serde(rename = "NgayHenTra", borrow, default)]
+    deadline: Option<Cow<'a, str>>,
+    #[serde(rename = "NgayKetThucXuLy", borrow, default)]
+    finished_at: Option<Cow<'a, str>>,
+    #[serde(rename = "TaiLieuNop", borrow, default)]
+    files: Option<Vec<FileFacts<'a>>>,
+    #[serde(rename = "DanhSachGiayToKetQua", borrow, default)]
+    results: Option<Vec<ResultFacts<'a>>>,
+    #[serde(rename = "DanhSachLePhi", default)]
+    fees: Option<Vec<FeeFacts>>,
+    #[serde(rename = "DanhSachHoSoBoSung", borrow, default)]
+    supplements: Option<Vec<SupplementFacts<'a>>>,
+    #[serde(rename = "DuocThanhToanTrucTuyen", borrow, default)]
+    paid_online: Option<Cow<'a, str>>,
+    #[serde(rename = "HoSoCoThanhPhanSoHoa", borrow, default)]
+    has_digitized_parts: Option<Cow<'a, str>>,
+    #[serde(rename = "TaiKhoanDuocXacThucVoiVNeID", borrow, default)]
+    vneid_verified: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FileFacts<'a> {
+    #[serde(rename = "DuocSoHoa", borrow)]
+    digitized: Cow<'a, str>,
+    #[serde(rename = "DuocTaiSuDung", borrow)]
+    reused: Cow<'a, str>,
+    #[serde(rename = "DuocLayTuKhoDMQG")]
+    _from_national_store: IgnoredAny,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultFacts<'a> {
+    #[serde(rename = "DuongDanTepTinKetQua", borrow, default)]
+    link: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FeeFacts {
+    #[serde(rename = "Gia")]
+    price: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct SupplementFacts<'a> {
+    #[serde(rename = "NgayHenTraMoi", borrow, default)]
+    new_deadline: Option<Cow<'a, str>>,
+}
+
+impl<'a> Facts<'a> {
+    /// A parsed dossier's facts, borrowed from it.
+    fn of(dossier: &'a Dossier) -> Self {
+        let text = |value: &'a Option<String>| value.as_deref().map(Cow::Borrowed);
+        Facts {
+            _code: IgnoredAny,
+            _procedure: IgnoredAny,
+            _procedure_name: IgnoredAny,
+            _field: IgnoredAny,
+            _field_name: IgnoredAny,
+            _owner: IgnoredAny,
+            _owner_kind: IgnoredAny,
+            _received_at: IgnoredAny,
+            channel: Cow::Borrowed(&dossier.kenh_thuc_hien),
+            status: Cow::Borrowed(&dossier.trang_thai_ho_so),
+            unit: Cow::Borrowed(&dossier.don_vi_xu_ly),
+            deadline: text(&dossier.ngay_hen_tra),
+            finished_at: text(&dossier.ngay_ket_thuc_xu_ly),
+            files: dossier.tai_lieu_nop.as_ref().map(|files| {
+                files
+                    .iter()
+                    .map(|file| FileFacts {
+                        digitized: Cow::Borrowed(&file.duoc_so_hoa),
+                        reused: Cow::Borrowed(&file.duoc_tai_su_dung),
+                        _from_national_store: IgnoredAny,
+                    })
+                    .collect()
+            }),
+            results: dossier.danh_sach_giay_to_ket_qua.as_ref().map(|results| {
+                results
+                    .iter()
+                    .map(|result| ResultFacts {
+                        link: text(&result.duong_dan_tep_tin_ket_qua),
+                    })
+                    .collect()
+            }),
+            fees: dossier
+                .danh_sach_le_phi
+                .as_ref()
+                .map(|fees| fees.iter().map(|fee| FeeFacts { price: fee.gia }).collect()),
+            supplements: dossier.danh_sach_ho_so_bo_sung.as_ref().map(|supplements| {
+                supplements
+                    .iter()
+                    .map(|supplement| SupplementFacts {
+                        new_deadline: text(&supplement.ngay_hen_tra_moi),
+                    })
+                    .collect()
+            }),
+            paid_online: text(&dossier.duoc_thanh_toan_truc_tuyen),
+            has_digitized_parts: text(&dossier.ho_so_co_thanh_phan_so_hoa),
+            vneid_verified: text(&dossier.tai_khoan_duoc_xac_thuc_voi_vneid),
+        }
     }
-    let Some(finished_at) = dossier.ngay_ket_thuc_xu_ly.as_deref().and_then(date) else {
-        return false;
-    };
-    let deadline = dossier.ngay_hen_tra.as_deref().and_then(date);
-    let extended = supplements
-        .first()
-        .and_then(|supplement| supplement.ngay_hen_tra_moi.as_deref())
-        .and_then(date);
-    // `Option`'s order puts None first, so this is the later date, or whichever one exists.
-    match deadline.max(extended) {
-        Some(deadline) => finished_at <= deadline,
-        None => false,
+
+    /// See [`is_finished`].
+    fn is_finished(&self) -> bool {
+        matches!(code(&self.status), Some(9 | 10))
+    }
+
+    /// See [`is_on_time`].
+    fn is_on_time(&self) -> bool {
+        let supplements = self.supplements.as_deref().unwrap_or_default();
+        if supplements.len() > 1 {
+            return false;
+        }
+        let Some(finished_at) = self.finished_at.as_deref().and_then(date) else {
+            return false;
+        };
+        let deadline = self.deadline.as_deref().and_then(date);
+        let extended = supplements
+            .first()
+            .and_then(|supplement| supplement.new_deadline.as_deref())
+            .and_then(date);
+        // `Option`'s order puts None first, so this is the later date, or whichever one exists.
+        match deadline.max(extended) {
+            Some(deadline) => finished_at <= deadline,
+            None => false,
+        }
+    }
+
+    fn has_electronic_result(&self) -> bool {
+        self.results.iter().flatten().any(|result| {
+            result
+                .link
+                .as_deref()
+                .is_some_and(|link| !link.trim().is_empty())
+        })
     }
 }
 
@@ -222,19 +367,6 @@ pub fn is_on_time(dossier: &Dossier) -> bool {
 /// NgayTiepNhan is not a `yyyyMMddHHmmss` date.
 pub fn month_of(dossier: &Dossier) -> Option<&str> {
     date(&dossier.ngay_tiep_nhan).map(|date| &date[..6])
-}
-
-fn has_electronic_result(dossier: &Dossier) -> bool {
-    dossier
-        .danh_sach_giay_to_ket_qua
-        .iter()
-        .flatten()
-        .any(|result| {
-            result
-                .duong_dan_tep_tin_ket_qua
-                .as_deref()
-                .is_some_and(|link| !link.trim().is_empty())
-        })
 }
 
 /// A payload date (`yyyyMMddHHmmss`), or None.
@@ -376,6 +508,41 @@ impl UnitPreview {
             *gain = gain.zip(now).map(|(ceiling, now)| ceiling - now);
         }
         gains
+    }
+}
+
+/// The tallies of a period, per unit, built one payload at a time: the preview as a fold. Each payload is
+/// parsed, counted and dropped, so that memory holds the counters of each unit and nothing of the payloads
+/// (the reports read a period's payloads in pages and add them here).
+#[derive(Debug, Clone, Default)]
+pub struct UnitTallies {
+    /// Per unit key: the accepted payloads' tally, and every sendable payload's.
+    by_unit: HashMap<String, (IndicatorTally, IndicatorTally)>,
+}
+
+impl UnitTallies {
+    /// Counts one stored payload (the JSON text of a portal dossier) under `unit`, or under its DonViXuLy
+    /// when the ledger has no unit for it; in the accepted tally too when the portal accepted it. A payload
+    /// that does not parse counts nowhere.
+    pub fn add_payload(&mut self, unit: Option<&str>, accepted: bool, payload: &str) {
+        let Ok(dossier) = serde_json::from_str::<Facts<'_>>(payload) else {
+            return;
+        };
+        let key = unit.unwrap_or(&dossier.unit);
+        let (accepted_tally, all) = match self.by_unit.get_mut(key) {
+            Some(tallies) => tallies,
+            None => self.by_unit.entry(key.to_owned()).or_default(),
+        };
+        if accepted {
+            accepted_tally.add_facts(&dossier);
+        }
+        all.add_facts(&dossier);
+    }
+
+    /// The accepted and the all-sendable tallies of one unit key, taken out (empty ones when it had no
+    /// payload).
+    pub fn take(&mut self, unit: &str) -> (IndicatorTally, IndicatorTally) {
+        self.by_unit.remove(unit).unwrap_or_default()
     }
 }
 
@@ -549,6 +716,37 @@ mod tests {
             tally.add(dossier);
         }
         tally
+    }
+
+    #[test]
+    fn a_payload_text_tallies_as_its_parsed_dossier() {
+        // The reports read only the members the indicators need; every dossier of the set, written as
+        // the daemon writes payloads, must tally as it does parsed whole.
+        let set = hand_built_set();
+        let mut by_text = UnitTallies::default();
+        for (index, dossier) in set.iter().enumerate() {
+            let payload = serde_json::to_string(dossier).unwrap();
+            by_text.add_payload(Some("u"), index % 2 == 0, &payload);
+        }
+        let accepted: Vec<Dossier> = set.iter().step_by(2).cloned().collect();
+        assert_eq!(by_text.take("u"), (tally(&accepted), tally(&set)));
+
+        // Without a unit, the payload's DonViXuLy; a payload missing a member the portal requires counts
+        // nowhere, as it would not parse whole.
+        let mut tallies = UnitTallies::default();
+        let whole = Dossier {
+            don_vi_xu_ly: "000.00.31.H60".into(),
+            ..set[0].clone()
+        };
+        tallies.add_payload(None, true, &serde_json::to_string(&whole).unwrap());
+        let mut bare = serde_json::to_value(&whole).unwrap();
+        bare.as_object_mut().unwrap().remove("MaHoSo");
+        assert!(serde_json::from_value::<Dossier>(bare.clone()).is_err());
+        tallies.add_payload(None, true, &bare.to_string());
+        tallies.add_payload(None, true, "not json");
+        let one = tally(std::slice::from_ref(&whole));
+        assert_eq!(tallies.take("000.00.31.H60"), (one.clone(), one));
+        assert_eq!(tallies.take("u"), Default::default());
     }
 
     #[test]

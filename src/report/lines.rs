@@ -3,13 +3,10 @@
 //! reconciliation of the same period stored), the content check of each unit's latest reconciliation,
 //! the indicator preview, worst first. [`crate::reconcile::lines`] holds the rules of one line.
 
-use std::collections::HashMap;
-
 use crate::decide::DossierState;
-use crate::indicators::{IndicatorTally, preview};
-use crate::portal::wire::Dossier;
+use crate::indicators::{UnitTallies, preview};
 use crate::reconcile::{Counts, UnitLine, lines, sort_worst_first};
-use crate::store::{ReconciliationRecord, Store, StoreError};
+use crate::store::{PAYLOADS_PER_PAGE, PayloadRow, ReconciliationRecord, Store, StoreError};
 use crate::unit_key::UnitKey;
 
 /// Where the source's and the portal's counts of a report come from.
@@ -71,7 +68,9 @@ fn apply_reconciliation(line: &mut UnitLine, record: &ReconciliationRecord) {
 }
 
 /// Adds the indicator preview to each line, from the payloads of the period: what the portal accepted,
-/// and beside it every sendable payload (what the unit would have if nothing had failed to sync).
+/// and beside it every sendable payload (what the unit would have if nothing had failed to sync). The
+/// payloads are read a page at a time and folded into per-unit tallies, so that memory holds one page
+/// and the counters, however many dossiers the period has.
 async fn attach_indicators(
     store: &dyn Store,
     lines: &mut [UnitLine],
@@ -79,20 +78,26 @@ async fn attach_indicators(
     to: &str,
     unit: Option<&str>,
 ) -> Result<(), StoreError> {
-    let mut tallies: HashMap<String, (IndicatorTally, IndicatorTally)> = HashMap::new();
-    for (payload_unit, state, payload) in store.payloads(from, to, unit).await? {
-        let Ok(dossier) = serde_json::from_str::<Dossier>(&payload) else {
-            continue;
-        };
-        let key = payload_unit.unwrap_or_else(|| dossier.don_vi_xu_ly.clone());
-        let (accepted, all) = tallies.entry(key).or_default();
-        if state == DossierState::Accepted {
-            accepted.add(&dossier);
+    let mut tallies = UnitTallies::default();
+    let mut after = None;
+    loop {
+        let page = store
+            .payloads_page(from, to, unit, after.as_ref(), PAYLOADS_PER_PAGE)
+            .await?;
+        for row in &page {
+            tallies.add_payload(
+                row.unit.as_deref(),
+                row.state == DossierState::Accepted,
+                &row.payload,
+            );
         }
-        all.add(&dossier);
+        if page.len() < PAYLOADS_PER_PAGE {
+            break;
+        }
+        after = page.last().map(PayloadRow::key);
     }
     for line in lines {
-        let (accepted, all) = tallies.remove(&line.unit).unwrap_or_default();
+        let (accepted, all) = tallies.take(&line.unit);
         let at_source = line
             .source_count
             .or(Some(line.ledger.received))

@@ -153,8 +153,13 @@ fn record_gap(record: &ReconciliationRecord) -> i64 {
     (expected - record.accepted).max(0)
 }
 
+/// The longest period `/api/v1/report` answers, in reception days (both ends included): a year, leap
+/// years too. A report reads every payload of its period, so an unbounded period would let one request
+/// hold the ledger's reader for as long as the whole ledger takes to read.
+pub const REPORT_MAX_DAYS: i64 = 366;
+
 /// The period of a report: `from`/`to` as given (`YYYY-MM-DD`), by default the last 30 days, as the
-/// `report` command does.
+/// `report` command does; at most [`REPORT_MAX_DAYS`] days.
 pub fn period(from: Option<&str>, to: Option<&str>) -> Result<(String, String), String> {
     let parse = |text: &str, name: &str| {
         text.parse::<Date>()
@@ -172,6 +177,12 @@ pub fn period(from: Option<&str>, to: Option<&str>) -> Result<(String, String), 
     };
     if from > to {
         return Err(format!("from ({from}) is after to ({to})"));
+    }
+    let days = (to - from).get_days() as i64 + 1;
+    if days > REPORT_MAX_DAYS {
+        return Err(format!(
+            "the period from {from} to {to} is {days} days; a report covers at most {REPORT_MAX_DAYS} days, ask for it in parts"
+        ));
     }
     Ok((from.to_string(), to.to_string()))
 }
@@ -234,7 +245,10 @@ pub async fn dashboard(
         .filter(|record| record.from_day == from && record.to_day == to)
         .map(|record| record.started_at)
         .max();
-    let lines = unit_lines(app, &from, &to, None).await?;
+    // The readiness line counts the whole ledger; it runs beside the period's lines, on another of the
+    // ledger's read connections, rather than after them.
+    let (lines, ready) = tokio::join!(unit_lines(app, &from, &to, None), readiness(app, shutdown));
+    let lines = lines?;
     let mut totals = PeriodTotals::default();
     for line in &lines {
         totals.accepted += line.ledger.accepted;
@@ -253,7 +267,23 @@ pub async fn dashboard(
         last_poll_ok: app.health.last_poll_ok.load(Ordering::Relaxed),
         last_push_ok: app.health.last_push_ok.load(Ordering::Relaxed),
         oldest_unsent_at,
-        ready: readiness(app, shutdown).await,
+        ready,
         now: Timestamp::now().as_millisecond(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_period_is_at_most_366_days_both_ends_included() {
+        // A leap year is 366 days, and so is a common year with the next day.
+        assert!(period(Some("2024-01-01"), Some("2024-12-31")).is_ok());
+        assert!(period(Some("2023-01-01"), Some("2024-01-01")).is_ok());
+        let refused = period(Some("2023-01-01"), Some("2024-01-02")).unwrap_err();
+        assert!(refused.contains("367 days"), "{refused}");
+        assert!(refused.contains("at most 366 days"), "{refused}");
+        assert!(period(Some("2024-01-02"), Some("2024-01-01")).is_err());
+    }
 }

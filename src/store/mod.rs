@@ -31,8 +31,8 @@ pub use deliveries::{
 pub use ingest::{HeldRecord, Ingest, IngestRow, ProgressEntryRow, VersionKind, plan_ingest};
 pub use maintenance::{AttemptRecord, Maintenance, Redaction, RetentionCandidate};
 pub use operator::{
-    DossierFilter, FailureRow, LedgerBucket, LedgerCounts, Operator, RENORMALIZE_REQUESTED,
-    Requeued, UnitCounts,
+    DossierFilter, FailureRow, LedgerBucket, LedgerCounts, Operator, PAYLOADS_PER_PAGE, PayloadKey,
+    PayloadRow, RENORMALIZE_REQUESTED, Requeued, UnitCounts,
 };
 pub use reconciliation::{CONTENT_DIFFERS, ContentCandidate, Reconciliation, ReconciliationRecord};
 

@@ -41,6 +41,39 @@ pub struct LedgerBucket {
     pub stamped_ahead: i64,
 }
 
+/// Payloads per page when the reports read a period's payloads ([`Operator::payloads_page`]): a few
+/// megabytes of JSON at a time, whatever the period.
+pub const PAYLOADS_PER_PAGE: usize = 1000;
+
+/// One sendable payload of a period, as [`Operator::payloads_page`] reads it.
+#[derive(Debug, Clone)]
+pub struct PayloadRow {
+    /// Reception day `YYYY-MM-DD`.
+    pub reception_day: String,
+    pub source_id: String,
+    pub unit: Option<String>,
+    pub state: DossierState,
+    /// The normalized portal dossier, as sent or to be sent.
+    pub payload: String,
+}
+
+impl PayloadRow {
+    /// Where the next page begins.
+    pub fn key(&self) -> PayloadKey {
+        PayloadKey {
+            reception_day: self.reception_day.clone(),
+            source_id: self.source_id.clone(),
+        }
+    }
+}
+
+/// The position of a payload in the order [`Operator::payloads_page`] reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadKey {
+    pub reception_day: String,
+    pub source_id: String,
+}
+
 /// Which dossiers an operator's command is about; every field narrows, `None` does not.
 #[derive(Debug, Clone, Default)]
 pub struct DossierFilter {
@@ -144,14 +177,47 @@ pub trait Operator: Send + Sync {
     /// at once, held-back ones marked for the daemon to normalize again (it holds the tables).
     async fn requeue(&self, filter: &DossierFilter, now: Millis) -> Result<Requeued, StoreError>;
 
-    /// The normalized payloads (sent or to be sent) of the reception days from `from` to `to`, with their
-    /// unit and state: the indicator preview's input.
+    /// One page of the normalized payloads (sent or to be sent) of the reception days from `from` to `to`
+    /// (inclusive, `YYYY-MM-DD`), with their unit and state: the indicator preview's input. At most
+    /// `limit` rows, ordered by reception day and source id, from just after `after` (the [`PayloadKey`]
+    /// of the previous page's last row; `None` for the first page). A page shorter than `limit` is the
+    /// last. Each page is its own read: a dossier whose reception day changes between two pages may be
+    /// seen twice or not at all, which a preview tolerates.
+    async fn payloads_page(
+        &self,
+        from: &str,
+        to: &str,
+        unit: Option<&str>,
+        after: Option<&PayloadKey>,
+        limit: usize,
+    ) -> Result<Vec<PayloadRow>, StoreError>;
+
+    /// Every payload of the period at once, as [`Operator::payloads_page`] gives them: for tests and
+    /// small periods. The reports fold over the pages instead, so that memory does not grow with the
+    /// period.
     async fn payloads(
         &self,
         from: &str,
         to: &str,
         unit: Option<&str>,
-    ) -> Result<Vec<(Option<String>, DossierState, String)>, StoreError>;
+    ) -> Result<Vec<(Option<String>, DossierState, String)>, StoreError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .payloads_page(from, to, unit, after.as_ref(), PAYLOADS_PER_PAGE)
+                .await?;
+            let last = page.len() < PAYLOADS_PER_PAGE;
+            after = page.last().map(PayloadRow::key);
+            all.extend(
+                page.into_iter()
+                    .map(|row| (row.unit, row.state, row.payload)),
+            );
+            if last {
+                return Ok(all);
+            }
+        }
+    }
 
     /// The state of the dossier with this code (MaHoSo), if the ledger holds one: `retry --dossier`
     /// tells an unknown code from one with nothing to retry.
@@ -325,25 +391,48 @@ impl<B: Backend> Operator for B {
         })
     }
 
-    async fn payloads(
+    async fn payloads_page(
         &self,
         from: &str,
         to: &str,
         unit: Option<&str>,
-    ) -> Result<Vec<(Option<String>, DossierState, String)>, StoreError> {
+        after: Option<&PayloadKey>,
+        limit: usize,
+    ) -> Result<Vec<PayloadRow>, StoreError> {
+        // Keyset paging on (reception_day, source_id), which the indexes of migration 0008 serve in
+        // order: each page starts where the last one ended, without re-reading or sorting the period.
+        // The range's lower bound is the last page's day, not `from`: SQLite seeks the index on the
+        // range and only filters on the row value, so with `from` every page would walk the period
+        // from its start again (quadratic over a long period).
+        let first_day = after.map_or(from, |after| after.reception_day.as_str().max(from));
         let mut sql = Sql::new(
-            "SELECT d.unit, d.state, b.payload FROM dossiers d \
+            "SELECT d.reception_day, d.source_id, d.unit, d.state, b.payload FROM dossiers d \
              JOIN dossier_bodies b ON b.source_id = d.source_id \
              WHERE b.payload IS NOT NULL AND d.reception_day BETWEEN ",
         );
-        sql.bind(from).push(" AND ").bind(to);
+        sql.bind(first_day).push(" AND ").bind(to);
         if let Some(unit) = unit {
             sql.push(" AND d.unit = ").bind(unit);
         }
+        if let Some(after) = after {
+            sql.push(" AND (d.reception_day, d.source_id) > (")
+                .bind(after.reception_day.as_str())
+                .push(", ")
+                .bind(after.source_id.as_str())
+                .push(")");
+        }
+        sql.push(" ORDER BY d.reception_day, d.source_id LIMIT ")
+            .bind(limit);
         let rows = self.reader().await?.fetch(sql).await?;
         Ok(rows
             .iter()
-            .map(|row| (row.opt_text(0), state_of(&row.text(1)), row.text(2)))
+            .map(|row| PayloadRow {
+                reception_day: row.text(0),
+                source_id: row.text(1),
+                unit: row.opt_text(2),
+                state: state_of(&row.text(3)),
+                payload: row.text(4),
+            })
             .collect())
     }
 

@@ -291,8 +291,11 @@ async fn every_report_line_drills_down_to_its_dossiers() {
         run_binary(&["reconcile", "--config", config, "--unit", "999.99.99.H99"]).await;
     assert!(!ok && stderr.contains("999.99.99.H99"), "{stderr}");
     let api = reqwest::get(format!(
-        "http://{}/api/v1/report?from=2000-01-01&unit={key}",
-        demo.status.address
+        "http://{}/api/v1/report?from={}&unit={key}",
+        demo.status.address,
+        tthc_sync::app::vietnam_today()
+            .checked_sub(jiff::Span::new().days(365))
+            .unwrap()
     ))
     .await
     .unwrap()

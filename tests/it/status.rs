@@ -238,7 +238,11 @@ async fn readiness_metrics_report_and_pages_against_a_running_daemon() {
     );
 
     // The JSON report follows the report command's schema; a broken one would not.
-    let (status, body) = get(&format!("{url}/api/v1/report?from=2000-01-01")).await;
+    // A year back: every reception day of the dataset, within the longest period the API answers.
+    let a_year_ago = tthc_sync::app::vietnam_today()
+        .checked_sub(jiff::Span::new().days(365))
+        .unwrap();
+    let (status, body) = get(&format!("{url}/api/v1/report?from={a_year_ago}")).await;
     assert_eq!(status, 200, "{body}");
     let report: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["schema"], "tthc-sync.report/1");
@@ -256,6 +260,10 @@ async fn readiness_metrics_report_and_pages_against_a_running_daemon() {
     );
     let (status, _) = get(&format!("{url}/api/v1/report?from=yesterday")).await;
     assert_eq!(status, 400);
+    // A period longer than a year is refused with the limit named.
+    let (status, body) = get(&format!("{url}/api/v1/report?from=2000-01-01")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 366 days"), "{body}");
 
     // The dashboard over 90 days (every reception day of the dataset): Vietnamese headings, one row
     // per unit, problems first with a failures link.

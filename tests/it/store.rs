@@ -59,7 +59,69 @@ on_both_stores!(
     operators_count_list_requeue_and_reconcile,
     dossiers_the_portal_lost_are_sent_again_with_their_progress,
     retention_clears_the_personal_fields_of_finished_accepted_dossiers,
+    payload_pages_give_each_payload_of_the_period_once_in_order,
 );
+
+/// The reports read a period's payloads in pages (keyset on reception day and source id): every payload
+/// of the period exactly once, in order, whatever the page size; none outside the period or the unit,
+/// none of a dossier without a payload.
+async fn payload_pages_give_each_payload_of_the_period_once_in_order(store: &dyn Store) {
+    let pending = IngestAction::Set(DossierState::Pending);
+    let mut rows = Vec::new();
+    for (id, day, unit) in [
+        ("e", "2024-01-14", "000.00.31.H60"),
+        ("a", "2024-01-15", "000.00.31.H60"),
+        ("c", "2024-01-15", "000.00.32.H60"),
+        ("b", "2024-01-15", "000.00.31.H60"),
+        ("f", "2024-01-16", "000.00.32.H60"),
+        ("g", "2024-02-01", "000.00.31.H60"),
+    ] {
+        let mut row = row(id, "r1", "p1", pending);
+        row.reception_day = Some(day.into());
+        row.unit = Some(unit.into());
+        rows.push(row);
+    }
+    let mut held = row("d", "r1", "p1", IngestAction::Set(DossierState::Held));
+    held.payload = None;
+    held.payload_hash = None;
+    held.reason_code = Some("unmapped_unit".into());
+    rows.push(held);
+    store.ingest(&rows, None, 10).await.unwrap();
+
+    let read = |unit: Option<&'static str>, limit: usize| async move {
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .payloads_page("2024-01-01", "2024-01-31", unit, after.as_ref(), limit)
+                .await
+                .unwrap();
+            assert!(page.len() <= limit);
+            ids.extend(page.iter().map(|row| row.source_id.clone()));
+            if page.len() < limit {
+                return ids;
+            }
+            after = page.last().map(tthc_sync::store::PayloadRow::key);
+        }
+    };
+    for limit in [1, 2, 3, 100] {
+        assert_eq!(
+            read(None, limit).await,
+            ["e", "a", "b", "c", "f"],
+            "{limit}"
+        );
+        assert_eq!(
+            read(Some("000.00.31.H60"), limit).await,
+            ["e", "a", "b"],
+            "{limit}"
+        );
+    }
+    let all = store
+        .payloads("2024-01-01", "2024-01-31", None)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5);
+}
 
 /// Retention: a finished dossier accepted before the cutoff loses its personal fields (and cannot be
 /// re-sent from what is left); an unfinished or held one keeps them; a new record from the source brings
