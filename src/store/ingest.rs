@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::deliveries::release_next_progress;
-use super::sql::{Backend, Cells, Conn, IDS_PER_STATEMENT, ROWS_PER_STATEMENT, Sql, last_wins};
+use super::sql::{
+    Backend, Cells, Conn, IDS_PER_STATEMENT, ROWS_PER_STATEMENT, Sql, Tuple, last_wins,
+};
 use super::{Millis, StoreError, state_of};
 use crate::decide::{DossierState, IngestAction, LedgerView, NewVersion};
 
@@ -171,21 +173,12 @@ impl<B: Backend> Ingest for B {
         // A new version never touches the flight columns: a call in flight stays in flight, and the new
         // version waits behind it.
         for chunk in set.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = Sql::new(
-                "INSERT INTO dossiers (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, \
-                 unit, procedure_code, reception_day, payload_hash, state, reason_code, reason_detail, \
-                 stamped_ahead, attempts, next_attempt_at, first_seen_at, changed_at) ",
-            );
+            let mut sql = Sql::new(format!(
+                "INSERT INTO dossiers ({VERSION_COLUMNS}, payload_hash, state, reason_code, reason_detail, \
+                 stamped_ahead, attempts, next_attempt_at, first_seen_at, changed_at) "
+            ));
             sql.values(chunk, |(row, state), values| {
-                values
-                    .bind(&row.source_id)
-                    .bind(&row.dossier_code)
-                    .bind(&row.raw_hash)
-                    .bind(row.source_updated_at)
-                    .bind(&row.source_agency_id)
-                    .bind(&row.unit)
-                    .bind(&row.procedure_code)
-                    .bind(&row.reception_day)
+                bind_version(values, row)
                     .bind(&row.payload_hash)
                     .bind(state.as_str())
                     .bind(&row.reason_code)
@@ -211,21 +204,11 @@ impl<B: Backend> Ingest for B {
         }
 
         for chunk in keep.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = Sql::new(
-                "WITH incoming (source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, unit, \
-                 procedure_code, reception_day, stamped_ahead) AS (",
-            );
+            let mut sql = Sql::new(format!(
+                "WITH incoming ({VERSION_COLUMNS}, stamped_ahead) AS ("
+            ));
             sql.values(chunk, |row, values| {
-                values
-                    .bind(&row.source_id)
-                    .bind(&row.dossier_code)
-                    .bind(&row.raw_hash)
-                    .bind(row.source_updated_at)
-                    .bind(&row.source_agency_id)
-                    .bind(&row.unit)
-                    .bind(&row.procedure_code)
-                    .bind(&row.reception_day)
-                    .bind(row.stamped_ahead);
+                bind_version(values, row).bind(row.stamped_ahead);
             });
             sql.push(
                 ") UPDATE dossiers SET dossier_code = incoming.dossier_code, \
@@ -404,6 +387,27 @@ async fn load_views<B: Backend>(
         }
     }
     Ok(views)
+}
+
+/// The columns a new version of a dossier writes whatever its state, in the order [`bind_version`] binds
+/// them.
+const VERSION_COLUMNS: &str = "source_id, dossier_code, raw_hash, source_updated_at, source_agency_id, unit, \
+     procedure_code, reception_day";
+
+/// Binds `row`'s [`VERSION_COLUMNS`].
+fn bind_version<'t, 's, 'a>(
+    values: &'t mut Tuple<'s, 'a>,
+    row: &'a IngestRow,
+) -> &'t mut Tuple<'s, 'a> {
+    values
+        .bind(&row.source_id)
+        .bind(&row.dossier_code)
+        .bind(&row.raw_hash)
+        .bind(row.source_updated_at)
+        .bind(&row.source_agency_id)
+        .bind(&row.unit)
+        .bind(&row.procedure_code)
+        .bind(&row.reception_day)
 }
 
 /// What a page of records does to the ledger, decided on the rows as they stand in the writing

@@ -76,19 +76,21 @@ pub trait Maintenance: Send + Sync {
 #[async_trait]
 impl<B: Backend> Maintenance for B {
     async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
-        let mut sql = Sql::new(
-            "INSERT INTO attempts (at, owner, service, items, outcome, detail, duration_ms) ",
+        // One fixed text, so that the driver keeps it prepared.
+        let sql = Sql::numbered(
+            "INSERT INTO attempts (at, owner, service, items, outcome, detail, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                .to_owned(),
+            [
+                attempt.at.into(),
+                attempt.owner.as_str().into(),
+                attempt.service.as_str().into(),
+                attempt.items.into(),
+                attempt.outcome.into(),
+                (&attempt.detail).into(),
+                attempt.duration_ms.into(),
+            ],
         );
-        sql.values([attempt], |attempt, values| {
-            values
-                .bind(attempt.at)
-                .bind(&attempt.owner)
-                .bind(&attempt.service)
-                .bind(attempt.items)
-                .bind(attempt.outcome)
-                .bind(&attempt.detail)
-                .bind(attempt.duration_ms);
-        });
         self.writer().await?.run(sql).await?;
         Ok(())
     }

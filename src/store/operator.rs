@@ -192,33 +192,6 @@ pub trait Operator: Send + Sync {
         limit: usize,
     ) -> Result<Vec<PayloadRow>, StoreError>;
 
-    /// Every payload of the period at once, as [`Operator::payloads_page`] gives them: for tests and
-    /// small periods. The reports fold over the pages instead, so that memory does not grow with the
-    /// period.
-    async fn payloads(
-        &self,
-        from: &str,
-        to: &str,
-        unit: Option<&str>,
-    ) -> Result<Vec<(Option<String>, DossierState, String)>, StoreError> {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .payloads_page(from, to, unit, after.as_ref(), PAYLOADS_PER_PAGE)
-                .await?;
-            let last = page.len() < PAYLOADS_PER_PAGE;
-            after = page.last().map(PayloadRow::key);
-            all.extend(
-                page.into_iter()
-                    .map(|row| (row.unit, row.state, row.payload)),
-            );
-            if last {
-                return Ok(all);
-            }
-        }
-    }
-
     /// The state of the dossier with this code (MaHoSo), if the ledger holds one: `retry --dossier`
     /// tells an unknown code from one with nothing to retry.
     async fn dossier_state(&self, dossier_code: &str) -> Result<Option<DossierState>, StoreError>;
