@@ -93,7 +93,7 @@ mod tests {
     }
 
     fn text(value: &str) -> Option<String> {
-        portal(RawDate::Text(value.to_owned()))
+        portal(RawDate::Text(value.into()))
     }
 
     #[test]
