@@ -201,7 +201,7 @@ fn parse_offset(cursor: &mut Cursor<'_>) -> Option<Offset> {
 mod tests {
     use super::*;
 
-    fn text(value: &str) -> RawDate {
+    fn text(value: &str) -> RawDate<'static> {
         RawDate::Text(value.into())
     }
 
