@@ -74,7 +74,7 @@ pub fn normalize(source: &SourceDossier, tables: &MappingTables, now: Timestamp)
     let mut collector = Collector::default();
     let dossier_code = source.code.as_deref().map(|code| code.trim().to_owned());
     let agency = source.agency.as_ref();
-    let source_agency_id = agency.and_then(|agency| agency.id.clone());
+    let source_agency_id = agency.and_then(|agency| agency.id.as_deref().map(str::to_owned));
     let dates = SourceDates::parse(source, &mut collector);
     let reception_day = dates
         .accepted
@@ -128,13 +128,8 @@ pub fn normalize(source: &SourceDossier, tables: &MappingTables, now: Timestamp)
     let unit = match units::resolve(&unit_context, tables) {
         Ok(code) => Some(code.into_string()),
         Err(UnitProblem::Unmapped { detail }) => {
-            let shown = agency.and_then(|agency| agency.code.clone().or_else(|| agency.id.clone()));
-            collector.reject(
-                codes::UNMAPPED_UNIT,
-                Field::Top("agency"),
-                detail,
-                shown.as_deref(),
-            );
+            let shown = agency.and_then(|agency| agency.code.as_deref().or(agency.id.as_deref()));
+            collector.reject(codes::UNMAPPED_UNIT, Field::Top("agency"), detail, shown);
             None
         }
         Err(UnitProblem::Ambiguous { retired, claimants }) => {
@@ -152,7 +147,7 @@ pub fn normalize(source: &SourceDossier, tables: &MappingTables, now: Timestamp)
     };
 
     let mut normalized = Normalized {
-        source_id: Some(source.id.clone()),
+        source_id: Some(source.id.to_owned_string()),
         dossier_code,
         source_agency_id,
         unit,

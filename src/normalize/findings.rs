@@ -141,7 +141,7 @@ impl Collector {
         let parsed = SourceTime::parse(raw);
         if parsed.is_none() {
             let shown = match raw {
-                RawDate::Text(text) => text.clone(),
+                RawDate::Text(text) => text.to_owned_string(),
                 RawDate::Millis(millis) => millis.to_string(),
                 RawDate::Float(millis) => millis.to_string(),
             };

@@ -117,7 +117,7 @@ pub fn fee_lines(fees: &[Fee], collector: &mut Collector) -> Option<Vec<FeeLine>
         let Some(amount) = amount else {
             let shown = fee.amount.as_ref().map(|raw| match raw {
                 RawAmount::Number(number) => number.to_string(),
-                RawAmount::Text(text) => text.clone(),
+                RawAmount::Text(text) => text.to_owned_string(),
             });
             let detail = if shown.is_some() {
                 "negative, fractional or unparseable amount"
@@ -288,7 +288,7 @@ mod tests {
     }
 
     fn text(value: &str) -> Option<i64> {
-        amount(RawAmount::Text(value.to_owned()))
+        amount(RawAmount::Text(value.into()))
     }
 
     #[test]
@@ -373,7 +373,7 @@ mod tests {
     fn online_payment_channel() {
         let fee = |paid, channel: &str| Fee {
             paid: Some(paid),
-            payment_channel: Some(channel.to_owned()),
+            payment_channel: Some(channel.into()),
             ..Fee::default()
         };
         assert_eq!(

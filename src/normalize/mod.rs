@@ -127,7 +127,7 @@ pub fn normalize_bytes(raw: &[u8], tables: &MappingTables, now: Timestamp) -> No
 }
 
 /// Parses one record's raw JSON bytes, as [`normalize_bytes`] does.
-pub fn parse_record(raw: &[u8]) -> Result<SourceDossier, serde_json::Error> {
+pub fn parse_record(raw: &[u8]) -> Result<SourceDossier<'_>, serde_json::Error> {
     // Checking the whole record as UTF-8 once (with SIMD: Vietnamese text defeats std's ASCII fast path)
     // is much cheaper than `from_slice` checking every string on its own. Invalid UTF-8 anywhere makes
     // `from_slice` fail too, so it is left to give the same error.
@@ -178,7 +178,7 @@ pub fn normalize(dossier: &SourceDossier, tables: &MappingTables, now: Timestamp
 fn lenient_int_text(raw: &LenientInt) -> String {
     match raw {
         LenientInt::Int(value) => value.to_string(),
-        LenientInt::Text(text) => text.clone(),
+        LenientInt::Text(text) => text.to_owned_string(),
         LenientInt::Float(value) => value.to_string(),
     }
 }

@@ -8,8 +8,12 @@
 /// none; otherwise the text with each replaced by `\ufffd` (so that the rest of the record can still be
 /// read for its identifiers) and how many there were.
 pub fn lone_surrogates(raw: &[u8]) -> Option<(Vec<u8>, usize)> {
-    // Fast path: without `\ud`/`\uD` there is no surrogate escape at all.
-    if !contains(raw, b"\\ud") && !contains(raw, b"\\uD") {
+    // Fast path: without `\ud`/`\uD` there is no surrogate escape at all. Records have few backslashes,
+    // and memchr finds them with SIMD: scanning every three-byte window of the record twice was a fifth of
+    // normalization's instructions.
+    let surrogate_like = memchr::memchr_iter(b'\\', raw)
+        .any(|at| raw.get(at + 1) == Some(&b'u') && matches!(raw.get(at + 2), Some(b'd' | b'D')));
+    if !surrogate_like {
         return None;
     }
     let mut out = Vec::with_capacity(raw.len());
@@ -77,12 +81,6 @@ fn hex_escape(raw: &[u8], at: usize) -> Option<u32> {
     }
     let hex = std::str::from_utf8(&escape[2..]).ok()?;
     u32::from_str_radix(hex, 16).ok()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
 }
 
 /// Writes each byte of `bytes` that is not part of valid UTF-8 as the escape `\udcXX`; `None` when the

@@ -98,6 +98,15 @@ impl Cursor<'_> {
 /// `2024-01-15T08:30:00.000+0700`, `+07:00`, `Z`, `2024-01-15 08:30:00`, `15/01/2024 08:30:00`, and the
 /// same without seconds or without a time of day. No offset means Vietnam time.
 fn parse_text(text: &str) -> Option<Timestamp> {
+    let (civil, offset) = read_source_civil(text)?;
+    offset.to_timestamp(civil).ok()
+}
+
+/// A source date written as text (already trimmed), as it is written: the civil date and time and the
+/// offset they are in (Vietnam time when none is written). [`read_source_date`] makes the instant of it;
+/// `normalize::dates` uses the civil time as it is when the offset is Vietnam time's, rather than
+/// converting the instant back.
+pub fn read_source_civil(text: &str) -> Option<(DateTime, Offset)> {
     let mut cursor = Cursor {
         bytes: text.as_bytes(),
         at: 0,
@@ -157,7 +166,7 @@ fn parse_text(text: &str) -> Option<Timestamp> {
         nanosecond,
     )
     .ok()?;
-    offset.to_timestamp(civil).ok()
+    Some((civil, offset))
 }
 
 /// `Z`, `+0700`, `+07:00`, `+07`, or nothing (Vietnam time).
@@ -192,7 +201,7 @@ fn parse_offset(cursor: &mut Cursor<'_>) -> Option<Offset> {
 mod tests {
     use super::*;
 
-    fn text(value: &str) -> RawDate {
+    fn text(value: &str) -> RawDate<'static> {
         RawDate::Text(value.into())
     }
 

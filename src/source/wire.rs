@@ -4,6 +4,8 @@
 //! shapes, numbers as strings): the normalizer, not serde, decides what a value means. A record that does
 //! not fit even these shapes is a `malformed_record` rejection, never an error that stops a page.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -100,71 +102,154 @@ pub struct Page<T> {
 /// The fields the feed reader needs from every record, even a malformed one.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RecordHeader {
-    pub id: Option<LenientString>,
-    pub updated_date: Option<RawDate>,
+pub struct RecordHeader<'a> {
+    #[serde(borrow)]
+    pub id: Option<LenientString<'a>>,
+    #[serde(borrow)]
+    pub updated_date: Option<RawDate<'a>>,
 }
 
-/// One dossier as the source serves it (source-api.md section 5).
+/// A string of a record, borrowed from the record's bytes when it has no escapes (most do not) and owned
+/// when serde_json had to unescape it. Parsing a record allocated one `String` per field before; borrowing
+/// them was the largest single saving in normalization's profile.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SourceStr<'a>(pub Cow<'a, str>);
+
+impl SourceStr<'_> {
+    /// The value as an owned `String` (a copy when it is borrowed).
+    pub fn to_owned_string(&self) -> String {
+        self.0.as_ref().to_owned()
+    }
+}
+
+impl std::ops::Deref for SourceStr<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SourceStr<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0.as_ref(), formatter)
+    }
+}
+
+impl From<&str> for SourceStr<'_> {
+    fn from(text: &str) -> Self {
+        SourceStr(Cow::Owned(text.to_owned()))
+    }
+}
+
+impl From<String> for SourceStr<'_> {
+    fn from(text: String) -> Self {
+        SourceStr(Cow::Owned(text))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for SourceStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SourceStr<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                value: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(SourceStr(Cow::Borrowed(value)))
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(SourceStr(Cow::Owned(value.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Self::Value, E> {
+                Ok(SourceStr(Cow::Owned(value)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// One dossier as the source serves it (source-api.md section 5). Its strings borrow from the record's
+/// bytes ([`SourceStr`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct SourceDossier {
-    pub id: String,
-    #[serde(default)]
-    pub code: Option<String>,
-    #[serde(default)]
-    pub procedure: Option<ProcedureRef>,
-    #[serde(default)]
-    pub agency: Option<AgencyRef>,
-    #[serde(default)]
-    pub apply_method: Option<CodeName>,
-    #[serde(default)]
-    pub applicant: Option<Applicant>,
-    #[serde(default)]
-    pub summary: Option<String>,
-    #[serde(default)]
-    pub submitted_date: Option<RawDate>,
-    #[serde(default)]
-    pub accepted_date: Option<RawDate>,
-    #[serde(default)]
-    pub appointment_date: Option<RawDate>,
-    #[serde(default)]
-    pub completed_date: Option<RawDate>,
-    #[serde(default)]
-    pub returned_date: Option<RawDate>,
-    #[serde(default)]
-    pub rejected_date: Option<RawDate>,
-    #[serde(default)]
-    pub dossier_status: Option<CodeName>,
-    #[serde(default)]
-    pub return_method: Option<CodeName>,
-    #[serde(default, deserialize_with = "bounded_list")]
-    pub fees: Option<Vec<Fee>>,
-    #[serde(default, deserialize_with = "bounded_list")]
-    pub attachments: Option<Vec<Attachment>>,
-    #[serde(default, deserialize_with = "bounded_list")]
-    pub supplements: Option<Vec<Supplement>>,
-    #[serde(default, deserialize_with = "bounded_list")]
-    pub history: Option<Vec<HistoryEntry>>,
+pub struct SourceDossier<'a> {
+    #[serde(borrow)]
+    pub id: SourceStr<'a>,
+    #[serde(default, borrow)]
+    pub code: Option<SourceStr<'a>>,
+    #[serde(default, borrow)]
+    pub procedure: Option<ProcedureRef<'a>>,
+    #[serde(default, borrow)]
+    pub agency: Option<AgencyRef<'a>>,
+    #[serde(default, borrow)]
+    pub apply_method: Option<CodeName<'a>>,
+    #[serde(default, borrow)]
+    pub applicant: Option<Applicant<'a>>,
+    #[serde(default, borrow)]
+    pub summary: Option<SourceStr<'a>>,
+    #[serde(default, borrow)]
+    pub submitted_date: Option<RawDate<'a>>,
+    #[serde(default, borrow)]
+    pub accepted_date: Option<RawDate<'a>>,
+    #[serde(default, borrow)]
+    pub appointment_date: Option<RawDate<'a>>,
+    #[serde(default, borrow)]
+    pub completed_date: Option<RawDate<'a>>,
+    #[serde(default, borrow)]
+    pub returned_date: Option<RawDate<'a>>,
+    #[serde(default, borrow)]
+    pub rejected_date: Option<RawDate<'a>>,
+    #[serde(default, borrow)]
+    pub dossier_status: Option<CodeName<'a>>,
+    #[serde(default, borrow)]
+    pub return_method: Option<CodeName<'a>>,
+    #[serde(default, borrow, deserialize_with = "bounded_list")]
+    pub fees: Option<Vec<Fee<'a>>>,
+    #[serde(default, borrow, deserialize_with = "bounded_list")]
+    pub attachments: Option<Vec<Attachment<'a>>>,
+    #[serde(default, borrow, deserialize_with = "bounded_list")]
+    pub supplements: Option<Vec<Supplement<'a>>>,
+    #[serde(default, borrow, deserialize_with = "bounded_list")]
+    pub history: Option<Vec<HistoryEntry<'a>>>,
     #[serde(default)]
     pub vneid_verified: Option<bool>,
     #[serde(default)]
     pub reuses_digitized_components: Option<bool>,
-    #[serde(default)]
-    pub note: Option<String>,
-    #[serde(default)]
-    pub updated_date: Option<RawDate>,
-    #[serde(default)]
-    pub deleted_date: Option<RawDate>,
+    #[serde(default, borrow)]
+    pub note: Option<SourceStr<'a>>,
+    #[serde(default, borrow)]
+    pub updated_date: Option<RawDate<'a>>,
+    #[serde(default, borrow)]
+    pub deleted_date: Option<RawDate<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-pub struct ProcedureRef {
-    pub id: Option<String>,
-    pub code: Option<String>,
-    pub name: Option<String>,
-    pub sector: Option<Sector>,
+pub struct ProcedureRef<'a> {
+    #[serde(borrow)]
+    pub id: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub code: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub name: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub sector: Option<SectorRef<'a>>,
+}
+
+/// A dossier's `procedure.sector` (the catalog's [`Sector`] owns its strings).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SectorRef<'a> {
+    #[serde(borrow)]
+    pub code: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub name: Option<SourceStr<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -176,90 +261,125 @@ pub struct Sector {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-pub struct AgencyRef {
-    pub id: Option<String>,
-    pub code: Option<String>,
-    pub name: Option<String>,
+pub struct AgencyRef<'a> {
+    #[serde(borrow)]
+    pub id: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub code: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub name: Option<SourceStr<'a>>,
 }
 
 /// `{"id": 1, "name": "Trực tuyến"}`: the id may arrive as a number or a numeric string.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct CodeName {
-    pub id: Option<LenientInt>,
-    pub name: Option<String>,
+pub struct CodeName<'a> {
+    #[serde(borrow)]
+    pub id: Option<LenientInt<'a>>,
+    #[serde(borrow)]
+    pub name: Option<SourceStr<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-pub struct Applicant {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub fullname: Option<String>,
-    pub identity_number: Option<LenientString>,
-    pub tax_code: Option<LenientString>,
-    pub phone: Option<LenientString>,
-    pub email: Option<String>,
-    pub address: Option<String>,
+pub struct Applicant<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub fullname: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub identity_number: Option<LenientString<'a>>,
+    #[serde(borrow)]
+    pub tax_code: Option<LenientString<'a>>,
+    #[serde(borrow)]
+    pub phone: Option<LenientString<'a>>,
+    #[serde(borrow)]
+    pub email: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub address: Option<SourceStr<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-pub struct Fee {
-    pub code: Option<String>,
-    pub name: Option<String>,
-    pub amount: Option<RawAmount>,
+pub struct Fee<'a> {
+    #[serde(borrow)]
+    pub code: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub name: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub amount: Option<RawAmount<'a>>,
     pub paid: Option<bool>,
-    pub payment_channel: Option<String>,
+    #[serde(borrow)]
+    pub payment_channel: Option<SourceStr<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-pub struct Attachment {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub url: Option<String>,
-    pub component_code: Option<String>,
+pub struct Attachment<'a> {
+    #[serde(borrow)]
+    pub id: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub name: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub url: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub component_code: Option<SourceStr<'a>>,
     /// `input` (submitted by the applicant) or `result` (a result document).
-    pub kind: Option<String>,
+    #[serde(borrow)]
+    pub kind: Option<SourceStr<'a>>,
     pub digitized: Option<bool>,
     pub reused: Option<bool>,
     pub from_national_repository: Option<bool>,
     /// Result documents may carry the code of the result paper.
-    pub result_code: Option<String>,
+    #[serde(borrow)]
+    pub result_code: Option<SourceStr<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-pub struct Supplement {
-    pub id: Option<String>,
-    pub requested_by: Option<String>,
-    pub content: Option<String>,
-    pub requested_at: Option<RawDate>,
-    pub previous_appointment: Option<RawDate>,
-    pub new_appointment: Option<RawDate>,
+pub struct Supplement<'a> {
+    #[serde(borrow)]
+    pub id: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub requested_by: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub content: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub requested_at: Option<RawDate<'a>>,
+    #[serde(borrow)]
+    pub previous_appointment: Option<RawDate<'a>>,
+    #[serde(borrow)]
+    pub new_appointment: Option<RawDate<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-pub struct HistoryEntry {
-    pub actor: Option<String>,
-    pub title: Option<String>,
-    pub department: Option<String>,
-    pub content: Option<String>,
-    pub status_id: Option<LenientInt>,
-    pub started_at: Option<RawDate>,
-    pub finished_at: Option<RawDate>,
-    pub due_at: Option<RawDate>,
+pub struct HistoryEntry<'a> {
+    #[serde(borrow)]
+    pub actor: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub title: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub department: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub content: Option<SourceStr<'a>>,
+    #[serde(borrow)]
+    pub status_id: Option<LenientInt<'a>>,
+    #[serde(borrow)]
+    pub started_at: Option<RawDate<'a>>,
+    #[serde(borrow)]
+    pub finished_at: Option<RawDate<'a>>,
+    #[serde(borrow)]
+    pub due_at: Option<RawDate<'a>>,
 }
 
 /// A date as the source may write it (source-api.md quirk 5): a string in one of several shapes, or epoch
 /// milliseconds as a number.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
-pub enum RawDate {
+pub enum RawDate<'a> {
     Millis(i64),
-    Text(String),
+    Text(SourceStr<'a>),
     /// A fractional or otherwise odd number; the date rule rejects or truncates it.
     Float(f64),
 }
@@ -267,21 +387,21 @@ pub enum RawDate {
 /// A fee amount: `75000`, `75000.0` or `"75.000"` (quirk 7).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
-pub enum RawAmount {
+pub enum RawAmount<'a> {
     Number(serde_json::Number),
-    Text(String),
+    Text(SourceStr<'a>),
 }
 
 /// An integer that may arrive as a number or a string of digits.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
-pub enum LenientInt {
+pub enum LenientInt<'a> {
     Int(i64),
-    Text(String),
+    Text(SourceStr<'a>),
     Float(f64),
 }
 
-impl LenientInt {
+impl LenientInt<'_> {
     /// The integer value, when there is exactly one.
     pub fn as_i64(&self) -> Option<i64> {
         match self {
@@ -298,16 +418,16 @@ impl LenientInt {
 /// A string that a migrated row may carry as a number (phones and ID numbers typed into numeric columns).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
-pub enum LenientString {
-    Text(String),
+pub enum LenientString<'a> {
+    Text(SourceStr<'a>),
     Number(serde_json::Number),
 }
 
-impl LenientString {
-    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+impl LenientString<'_> {
+    pub fn as_text(&self) -> Cow<'_, str> {
         match self {
-            LenientString::Text(text) => std::borrow::Cow::Borrowed(text),
-            LenientString::Number(number) => std::borrow::Cow::Owned(number.to_string()),
+            LenientString::Text(text) => Cow::Borrowed(text),
+            LenientString::Number(number) => Cow::Owned(number.to_string()),
         }
     }
 }
@@ -369,37 +489,47 @@ pub struct TokenResponse {
 // untagged enums buffer every value and try each variant in turn, which made parsing a record several times
 // slower than the rest of normalization together. Each visitor accepts exactly the shapes its enum names.
 
-/// Implements `Deserialize` for a lenient scalar from three conversions: integer, float, string.
+/// Implements `Deserialize` for a lenient scalar from three conversions: integer, float, string (a
+/// [`SourceStr`], borrowed from the record when it can be).
 macro_rules! lenient_scalar {
-    ($type:ty, $expecting:literal, int: $int:expr, float: $float:expr, text: $text:expr) => {
-        impl<'de> Deserialize<'de> for $type {
+    ($type:ident, $expecting:literal, int: $int:expr, float: $float:expr, text: $text:expr) => {
+        impl<'de: 'a, 'a> Deserialize<'de> for $type<'a> {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 struct Visitor;
-                impl serde::de::Visitor<'_> for Visitor {
-                    type Value = $type;
+                impl<'de> serde::de::Visitor<'de> for Visitor {
+                    type Value = $type<'de>;
                     fn expecting(
                         &self,
                         formatter: &mut std::fmt::Formatter<'_>,
                     ) -> std::fmt::Result {
                         formatter.write_str($expecting)
                     }
-                    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<$type, E> {
+                    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
                         Ok($int(value))
                     }
-                    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<$type, E> {
+                    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
                         match i64::try_from(value) {
                             Ok(value) => Ok($int(value)),
                             Err(_) => Ok($float(value as f64)),
                         }
                     }
-                    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<$type, E> {
+                    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Self::Value, E> {
                         Ok($float(value))
                     }
-                    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<$type, E> {
-                        Ok($text(value.to_owned()))
+                    fn visit_borrowed_str<E: serde::de::Error>(
+                        self,
+                        value: &'de str,
+                    ) -> Result<Self::Value, E> {
+                        Ok($text(SourceStr(Cow::Borrowed(value))))
                     }
-                    fn visit_string<E: serde::de::Error>(self, value: String) -> Result<$type, E> {
-                        Ok($text(value))
+                    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                        Ok($text(SourceStr(Cow::Owned(value.to_owned()))))
+                    }
+                    fn visit_string<E: serde::de::Error>(
+                        self,
+                        value: String,
+                    ) -> Result<Self::Value, E> {
+                        Ok($text(SourceStr(Cow::Owned(value))))
                     }
                 }
                 deserializer.deserialize_any(Visitor)
@@ -415,12 +545,12 @@ lenient_scalar!(LenientInt, "an integer or a string of digits",
 lenient_scalar!(LenientString, "a string or a number",
     int: |value: i64| LenientString::Number(value.into()),
     float: |value: f64| serde_json::Number::from_f64(value)
-        .map_or_else(|| LenientString::Text(value.to_string()), LenientString::Number),
+        .map_or_else(|| LenientString::Text(value.to_string().into()), LenientString::Number),
     text: LenientString::Text);
 lenient_scalar!(RawAmount, "an amount as a number or a string",
     int: |value: i64| RawAmount::Number(value.into()),
     float: |value: f64| serde_json::Number::from_f64(value)
-        .map_or_else(|| RawAmount::Text(value.to_string()), RawAmount::Number),
+        .map_or_else(|| RawAmount::Text(value.to_string().into()), RawAmount::Number),
     text: RawAmount::Text);
 
 #[cfg(test)]
