@@ -117,6 +117,8 @@ pub struct Snapshot {
     pub ready: bool,
     /// Calls to the portal allowed in flight now (adaptive concurrency).
     pub portal_concurrency: i64,
+    /// The portal's rate learnt from its 429s, calls per second (0: none learnt yet).
+    pub portal_rate_learnt: f64,
     /// Per unit, from the latest reconciliation.
     pub units: Vec<UnitSnapshot>,
     /// Refused logins since start, per client (`source`, `portal`, `source.gateway`, `portal.gateway`).
@@ -357,6 +359,11 @@ impl SyncMetrics {
             "tthc_sync_portal_concurrency_limit",
             "Calls to the portal allowed in flight now (learnt from its answers, at most portal.concurrency)",
             gauge(snapshot.portal_concurrency),
+        );
+        registry.register(
+            "tthc_sync_portal_rate_limit_learnt",
+            "The portal's rate learnt from its 429s, that calls are paced to (calls per second; 0 before any 429)",
+            gauge_f64(snapshot.portal_rate_learnt),
         );
         registry.register(
             "tthc_sync_ready",

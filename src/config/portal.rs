@@ -25,9 +25,9 @@ pub struct PortalSettings {
     /// workers are this many).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Learn how many calls may be in flight from the portal's answers (from 1 up to `concurrency`:
-    /// one more per round trip while calls fill the limit, 10% fewer on a 429, a 5xx, a timeout or
-    /// round trips growing), instead of always `concurrency`.
+    /// Learn the calls in flight from the portal's answers (from 1 up to `concurrency`: one more per
+    /// round trip while calls fill the limit, 10% fewer on a 5xx, a timeout or round trips growing) and
+    /// pace calls to the rate learnt from its 429s, instead of always `concurrency` unpaced.
     #[serde(default = "default_true")]
     pub adaptive_concurrency: bool,
     /// Calls per second toward the portal, all workers together.

@@ -78,7 +78,7 @@ pub struct PortalClient {
     limiter: Arc<DefaultDirectRateLimiter>,
     /// How many calls may be in flight at once (`portal.concurrency`, adapted to the portal's answers
     /// unless `portal.adaptive_concurrency` is off).
-    concurrency: AdaptiveConcurrency,
+    concurrency: Arc<AdaptiveConcurrency>,
     retry: RetryPolicy,
     max_body: usize,
     /// Paces logins (`/auth`) after the portal refused the account.
@@ -133,10 +133,10 @@ impl PortalClient {
             gateway,
             session: Mutex::new(None),
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate))),
-            concurrency: AdaptiveConcurrency::new(
+            concurrency: Arc::new(AdaptiveConcurrency::new(
                 settings.concurrency,
                 settings.adaptive_concurrency,
-            ),
+            )),
             retry,
             max_body: settings.http.max_body_bytes,
             login: LoginGate::new(
@@ -151,10 +151,17 @@ impl PortalClient {
         self.concurrency.limit()
     }
 
+    /// The portal's rate learnt from its 429s (calls per second), that calls are paced to; `None` while
+    /// it has answered none.
+    pub fn learnt_rate(&self) -> Option<f64> {
+        self.concurrency.learnt_rate()
+    }
+
     async fn post(&self, path: &str, body: String) -> Result<Envelope, PortalError> {
-        let mut permit = self.concurrency.acquire().await;
+        // The configured rate first, then the learnt pace and a place among the calls in flight: a
+        // place is not held while the call waits for its turn.
         self.limiter.until_ready().await;
-        permit.start();
+        let permit = self.concurrency.acquire().await;
         let mut request = self
             .http
             .post(format!("{}{}", self.base, path))

@@ -120,6 +120,7 @@ pub async fn snapshot(app: &App, shutdown: &CancellationToken) -> Snapshot {
         last_push_success: seconds(app.health.last_push_ok.load(Ordering::Relaxed)),
         ready,
         portal_concurrency: i64::try_from(app.portal.concurrency_limit()).unwrap_or(i64::MAX),
+        portal_rate_learnt: app.portal.learnt_rate().unwrap_or(0.0),
         units,
         login_refusals: login_gates(app)
             .iter()
