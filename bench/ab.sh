@@ -11,11 +11,7 @@ cd "$(dirname "$0")/.."
 BEFORE=${BEFORE:?path to the first binary}; AFTER=${AFTER:-target/release/tthc-sync}
 N=${N:-20000}; UNITS=${UNITS:-200}; ROUNDS=${ROUNDS:-3}
 SP=${SP:-28381}; PP=${PP:-28382}
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-stat() { curl -sf "http://127.0.0.1:$1/_sim/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)$2)"; }
-wait_up() { for _ in $(seq 1 900); do stat "$1" "$2" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "simulator on $1 did not start"; exit 1; }
+source bench/lib.sh
 
 # One run of binary $1: prints "seconds user_s system_s peak_kib stored".
 run() {

@@ -11,11 +11,7 @@ N=${N:-20000}; UNITS=${UNITS:-200}; BATCH=${BATCH:-10}; CONCURRENCY=${CONCURRENC
 LATENCY_MS=${LATENCY_MS:-80}; JITTER_MS=${JITTER_MS:-10}; INSTANCES=${INSTANCES:-"1 2 3"}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 SP=${SP:-28381}; PP=${PP:-28382}
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-stat() { curl -sf "http://127.0.0.1:$1/_sim/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)$2)"; }
-wait_up() { for _ in $(seq 1 900); do stat "$1" "$2" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "simulator on $1 did not start"; exit 1; }
+source "$here/lib.sh"
 
 "$BIN" simulate source --listen 127.0.0.1:$SP --dossiers "$N" --units "$UNITS" --faults none --seed 1 \
     >"$work/source.log" 2>&1 &

@@ -16,11 +16,7 @@ LATENCY_MS=${LATENCY_MS:-80}; JITTER_MS=${JITTER_MS:-10}; RATE=${RATE:-50}
 FIXED=${FIXED:-"1 4 16"}; VENDOR_N=${VENDOR_N:-200}; VENDOR=${VENDOR:-1}
 RAW=${RAW:-$here/../../shared/bench/raw-pipe/target/release/raw-pipe}
 SP=${SP:-28181}; PP=${PP:-28182}
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-stat() { curl -sf "http://127.0.0.1:$1/_sim/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)$2)"; }
-wait_up() { for _ in $(seq 1 900); do stat "$1" "$2" >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "simulator on $1 did not start"; exit 1; }
+source "$here/lib.sh"
 network=(--latency-ms "$LATENCY_MS" --latency-jitter-ms "$JITTER_MS")
 
 "$BIN" simulate source --listen 127.0.0.1:$SP --dossiers "$N" --units "$UNITS" --faults none --seed 1 \
