@@ -397,8 +397,20 @@ async fn the_report_names_the_failing_units_and_retry_completes_them() {
         "{stderr}"
     );
 
-    // The fixes: A's local codes mapped (and the tables reloaded, as SIGHUP does); B added to the portal,
-    // then `retry` for B.
+    // The fixes: B added to the portal and `retry` for B; then A's local codes mapped and the tables
+    // reloaded, as SIGHUP does. `retry` comes first: a reload makes the running daemon normalize the
+    // held-back dossiers again at once, and any of B's it released meanwhile would not be `retry`'s to
+    // queue.
+    let mut all = known;
+    all.insert(b.clone());
+    demo.portal.set_known_units(Some(all));
+    let (ok, stdout, stderr) = run_binary(&["retry", "--config", config, "--unit", b]).await;
+    assert!(ok, "retry failed: {stderr}");
+    assert!(
+        stdout.contains(&format!("queued {} dossier(s)", at_source(B))),
+        "retry should say it queued B's {} dossiers: {stdout}",
+        at_source(B)
+    );
     let locals: std::collections::BTreeSet<String> = demo
         .source
         .snapshot()
@@ -412,16 +424,6 @@ async fn the_report_names_the_failing_units_and_retry_completes_them() {
     }
     std::fs::write(&tables_path, fixed).unwrap();
     assert!(demo.app.reload_tables());
-    let mut all = known;
-    all.insert(b.clone());
-    demo.portal.set_known_units(Some(all));
-    let (ok, stdout, stderr) = run_binary(&["retry", "--config", config, "--unit", b]).await;
-    assert!(ok, "retry failed: {stderr}");
-    assert!(
-        stdout.contains(&format!("queued {} dossier(s)", at_source(B))),
-        "retry should say it queued B's {} dossiers: {stdout}",
-        at_source(B)
-    );
     let mut last = Value::Null;
     for _ in 0..120 {
         last = json_report(config).await;
