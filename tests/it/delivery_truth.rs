@@ -542,8 +542,11 @@ async fn lying_answers(backend: Backend) {
     };
     scenario.spawn("lies", &[]);
     let prefix = format!("{refused_unit}-");
+    // A one-item call near the end is answered wrongly about one time in three, and each miss waits out
+    // a back-off; the last dossier and its entries in turn can take a while on a loaded machine. The
+    // promise here is that nothing is lost or invented, not how fast: `settle` returns as soon as it holds.
     let problems = scenario
-        .settle(Duration::from_secs(40), &|code: &str| {
+        .settle(Duration::from_secs(120), &|code: &str| {
             code.starts_with(&prefix)
         })
         .await;
