@@ -2,7 +2,6 @@
 //! request rate, and retries of transport faults with backoff that honours `Retry-After`.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 
 use backon::Retryable;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -75,10 +74,10 @@ pub struct PortalClient {
     madonvi: String,
     gateway: Option<GatewayToken>,
     session: Mutex<Option<String>>,
-    limiter: Arc<DefaultDirectRateLimiter>,
+    limiter: DefaultDirectRateLimiter,
     /// How many calls may be in flight at once (`portal.concurrency`, adapted to the portal's answers
     /// unless `portal.adaptive_concurrency` is off).
-    concurrency: Arc<AdaptiveConcurrency>,
+    concurrency: AdaptiveConcurrency,
     retry: RetryPolicy,
     max_body: usize,
     /// Paces logins (`/auth`) after the portal refused the account.
@@ -132,11 +131,11 @@ impl PortalClient {
             madonvi: settings.madonvi.clone(),
             gateway,
             session: Mutex::new(None),
-            limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate))),
-            concurrency: Arc::new(AdaptiveConcurrency::new(
+            limiter: RateLimiter::direct(Quota::per_second(rate)),
+            concurrency: AdaptiveConcurrency::new(
                 settings.concurrency,
                 settings.adaptive_concurrency,
-            )),
+            ),
             retry,
             max_body: settings.http.max_body_bytes,
             login: LoginGate::new(

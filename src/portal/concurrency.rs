@@ -26,11 +26,11 @@
 //! the portal client takes a [`Permit`] from before each call.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 /// How a call ended, as the controller sees it.
@@ -411,7 +411,7 @@ impl Pacer {
 
 /// The gate: calls paced to the learnt rate, and at most the controller's limit of them in flight.
 pub struct AdaptiveConcurrency {
-    semaphore: Arc<Semaphore>,
+    semaphore: Semaphore,
     state: Mutex<Gate>,
     adaptive: bool,
     /// The current limit, for metrics.
@@ -440,7 +440,7 @@ impl AdaptiveConcurrency {
         let controller = Controller::new(tuning, now);
         let limit = controller.limit();
         AdaptiveConcurrency {
-            semaphore: Arc::new(Semaphore::new(limit)),
+            semaphore: Semaphore::new(limit),
             state: Mutex::new(Gate {
                 controller,
                 pacer: Pacer::new(RateTuning::default(), now),
@@ -464,13 +464,14 @@ impl AdaptiveConcurrency {
     }
 
     /// Waits for the call's turn at the learnt rate, then for a free place among the calls in flight.
-    pub async fn acquire(self: &Arc<Self>) -> Permit {
+    pub async fn acquire(&self) -> Permit<'_> {
         if self.adaptive {
             let at = self.lock().pacer.slot(Instant::now());
             tokio::time::sleep_until(at).await;
         }
-        let permit = Arc::clone(&self.semaphore)
-            .acquire_owned()
+        let permit = self
+            .semaphore
+            .acquire()
             .await
             .expect("the gate's semaphore is never closed");
         {
@@ -481,7 +482,7 @@ impl AdaptiveConcurrency {
             gate.controller.started(in_flight);
         }
         Permit {
-            gate: Arc::clone(self),
+            gate: self,
             permit: Some(permit),
             started: Instant::now(),
             signal: Signal::Neutral,
@@ -494,7 +495,7 @@ impl AdaptiveConcurrency {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn release(&self, permit: OwnedSemaphorePermit, started: Instant, signal: Signal) {
+    fn release(&self, permit: SemaphorePermit<'_>, started: Instant, signal: Signal) {
         if !self.adaptive {
             return;
         }
@@ -522,21 +523,21 @@ impl AdaptiveConcurrency {
 }
 
 /// A place among the calls in flight; given back, with how the call ended, when dropped.
-pub struct Permit {
-    gate: Arc<AdaptiveConcurrency>,
-    permit: Option<OwnedSemaphorePermit>,
+pub struct Permit<'a> {
+    gate: &'a AdaptiveConcurrency,
+    permit: Option<SemaphorePermit<'a>>,
     started: Instant,
     signal: Signal,
 }
 
-impl Permit {
+impl Permit<'_> {
     /// How the call ended.
     pub fn finish(mut self, signal: Signal) {
         self.signal = signal;
     }
 }
 
-impl Drop for Permit {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             self.gate.release(permit, self.started, self.signal);
@@ -547,6 +548,7 @@ impl Drop for Permit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
     const RTT: Duration = Duration::from_millis(80);
