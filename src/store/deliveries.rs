@@ -249,10 +249,11 @@ impl<B: Backend> Deliveries for B {
             .iter()
             .map(|row| (row.text(0), row.text(1)))
             .collect();
-        let entries = load_progress_rows::<B>(&mut tx, &keys, now, false).await?;
+        let entries = load_progress_rows::<B>(&mut tx, &keys, now).await?;
         let claim = new_claim_id(owner);
         let claimed = claim_one_entry_per_dossier(entries, &claim, owner, now, lease_until);
-        write_progress_rows::<B>(&mut tx, &claimed).await?;
+        let rows: Vec<_> = claimed.iter().map(|(key, row, _)| (key, row)).collect();
+        write_progress_rows::<B>(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(claimed
             .into_iter()
@@ -280,9 +281,10 @@ impl<B: Backend> Deliveries for B {
             .iter()
             .map(|result| (result.source_id.clone(), result.entry_key.clone()))
             .collect();
-        let entries = load_progress_rows::<B>(&mut tx, &keys, now, true).await?;
+        let entries = load_progress_states::<B>(&mut tx, &keys).await?;
         let changes = decide_progress_answers(entries, results, now);
-        write_progress_rows::<B>(&mut tx, &changes).await?;
+        let rows: Vec<_> = changes.iter().map(|(key, row)| (key, row)).collect();
+        write_progress_rows::<B>(&mut tx, &rows).await?;
         let dossiers: Vec<&str> = results
             .iter()
             .map(|result| result.source_id.as_str())
@@ -326,16 +328,14 @@ impl<B: Backend> Deliveries for B {
             .iter()
             .map(|row| (row.text(0), row.text(1)))
             .collect();
-        let entries: Vec<((String, String), ProgressRow, String)> =
-            load_progress_rows::<B>(&mut tx, &keys, now, false)
+        let entries: Vec<((String, String), ProgressRow)> =
+            load_progress_states::<B>(&mut tx, &keys)
                 .await?
                 .into_iter()
-                .map(|entry| {
-                    let row = decide::on_progress_release(entry.row, now);
-                    (entry.key, row, entry.payload)
-                })
+                .map(|(key, row)| (key, decide::on_progress_release(row, now)))
                 .collect();
-        write_progress_rows::<B>(&mut tx, &entries).await?;
+        let rows: Vec<_> = entries.iter().map(|(key, row)| (key, row)).collect();
+        write_progress_rows::<B>(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok((released.len() + entries.len()) as u64)
     }
@@ -384,28 +384,25 @@ pub fn decide_answers(
 
 /// The decisions on a progress call's answers: the entries to write.
 pub fn decide_progress_answers(
-    entries: Vec<LoadedEntry>,
+    entries: Vec<((String, String), ProgressRow)>,
     results: &[ProgressResult],
     now: Millis,
-) -> Vec<((String, String), ProgressRow, String)> {
-    let mut entries: HashMap<(String, String), LoadedEntry> = entries
-        .into_iter()
-        .map(|entry| (entry.key.clone(), entry))
-        .collect();
+) -> Vec<((String, String), ProgressRow)> {
+    let mut entries: HashMap<(String, String), ProgressRow> = entries.into_iter().collect();
     let mut changes = Vec::new();
     for result in results {
         let key = (result.source_id.clone(), result.entry_key.clone());
-        let Some(entry) = entries.remove(&key) else {
+        let Some(row) = entries.remove(&key) else {
             continue;
         };
         if let Some(next) = decide::on_progress_answer(
-            &entry.row,
+            &row,
             &result.claim,
             &result.payload_hash,
             &result.outcome,
             now,
         ) {
-            changes.push((key, next, entry.payload));
+            changes.push((key, next));
         }
     }
     changes
@@ -573,60 +570,68 @@ async fn write_delivery_rows<B: Backend>(
     Ok(())
 }
 
-/// Progress entries by (source id, entry key), each with its payload and whether another entry of its
-/// dossier has a call in flight now; in each dossier's order. With `lock`, locked for this transaction.
+/// The delivery columns of `progress` ([`progress_row`] reads them in this order).
+const PROGRESS_COLUMNS: &str = "p.state, p.payload_hash, p.sent_hash, p.attempts, p.next_attempt_at, \
+     p.last_error, p.flight_claim, p.lease_owner, p.flight_hash, p.lease_expires_at";
+
+/// A progress entry's delivery columns, read from `first` on, in the order of [`PROGRESS_COLUMNS`].
+fn progress_row(row: &impl Cells, first: usize) -> ProgressRow {
+    let flight = row.opt_text(first + 6).map(|claim| decide::Flight {
+        claim,
+        owner: row.opt_text(first + 7).unwrap_or_default(),
+        hash: row.opt_text(first + 8).unwrap_or_default(),
+        lease_expires_at: row.opt_int(first + 9).unwrap_or(0),
+    });
+    ProgressRow {
+        state: ProgressState::parse(&row.text(first)),
+        payload_hash: row.text(first + 1),
+        sent_hash: row.opt_text(first + 2),
+        attempts: row.int(first + 3).max(0) as u32,
+        next_attempt_at: row.int(first + 4),
+        last_error: row.opt_text(first + 5),
+        flight,
+    }
+}
+
+/// The start of a query of the progress entries `keys`: `WITH k AS (VALUES …) SELECT p.source_id,
+/// p.entry_key, `; the caller appends its columns, then [`FROM_KEYED_PROGRESS`].
+fn keyed_progress<'a>(keys: &[&'a (String, String)]) -> Sql<'a> {
+    let mut sql = Sql::new("WITH k (source_id, entry_key) AS (");
+    sql.values(keys.iter().copied(), |(id, key), values| {
+        values.bind(id).bind(key);
+    });
+    sql.push(") SELECT p.source_id, p.entry_key, ");
+    sql
+}
+
+const FROM_KEYED_PROGRESS: &str =
+    " FROM progress p JOIN k ON k.source_id = p.source_id AND k.entry_key = p.entry_key";
+
+/// Progress entries by (source id, entry key) to claim, each with its payload and whether another entry
+/// of its dossier has a call in flight now; in each dossier's order.
 async fn load_progress_rows<B: Backend>(
     connection: &mut Connection<B>,
     keys: &[(String, String)],
     now: Millis,
-    lock: bool,
 ) -> Result<Vec<LoadedEntry>, StoreError> {
-    let mut keys: Vec<&(String, String)> = keys.iter().collect();
-    let lock = if lock {
-        B::DIALECT.lock_rows_of("p")
-    } else {
-        String::new()
-    };
-    if !lock.is_empty() {
-        keys.sort_unstable();
-        keys.dedup();
-    }
+    let keys: Vec<&(String, String)> = keys.iter().collect();
     let mut entries = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = Sql::new("WITH k (source_id, entry_key) AS (");
-        sql.values(chunk.iter().copied(), |(id, key), values| {
-            values.bind(id).bind(key);
-        });
-        sql.push(
-            ") SELECT p.source_id, p.entry_key, p.state, p.payload_hash, p.sent_hash, p.attempts, \
-             p.next_attempt_at, p.last_error, p.flight_claim, p.lease_owner, p.flight_hash, \
-             p.lease_expires_at, p.payload, EXISTS (SELECT 1 FROM progress q \
+        let mut sql = keyed_progress(chunk);
+        sql.push(PROGRESS_COLUMNS)
+            .push(
+                ", p.payload, EXISTS (SELECT 1 FROM progress q \
                  WHERE q.source_id = p.source_id AND q.entry_key <> p.entry_key \
                  AND q.flight_claim IS NOT NULL AND q.lease_expires_at >= ",
-        );
-        sql.bind(now).push(
-            ") FROM progress p JOIN k ON k.source_id = p.source_id AND k.entry_key = p.entry_key \
-             ORDER BY p.source_id, p.step_at, p.entry_key",
-        );
-        sql.push(&lock);
+            )
+            .bind(now)
+            .push(")")
+            .push(FROM_KEYED_PROGRESS)
+            .push(" ORDER BY p.source_id, p.step_at, p.entry_key");
         for row in connection.fetch(sql).await? {
-            let flight = row.opt_text(8).map(|claim| decide::Flight {
-                claim,
-                owner: row.opt_text(9).unwrap_or_default(),
-                hash: row.opt_text(10).unwrap_or_default(),
-                lease_expires_at: row.opt_int(11).unwrap_or(0),
-            });
             entries.push(LoadedEntry {
                 key: (row.text(0), row.text(1)),
-                row: ProgressRow {
-                    state: ProgressState::parse(&row.text(2)),
-                    payload_hash: row.text(3),
-                    sent_hash: row.opt_text(4),
-                    attempts: row.int(5).max(0) as u32,
-                    next_attempt_at: row.int(6),
-                    last_error: row.opt_text(7),
-                    flight,
-                },
+                row: progress_row(&row, 2),
                 payload: row.text(12),
                 sibling_in_flight: row.flag(13),
             });
@@ -635,16 +640,40 @@ async fn load_progress_rows<B: Backend>(
     Ok(entries)
 }
 
+/// The delivery columns of progress entries by (source id, entry key), without their payloads (an answer
+/// or a release decides on them), locked for this transaction in key order.
+async fn load_progress_states<B: Backend>(
+    connection: &mut Connection<B>,
+    keys: &[(String, String)],
+) -> Result<Vec<((String, String), ProgressRow)>, StoreError> {
+    let mut keys: Vec<&(String, String)> = keys.iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let lock = B::DIALECT.lock_rows_of("p");
+    let mut entries = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = keyed_progress(chunk);
+        sql.push(PROGRESS_COLUMNS)
+            .push(FROM_KEYED_PROGRESS)
+            .push(" ORDER BY p.source_id, p.entry_key")
+            .push(&lock);
+        for row in connection.fetch(sql).await? {
+            entries.push(((row.text(0), row.text(1)), progress_row(&row, 2)));
+        }
+    }
+    Ok(entries)
+}
+
 async fn write_progress_rows<B: Backend>(
     connection: &mut Connection<B>,
-    rows: &[((String, String), ProgressRow, String)],
+    rows: &[(&(String, String), &ProgressRow)],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = Sql::new(
             "WITH v (source_id, entry_key, state, sent_hash, attempts, next_attempt_at, last_error, \
              flight_claim, lease_owner, flight_hash, lease_expires_at) AS (",
         );
-        sql.values(chunk, |((id, key), row, _), values| {
+        sql.values(chunk, |((id, key), row), values| {
             let flight = row.flight.as_ref();
             values
                 .bind(id)
