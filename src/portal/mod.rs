@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod concurrency;
+pub mod payload;
 pub mod wire;
