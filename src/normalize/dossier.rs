@@ -16,8 +16,7 @@ use super::tables::MappingTables;
 use super::text::{LIMIT_APPLICANT_NAME, LIMIT_PROCEDURE_NAME, LIMIT_SUMMARY};
 use super::units::{self, UnitContext, UnitProblem};
 use super::{
-    Normalized, Outcome, PortalDossier, SkipReason, lenient_int_text, lists, procedures,
-    progress,
+    Normalized, Outcome, PortalDossier, SkipReason, lenient_int_text, lists, procedures, progress,
 };
 
 /// Bytes reserved for a payload before writing it: most are 1 to 2 KB.

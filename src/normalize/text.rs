@@ -34,7 +34,7 @@ pub fn clean(raw: &str, limit: Option<usize>) -> CleanText {
     // Hà`) is clean too, unless TCVN3 detection decodes it.
     match first_look(raw, limit) {
         FirstLook::Clean => unchanged(raw),
-        FirstLook::CleanUnlessTcvn3 => match decode_if_tcvn3(raw) {
+        FirstLook::CleanUnlessTcvn3 => match decode_latin1_if_tcvn3(raw) {
             None => unchanged(raw),
             Some(decoded) => clean_decoded(Cow::Owned(decoded), true, limit),
         },
@@ -351,19 +351,26 @@ pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
     if !has_letter_code {
         return None;
     }
-    let decoded: String = raw.chars().map(|c| tcvn3_letter(c).unwrap_or(c)).collect();
-    // `count_syllables(&decoded) > count_syllables(raw)`, counted only where it can differ: no letter code
-    // is white space, so the words of both pair up, and a word without a letter code is the same in both.
-    let gained: isize = decoded
+    decode_latin1_if_tcvn3(raw)
+}
+
+/// [`decode_if_tcvn3`] for a value already known to be all Latin-1 with a letter code: decoded when that
+/// turns more of its words into syllables, `count_syllables(&decoded) > count_syllables(raw)`.
+fn decode_latin1_if_tcvn3(raw: &str) -> Option<String> {
+    let decode =
+        |word: &str| -> String { word.chars().map(|c| tcvn3_letter(c).unwrap_or(c)).collect() };
+    // Counted only where it can differ, one word at a time, so that a value that stays as it is (most
+    // do) is never decoded whole: no letter code is white space, so the words of both pair up, and a
+    // word without a letter code is the same in both.
+    let gained: isize = raw
         .split_whitespace()
-        .zip(raw.split_whitespace())
-        .filter(|(decoded_word, raw_word)| decoded_word != raw_word)
-        .map(|(decoded_word, raw_word)| {
-            isize::from(counts_as_syllable(decoded_word))
+        .filter(|word| word.chars().any(|c| tcvn3_letter(c).is_some()))
+        .map(|raw_word| {
+            isize::from(counts_as_syllable(&decode(raw_word)))
                 - isize::from(counts_as_syllable(raw_word))
         })
         .sum();
-    (gained > 0).then_some(decoded)
+    (gained > 0).then(|| decode(raw))
 }
 
 /// How many white-space separated words of `text` are Vietnamese syllables (ASCII punctuation and

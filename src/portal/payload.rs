@@ -244,7 +244,8 @@ impl<'a> Object<'a> {
 
     fn integer(&mut self, name: &str, value: i64) {
         self.name(name);
-        // serde_json writes integers in decimal with a leading minus, as `Display` does.
+        // serde_json writes integers in decimal with a leading minus, as `Display` does. Writing into a
+        // `Vec` cannot fail.
         use std::io::Write as _;
         let _ = write!(self.out, "{value}");
     }
@@ -545,12 +546,27 @@ mod tests {
             optional_list(fee_line()),
             optional_list(supplement_request()),
         );
-        let flags = (optional_text(), optional_text(), optional_text(), optional_text());
+        let flags = (
+            optional_text(),
+            optional_text(),
+            optional_text(),
+            optional_text(),
+        );
         (names, applicant, dates, lists, flags).prop_map(
             |(
                 (code, procedure, procedure_name, sector, sector_name, channel, applicant_name),
                 (identity, identifiers, kind, tax_code, email, phone, fax, summary),
-                (submitted, accepted, appointment, status, completed, returned, refused, method, unit),
+                (
+                    submitted,
+                    accepted,
+                    appointment,
+                    status,
+                    completed,
+                    returned,
+                    refused,
+                    method,
+                    unit,
+                ),
                 (files, documents, fees, supplements),
                 (paid, digitized, vneid, note),
             )| Dossier {
