@@ -15,7 +15,7 @@
 //! The adapters:
 //! - [`http`]: what both HTTP clients share: building them, gateway tokens, retries, bounded bodies.
 //! - [`source`]: the provincial system's wire types, client, and the feed reader that never skips a row.
-//! - [`portal`]: the national portal's wire types and client (sessions, answers matched by `MaHoSo`).
+//! - [`portal`]: the national portal's wire types, their payload writer and the client (sessions, answers matched by `MaHoSo`).
 //! - [`store`]: the ledger, one trait per concern, each statement written once for SQLite and PostgreSQL.
 //! - [`notify`]: the systemd notification protocol: READY, RELOADING, STOPPING, watchdog pings.
 //! - [`telemetry`]: logging set-up (terminal lines or JSON).

@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 
+use crate::portal::payload;
 use crate::portal::wire::{Dossier, Identifier};
 use crate::source::wire::{Applicant, RawDate, SourceDossier};
 
@@ -15,11 +16,10 @@ use super::tables::MappingTables;
 use super::text::{LIMIT_APPLICANT_NAME, LIMIT_PROCEDURE_NAME, LIMIT_SUMMARY};
 use super::units::{self, UnitContext, UnitProblem};
 use super::{
-    Finding, Normalized, Outcome, PortalDossier, SkipReason, lenient_int_text, lists, procedures,
-    progress,
+    Normalized, Outcome, PortalDossier, SkipReason, lenient_int_text, lists, procedures, progress,
 };
 
-/// Bytes reserved for a payload before serializing it: most are 1 to 2 KB.
+/// Bytes reserved for a payload before writing it: most are 1 to 2 KB.
 const PAYLOAD_CAPACITY: usize = 2048;
 
 /// An event date more than this far after `now` is `inconsistent_dates` (mapping.md, Dates).
@@ -629,31 +629,15 @@ fn check_date_order(
     }
 }
 
-/// Serializes the dossier and its progress: the payload bytes and their hashes.
+/// Writes the dossier's and its progress entries' payloads and hashes them.
 fn seal((dossier, progress): (Dossier, Vec<crate::portal::wire::ProgressEntry>)) -> Outcome {
-    // Room for a typical payload up front, rather than growing from `to_vec`'s small start by copying.
+    // Room for a typical payload up front, rather than growing from a small start by copying.
     let mut payload = Vec::with_capacity(PAYLOAD_CAPACITY);
-    let sealed = serde_json::to_writer(&mut payload, &dossier).and_then(|()| {
-        let progress = progress
-            .into_iter()
-            .map(progress::seal)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((payload, progress))
-    });
-    match sealed {
-        Ok((payload, progress)) => Outcome::Dossier(Box::new(PortalDossier {
-            hash: blake3::hash(&payload).to_hex().as_str().to_owned(),
-            payload,
-            dossier,
-            progress,
-        })),
-        // Plain strings and integers always serialize; this arm exists so that a future field type that
-        // can fail does not panic.
-        Err(_) => Outcome::Rejected(vec![Finding {
-            code: codes::MALFORMED_RECORD,
-            field: String::new(),
-            detail: "the portal payload could not be serialized".to_owned(),
-            value: None,
-        }]),
-    }
+    payload::write_dossier(&mut payload, &dossier);
+    Outcome::Dossier(Box::new(PortalDossier {
+        hash: blake3::hash(&payload).to_hex().as_str().to_owned(),
+        payload,
+        dossier,
+        progress: progress.into_iter().map(progress::seal).collect(),
+    }))
 }

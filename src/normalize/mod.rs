@@ -69,7 +69,7 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct PortalDossier {
     pub dossier: crate::portal::wire::Dossier,
-    /// `serde_json::to_vec(&dossier)`: deterministic, byte for byte.
+    /// The dossier's JSON as [`crate::portal::payload`] writes it: byte for byte `serde_json::to_vec(&dossier)`.
     pub payload: Vec<u8>,
     /// Hex blake3 of `payload`.
     pub hash: String,

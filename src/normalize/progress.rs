@@ -1,6 +1,7 @@
 //! Progress entries (`CapNhatTienDoHoSoMC`) from the source's `history[]`: one per processing step, keyed
 //! as the portal identifies them, (`MaHoSo`, `ThoiDiemXuLy`, `NoiDungXuLy`).
 
+use crate::portal::payload;
 use crate::portal::wire::ProgressEntry;
 use crate::source::wire::HistoryEntry;
 
@@ -11,7 +12,7 @@ use super::status::StatusMapping;
 use super::tables::MappingTables;
 use super::text::{LIMIT_ACTOR, LIMIT_PROGRESS_CONTENT};
 
-/// Bytes reserved for an entry's payload before serializing it: most are 300 to 500 bytes.
+/// Bytes reserved for an entry's payload before writing it: most are 300 to 500 bytes.
 const PAYLOAD_CAPACITY: usize = 512;
 
 /// Separates the parts of the identifying triple before hashing; it cannot occur in cleaned text.
@@ -87,11 +88,11 @@ pub fn entries(
     entries
 }
 
-/// Serializes an entry and derives its key and hash.
-pub fn seal(entry: ProgressEntry) -> Result<PortalProgress, serde_json::Error> {
-    // Room for a typical entry up front, rather than growing from `to_vec`'s small start by copying.
+/// Writes an entry's payload and derives its key and hash.
+pub fn seal(entry: ProgressEntry) -> PortalProgress {
+    // Room for a typical entry up front, rather than growing from a small start by copying.
     let mut payload = Vec::with_capacity(PAYLOAD_CAPACITY);
-    serde_json::to_writer(&mut payload, &entry)?;
+    payload::write_progress_entry(&mut payload, &entry);
     let mut key = blake3::Hasher::new();
     key.update(entry.ma_ho_so.as_bytes());
     key.update(KEY_SEPARATOR.as_bytes());
@@ -99,10 +100,10 @@ pub fn seal(entry: ProgressEntry) -> Result<PortalProgress, serde_json::Error> {
     key.update(KEY_SEPARATOR.as_bytes());
     key.update(entry.noi_dung_xu_ly.as_bytes());
     let hash = blake3::hash(&payload).to_hex().as_str().to_owned();
-    Ok(PortalProgress {
+    PortalProgress {
         key: key.finalize().to_hex().as_str().to_owned(),
         hash,
         payload,
         entry,
-    })
+    }
 }

@@ -141,10 +141,13 @@ fn is_toneless_syllable(toneless: &str, tone: usize) -> bool {
     if rhyme_fits("", toneless, tone) {
         return true;
     }
+    // Comparing first bytes before whole prefixes skips most onsets cheaply.
+    let first = toneless.as_bytes().first();
     ONSETS.iter().any(|onset| {
-        toneless
-            .strip_prefix(onset)
-            .is_some_and(|rhyme| rhyme_fits(onset, rhyme, tone))
+        onset.as_bytes().first() == first
+            && toneless
+                .strip_prefix(onset)
+                .is_some_and(|rhyme| rhyme_fits(onset, rhyme, tone))
     })
 }
 

@@ -30,24 +30,37 @@ pub struct CleanText {
 /// Applies the text rule to one value; `limit` is the portal's limit in characters, if it has one.
 pub fn clean(raw: &str, limit: Option<usize>) -> CleanText {
     // Most values are already clean. One pass over them tells so, and such a value is copied as it is:
-    // every step below would leave it unchanged.
-    if is_already_clean(raw, limit) {
-        return CleanText {
-            text: raw.to_owned(),
-            converted: false,
-            truncated: false,
-            invalid: false,
-        };
+    // every step below would leave it unchanged. A value that is all Latin-1 with a letter code (`Lê Thu
+    // Hà`) is clean too, unless TCVN3 detection decodes it.
+    match first_look(raw, limit) {
+        FirstLook::Clean => unchanged(raw),
+        FirstLook::CleanUnlessTcvn3 => match decode_latin1_if_tcvn3(raw) {
+            None => unchanged(raw),
+            Some(decoded) => clean_decoded(Cow::Owned(decoded), true, limit),
+        },
+        FirstLook::InDoubt => clean_steps(raw, limit),
     }
-    clean_steps(raw, limit)
 }
 
-/// The text rule step by step (mapping.md, Text), for values that [`is_already_clean`] does not vouch for.
+fn unchanged(raw: &str) -> CleanText {
+    CleanText {
+        text: raw.to_owned(),
+        converted: false,
+        truncated: false,
+        invalid: false,
+    }
+}
+
+/// The text rule step by step (mapping.md, Text), for values that [`first_look`] does not vouch for.
 fn clean_steps(raw: &str, limit: Option<usize>) -> CleanText {
-    let (decoded, converted) = match decode_if_tcvn3(raw) {
-        Some(decoded) => (Cow::Owned(decoded), true),
-        None => (Cow::Borrowed(raw), false),
-    };
+    match decode_if_tcvn3(raw) {
+        Some(decoded) => clean_decoded(Cow::Owned(decoded), true, limit),
+        None => clean_decoded(Cow::Borrowed(raw), false, limit),
+    }
+}
+
+/// The steps after TCVN3 detection (`converted` says whether it decoded the value).
+fn clean_decoded(decoded: Cow<'_, str>, converted: bool, limit: Option<usize>) -> CleanText {
     // Most values are already clean: copying them whole is much cheaper than rebuilding them character
     // by character.
     let mut text = if needs_stripping(&decoded) {
@@ -81,51 +94,83 @@ fn clean_steps(raw: &str, limit: Option<usize>) -> CleanText {
     }
 }
 
-/// True when no step of the text rule would change `raw` nor flag it: no TCVN3 letter code in text that
-/// is all Latin-1 (the only text TCVN3 detection looks at), nothing to strip or fold, surely NFC (as
-/// [`surely_nfc`] judges it), within `limit` in bytes (so within it in characters), and no invalid
-/// character. The checks are those of the steps themselves ([`decode_if_tcvn3`], [`needs_stripping`],
-/// [`surely_nfc`], [`is_invalid_char`]), made in one pass; anything in doubt takes the full path.
-fn is_already_clean(raw: &str, limit: Option<usize>) -> bool {
+/// What one pass over a value tells of it, before the text rule's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstLook {
+    /// No step of the rule would change or flag it.
+    Clean,
+    /// It is all Latin-1 with a TCVN3 letter code, and no other step would change or flag it: clean
+    /// unless TCVN3 detection decodes it.
+    CleanUnlessTcvn3,
+    /// Some step may change or flag it: the full rule decides.
+    InDoubt,
+}
+
+/// Looks at `raw` once. Clean means: nothing to strip or fold, surely NFC (as [`surely_nfc`] judges it),
+/// within `limit` in bytes (so within it in characters), no invalid character, and no TCVN3 letter code
+/// in text that is all Latin-1 (the only text TCVN3 detection looks at; with one, it is
+/// [`FirstLook::CleanUnlessTcvn3`]). The checks are those of the steps themselves
+/// ([`decode_if_tcvn3`], [`needs_stripping`], [`surely_nfc`], [`is_invalid_char`]), made in one pass;
+/// anything in doubt takes the full path.
+fn first_look(raw: &str, limit: Option<usize>) -> FirstLook {
     let bytes = raw.as_bytes();
     if limit.is_some_and(|limit| bytes.len() > limit)
         || bytes.first() == Some(&b' ')
         || bytes.last() == Some(&b' ')
     {
-        return false;
+        return FirstLook::InDoubt;
     }
+    // Byte by byte rather than character by character: the lead byte of a UTF-8 sequence tells its block
+    // (C2–C3 Latin-1, C4–CB up to U+02FF, E1 B8–BB Latin Extended Additional), so only Latin-1 characters
+    // are decoded. `raw` is valid UTF-8, so the continuation bytes are there; `get` keeps it panic-free.
     let mut previous_space = false;
     let mut all_latin1 = true;
     let mut letter_code = false;
-    for character in raw.chars() {
-        match character {
-            ' ' => {
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        match byte {
+            b' ' => {
                 if previous_space {
-                    return false;
+                    return FirstLook::InDoubt;
                 }
                 previous_space = true;
+                index += 1;
                 continue;
             }
-            '\0'..='\u{7F}' => {
-                if character.is_ascii_control() {
-                    return false;
-                }
-            }
+            0x21..=0x7E => index += 1,
             // Latin-1 letters: TCVN3 letter codes when the whole value is Latin-1.
-            '\u{80}'..='\u{FF}' => {
+            0xC2 | 0xC3 => {
+                let Some(&continuation) = bytes.get(index + 1) else {
+                    return FirstLook::InDoubt;
+                };
+                let character = char::from(((byte & 0x03) << 6) | (continuation & 0x3F));
                 if character == '\u{AD}' || character.is_whitespace() || character.is_control() {
-                    return false;
+                    return FirstLook::InDoubt;
                 }
                 letter_code |= tcvn3_letter(character).is_some();
+                index += 2;
             }
-            // Latin Extended-A and -B (`ơ`, `ư`, `đ`) below the combining marks, and the precomposed
-            // letters of Latin Extended Additional: starters NFC leaves alone, nothing to strip.
-            '\u{100}'..='\u{2FF}' | '\u{1E00}'..='\u{1EFF}' => all_latin1 = false,
-            _ => return false,
+            // Latin Extended-A and -B (`ơ`, `ư`, `đ`) below the combining marks (U+0100–U+02FF), and the
+            // precomposed letters of Latin Extended Additional (U+1E00–U+1EFF): starters NFC leaves
+            // alone, nothing to strip.
+            0xC4..=0xCB => {
+                all_latin1 = false;
+                index += 2;
+            }
+            0xE1 if matches!(bytes.get(index + 1), Some(0xB8..=0xBB)) => {
+                all_latin1 = false;
+                index += 3;
+            }
+            // ASCII controls, and everything else.
+            _ => return FirstLook::InDoubt,
         }
         previous_space = false;
     }
-    !(all_latin1 && letter_code)
+    if all_latin1 && letter_code {
+        FirstLook::CleanUnlessTcvn3
+    } else {
+        FirstLook::Clean
+    }
 }
 
 /// Characters that mean the text was damaged before it reached us: the replacement character and the
@@ -306,19 +351,26 @@ pub fn decode_if_tcvn3(raw: &str) -> Option<String> {
     if !has_letter_code {
         return None;
     }
-    let decoded: String = raw.chars().map(|c| tcvn3_letter(c).unwrap_or(c)).collect();
-    // `count_syllables(&decoded) > count_syllables(raw)`, counted only where it can differ: no letter code
-    // is white space, so the words of both pair up, and a word without a letter code is the same in both.
-    let gained: isize = decoded
+    decode_latin1_if_tcvn3(raw)
+}
+
+/// [`decode_if_tcvn3`] for a value already known to be all Latin-1 with a letter code: decoded when that
+/// turns more of its words into syllables, `count_syllables(&decoded) > count_syllables(raw)`.
+fn decode_latin1_if_tcvn3(raw: &str) -> Option<String> {
+    let decode =
+        |word: &str| -> String { word.chars().map(|c| tcvn3_letter(c).unwrap_or(c)).collect() };
+    // Counted only where it can differ, one word at a time, so that a value that stays as it is (most
+    // do) is never decoded whole: no letter code is white space, so the words of both pair up, and a
+    // word without a letter code is the same in both.
+    let gained: isize = raw
         .split_whitespace()
-        .zip(raw.split_whitespace())
-        .filter(|(decoded_word, raw_word)| decoded_word != raw_word)
-        .map(|(decoded_word, raw_word)| {
-            isize::from(counts_as_syllable(decoded_word))
+        .filter(|word| word.chars().any(|c| tcvn3_letter(c).is_some()))
+        .map(|raw_word| {
+            isize::from(counts_as_syllable(&decode(raw_word)))
                 - isize::from(counts_as_syllable(raw_word))
         })
         .sum();
-    (gained > 0).then_some(decoded)
+    (gained > 0).then(|| decode(raw))
 }
 
 /// How many white-space separated words of `text` are Vietnamese syllables (ASCII punctuation and
@@ -495,16 +547,22 @@ mod tests {
         samples.push("Nguy\u{FDD0}n".to_owned());
         for text in &samples {
             for limit in [None, Some(3), Some(1000)] {
-                if is_already_clean(text, limit) {
-                    let full = clean_steps(text, limit);
+                let look = first_look(text, limit);
+                let vouched = look == FirstLook::Clean
+                    || (look == FirstLook::CleanUnlessTcvn3 && decode_if_tcvn3(text).is_none());
+                let full = clean_steps(text, limit);
+                if vouched {
                     assert_eq!(full.text, *text, "{text:?}");
                     assert!(
                         !full.converted && !full.truncated && !full.invalid,
                         "{text:?}"
                     );
                 }
+                assert_eq!(clean(text, limit), full, "{text:?} {limit:?}");
             }
         }
+        assert_eq!(first_look("Lê Thu Hà", None), FirstLook::CleanUnlessTcvn3);
+        assert_eq!(first_look("Nguyễn Thị Hoa", None), FirstLook::Clean);
     }
 
     #[test]

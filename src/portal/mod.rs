@@ -1,5 +1,6 @@
-//! The National Public Service Portal (destination) adapter: wire types, HTTP client and the adaptive concurrency of its calls.
+//! The National Public Service Portal (destination) adapter: wire types, their payload writer, HTTP client and the adaptive concurrency of its calls.
 
 pub mod client;
 pub mod concurrency;
+pub mod payload;
 pub mod wire;

@@ -1,8 +1,10 @@
 //! Serde shapes of the National Public Service Portal's JSON (`../shared/spec/portal-api.md`).
 //!
-//! The `Dossier` field order is the payload's byte order: normalization serializes this struct, and the
-//! content hash is taken over those bytes, so reordering fields here changes every hash (and re-sends
-//! every dossier once). Optional fields are omitted when unknown, as the portal asks.
+//! The `Dossier` field order is the payload's byte order. Normalization writes this struct with
+//! [`super::payload`], which writes the bytes serde_json would (its tests compare the two), and the
+//! content hash is taken over those bytes: reordering fields (here, then in `payload`) changes every hash
+//! and re-sends every dossier once. A field added here does not compile until `payload` writes it too.
+//! Optional fields are omitted when unknown, as the portal asks.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
