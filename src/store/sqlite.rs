@@ -24,6 +24,9 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// The page size of a new ledger file, in bytes.
+pub const PAGE_SIZE: u32 = 16384;
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies the embedded migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -44,6 +47,11 @@ impl SqliteStore {
             // newest rows and the partial indexes); 16 MiB cost 12 MB more resident memory and no less
             // CPU over a 20,000-dossier sync (README, "The ledger's upkeep").
             .pragma("cache_size", "-4096")
+            // 16 KiB pages for a new ledger (an existing one keeps its own until a `VACUUM`): a dossier's
+            // body (4–5 KB) fits in one page instead of spilling into an overflow chain, and fewer pages
+            // are written per transaction. 12% less CPU over a 20,000-dossier sync than 4 KiB, a few MB more
+            // resident (README, "The ledger's upkeep").
+            .page_size(PAGE_SIZE)
             .pragma("wal_autocheckpoint", "4000")
             // Statement journals and sorts in memory: a multi-row upsert's statement journal was written
             // to a temporary file (a profile showed it in the kernel's write path).

@@ -460,6 +460,17 @@ async fn the_database_file_is_readable_by_its_owner_only() {
     assert_eq!(dir_mode & 0o077, 0);
 }
 
+#[tokio::test]
+async fn a_new_ledger_file_has_pages_a_dossiers_body_fits_in() {
+    let (_dir, store) = open().await;
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(page_size, i64::from(tthc_sync::store::sqlite::PAGE_SIZE));
+    assert_eq!(page_size, 16384);
+}
+
 async fn ingest_moves_the_cursor_with_the_page(store: &dyn Store) {
     let rows = vec![
         row("a", "r1", "p1", IngestAction::Set(DossierState::Pending)),
