@@ -242,30 +242,44 @@ impl<B: Backend> Deliveries for B {
         // As `claim_dossiers`. Entries are `pending` only when their dossier is on the portal and they
         // are the next of its entries; the rest are `waiting`. So this walks only what can be sent.
         let mut tx = self.write().await?;
-        let pick = due_pick::<B>("source_id, entry_key", "progress", "TRUE", now, limit);
-        let keys: Vec<(String, String)> = tx
-            .fetch(pick)
-            .await?
-            .iter()
-            .map(|row| (row.text(0), row.text(1)))
-            .collect();
-        let entries = load_progress_rows::<B>(&mut tx, &keys, now).await?;
         let claim = new_claim_id(owner);
-        let claimed = claim_one_entry_per_dossier(entries, &claim, owner, now, lease_until);
-        let rows: Vec<_> = claimed.iter().map(|(key, row, _)| (key, row)).collect();
-        write_progress_rows::<B>(&mut tx, &rows).await?;
+        let mut claimed =
+            claim_unflown_progress::<B>(&mut tx, &claim, owner, limit, now, lease_until).await?;
+        if claimed.len() < limit {
+            // What the statement above leaves: entries whose earlier flight is still known (a new
+            // version waiting behind it, or a lapsed lease), decided on in `decide`.
+            let pick = due_pick::<B>(
+                "source_id, entry_key",
+                "progress",
+                "flight_claim IS NOT NULL",
+                now,
+                limit - claimed.len(),
+            );
+            let keys: Vec<(String, String)> = tx
+                .fetch(pick)
+                .await?
+                .iter()
+                .map(|row| (row.text(0), row.text(1)))
+                .collect();
+            let entries = load_progress_rows::<B>(&mut tx, &keys, now).await?;
+            let flown = claim_one_entry_per_dossier(entries, &claim, owner, now, lease_until);
+            let rows: Vec<_> = flown.iter().map(|(key, row, _)| (key, row)).collect();
+            write_progress_rows::<B>(&mut tx, &rows).await?;
+            claimed.extend(
+                flown
+                    .into_iter()
+                    .map(|(key, row, payload)| ClaimedProgress {
+                        claim: claim.clone(),
+                        source_id: key.0,
+                        entry_key: key.1,
+                        payload,
+                        payload_hash: row.payload_hash,
+                        attempts: row.attempts,
+                    }),
+            );
+        }
         tx.commit().await?;
-        Ok(claimed
-            .into_iter()
-            .map(|(key, row, payload)| ClaimedProgress {
-                claim: claim.clone(),
-                source_id: key.0,
-                entry_key: key.1,
-                payload,
-                payload_hash: row.payload_hash,
-                attempts: row.attempts,
-            })
-            .collect())
+        Ok(claimed)
     }
 
     async fn record_progress(
@@ -406,6 +420,62 @@ pub fn decide_progress_answers(
         }
     }
     changes
+}
+
+/// The common claim of progress entries in one statement: due `pending` entries without a flight of their
+/// own, the first pending one of each dossier in its order, none of a dossier with an entry in flight; each
+/// gets a flight of its current payload, as [`decide::on_progress_claim`] gives a row without a flight.
+/// The rows come back with their payloads, so nothing is read twice.
+async fn claim_unflown_progress<B: Backend>(
+    connection: &mut Connection<B>,
+    claim: &str,
+    owner: &str,
+    limit: usize,
+    now: Millis,
+    lease_until: Millis,
+) -> Result<Vec<ClaimedProgress>, StoreError> {
+    let skip_locked = B::DIALECT.skip_locked();
+    let sibling_state = B::DIALECT.unindexed("e.state");
+    let mut sql = Sql::new("UPDATE progress SET state = 'in_flight', flight_claim = ");
+    sql.bind(claim)
+        .push(", lease_owner = ")
+        .bind(owner)
+        .push(", flight_hash = payload_hash, lease_expires_at = ")
+        .bind(lease_until)
+        .push(
+            " WHERE (source_id, entry_key) IN (SELECT p.source_id, p.entry_key FROM progress p \
+             WHERE p.state = 'pending' AND p.next_attempt_at <= ",
+        )
+        .bind(now)
+        .push(
+            " AND p.flight_claim IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM progress e WHERE e.source_id = p.source_id \
+                 AND e.entry_key <> p.entry_key AND ((e.flight_claim IS NOT NULL \
+                 AND e.lease_expires_at >= ",
+        )
+        .bind(now)
+        .push(&format!(
+            ") OR ({sibling_state} = 'pending' AND (e.step_at < p.step_at \
+                 OR (e.step_at = p.step_at AND e.entry_key < p.entry_key))))) \
+             ORDER BY p.next_attempt_at LIMIT "
+        ))
+        .bind(limit)
+        .push(&format!(
+            "{skip_locked}) RETURNING source_id, entry_key, payload, payload_hash, attempts"
+        ));
+    Ok(connection
+        .fetch(sql)
+        .await?
+        .iter()
+        .map(|row| ClaimedProgress {
+            claim: claim.to_owned(),
+            source_id: row.text(0),
+            entry_key: row.text(1),
+            payload: row.text(2),
+            payload_hash: row.text(3),
+            attempts: row.int(4).max(0) as u32,
+        })
+        .collect())
 }
 
 /// Claims, of the loaded entries (in each dossier's order), the first claimable entry of each dossier that

@@ -54,6 +54,7 @@ on_both_stores!(
     a_result_for_an_outdated_payload_does_not_mark_the_new_one_accepted,
     refusals_and_retries_are_recorded_with_their_reason,
     progress_waits_for_its_dossier_to_reach_the_portal,
+    progress_claims_keep_to_the_limit_the_due_time_and_the_leases,
     sent_progress_is_not_sent_again_until_it_changes,
     the_polling_lease_has_one_holder_until_it_lapses,
     held_records_come_in_pages_of_source_ids_with_their_records,
@@ -689,6 +690,91 @@ async fn progress_waits_for_its_dossier_to_reach_the_portal(store: &dyn Store) {
             .len(),
         1
     );
+}
+
+/// A progress claim (one statement for entries without a flight, `decide` for the rest): at most `limit`
+/// entries, each with its payload; none in flight twice; none before its retry time; a lapsed lease's
+/// entry claimed again.
+async fn progress_claims_keep_to_the_limit_the_due_time_and_the_leases(store: &dyn Store) {
+    use tthc_sync::store::ProgressResult;
+    let ids = ["a", "b", "c"];
+    let rows: Vec<IngestRow> = ids
+        .iter()
+        .map(|id| row(id, "r1", "p1", IngestAction::Set(DossierState::Pending)))
+        .collect();
+    store.ingest(&rows, None, 10).await.unwrap();
+    let claims = Claims::from(store.claim_dossiers("me", 10, 20, 1_000).await.unwrap());
+    let accepted: Vec<DeliveryResult> = ids
+        .iter()
+        .map(|id| DeliveryResult {
+            claim: claims.of(id),
+            source_id: (*id).into(),
+            payload_hash: "p1".into(),
+            outcome: DeliveryOutcome::Accepted,
+        })
+        .collect();
+    store.record_deliveries(&accepted, 30).await.unwrap();
+    let first = store.claim_progress("me", 2, 40, 1_000).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(
+        first
+            .iter()
+            .all(|entry| entry.payload == "{}" && entry.payload_hash == "ph1")
+    );
+    let second = store.claim_progress("other", 10, 50, 1_000).await.unwrap();
+    assert_eq!(second.len(), 1);
+    let mut seen: HashSet<&str> = first.iter().map(|entry| entry.source_id.as_str()).collect();
+    assert!(seen.insert(second[0].source_id.as_str()), "claimed twice");
+    assert!(
+        store
+            .claim_progress("third", 10, 60, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // One answer puts its entry off until 5,000; the other two leases lapse at 1,000.
+    let put_off = &second[0];
+    store
+        .record_progress(
+            &[ProgressResult {
+                claim: put_off.claim.clone(),
+                source_id: put_off.source_id.clone(),
+                entry_key: put_off.entry_key.clone(),
+                payload_hash: put_off.payload_hash.clone(),
+                outcome: DeliveryOutcome::Retry {
+                    error: "timeout".into(),
+                    next_attempt_at: 5_000,
+                    maybe_stored: false,
+                },
+            }],
+            70,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_progress("third", 10, 100, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let lapsed = store
+        .claim_progress("late", 10, 2_000, 9_000)
+        .await
+        .unwrap();
+    let lapsed_ids: HashSet<&str> = lapsed
+        .iter()
+        .map(|entry| entry.source_id.as_str())
+        .collect();
+    let first_ids: HashSet<&str> = first.iter().map(|entry| entry.source_id.as_str()).collect();
+    assert_eq!(lapsed_ids, first_ids);
+    let due = store
+        .claim_progress("late", 10, 5_000, 6_000)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].source_id, put_off.source_id);
+    assert_eq!(due[0].payload, "{}");
 }
 
 async fn sent_progress_is_not_sent_again_until_it_changes(store: &dyn Store) {
