@@ -132,51 +132,47 @@ impl<B: Backend> Deliveries for B {
         // PostgreSQL locks the rows as they are picked and skips those another instance is claiming right
         // now, rather than waiting for them (or, worse, claiming them twice).
         let mut tx = self.write().await?;
-        // A pending row whose earlier call is still in flight (a new version waiting behind it) is passed
-        // over until that call is settled.
-        let pick = due_pick::<B>(
-            "source_id",
-            "dossiers",
-            "(flight_claim IS NULL OR lease_expires_at < $1)",
-            now,
-            limit,
-        );
-        let ids: Vec<String> = tx
-            .fetch(pick)
-            .await?
-            .iter()
-            .map(|row| row.text(0))
-            .collect();
-        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let claim = new_claim_id(owner);
-        let claimed: Vec<(String, DeliveryRow)> = load_delivery_rows::<B>(&mut tx, &id_refs, false)
-            .await?
-            .into_iter()
-            .filter(|(_, row)| row.claimable(now))
-            .map(|(id, row)| (id, decide::on_claim(row, &claim, owner, lease_until)))
-            .collect();
-        write_delivery_rows::<B>(&mut tx, &claimed).await?;
-        let mut dossiers = Vec::with_capacity(claimed.len());
-        for chunk in claimed.chunks(IDS_PER_STATEMENT) {
-            let mut sql = Sql::new(
-                "SELECT d.source_id, d.dossier_code, d.unit, b.payload, d.payload_hash, d.portal_has, \
-                 d.attempts FROM dossiers d LEFT JOIN dossier_bodies b ON b.source_id = d.source_id \
-                 WHERE d.source_id IN ",
+        let mut dossiers =
+            claim_unflown_dossiers::<B>(&mut tx, &claim, owner, limit, now, lease_until).await?;
+        if dossiers.len() < limit {
+            // What the statement above leaves: rows whose earlier flight is known (its lease lapsed),
+            // decided on in `decide`. A pending row whose earlier call is still in flight (a new version
+            // waiting behind it) is passed over until that call is settled.
+            let pick = due_pick::<B>(
+                "source_id",
+                "dossiers",
+                "flight_claim IS NOT NULL AND lease_expires_at < $1",
+                now,
+                limit - dossiers.len(),
             );
-            sql.list(chunk.iter().map(|(id, _)| id));
-            for row in tx.fetch(sql).await? {
-                dossiers.push(ClaimedDossier {
-                    claim: claim.clone(),
-                    source_id: row.text(0),
-                    dossier_code: row.opt_text(1).unwrap_or_default(),
-                    unit: row.opt_text(2),
-                    payload: row.opt_text(3).unwrap_or_default(),
-                    payload_hash: row.opt_text(4).unwrap_or_default(),
-                    portal_has: row.flag(5),
-                    attempts: row.int(6).max(0) as u32,
-                });
+            let ids: Vec<String> = tx
+                .fetch(pick)
+                .await?
+                .iter()
+                .map(|row| row.text(0))
+                .collect();
+            let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let claimed: Vec<(String, DeliveryRow)> =
+                load_delivery_rows::<B>(&mut tx, &id_refs, false)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, row)| row.claimable(now))
+                    .map(|(id, row)| (id, decide::on_claim(row, &claim, owner, lease_until)))
+                    .collect();
+            write_delivery_rows::<B>(&mut tx, &claimed).await?;
+            for chunk in claimed.chunks(IDS_PER_STATEMENT) {
+                let mut sql = Sql::new(
+                    "SELECT d.source_id, d.dossier_code, d.unit, d.payload_hash, d.portal_has, \
+                     d.attempts FROM dossiers d WHERE d.source_id IN ",
+                );
+                sql.list(chunk.iter().map(|(id, _)| id));
+                for row in tx.fetch(sql).await? {
+                    dossiers.push(claimed_dossier(&claim, &row));
+                }
             }
         }
+        attach_payloads::<B>(&mut tx, &mut dossiers).await?;
         tx.commit().await?;
         Ok(dossiers)
     }
@@ -420,6 +416,80 @@ pub fn decide_progress_answers(
         }
     }
     changes
+}
+
+/// The common claim of dossiers in one statement: due `pending` rows without a flight, each given a flight
+/// of its current payload, as [`decide::on_claim`] gives a row without a flight; their payloads come
+/// after ([`attach_payloads`]).
+async fn claim_unflown_dossiers<B: Backend>(
+    connection: &mut Connection<B>,
+    claim: &str,
+    owner: &str,
+    limit: usize,
+    now: Millis,
+    lease_until: Millis,
+) -> Result<Vec<ClaimedDossier>, StoreError> {
+    let skip_locked = B::DIALECT.skip_locked();
+    let mut sql = Sql::new("UPDATE dossiers SET state = 'in_flight', flight_claim = ");
+    sql.bind(claim)
+        .push(", lease_owner = ")
+        .bind(owner)
+        .push(", flight_hash = COALESCE(payload_hash, ''), lease_expires_at = ")
+        .bind(lease_until)
+        .push(
+            " WHERE source_id IN (SELECT source_id FROM dossiers \
+             WHERE state = 'pending' AND next_attempt_at <= ",
+        )
+        .bind(now)
+        .push(" AND flight_claim IS NULL ORDER BY next_attempt_at LIMIT ")
+        .bind(limit)
+        .push(&format!(
+            "{skip_locked}) RETURNING source_id, dossier_code, unit, payload_hash, portal_has, attempts"
+        ));
+    Ok(connection
+        .fetch(sql)
+        .await?
+        .iter()
+        .map(|row| claimed_dossier(claim, row))
+        .collect())
+}
+
+/// A claimed dossier from `source_id, dossier_code, unit, payload_hash, portal_has, attempts`, without its
+/// payload yet.
+fn claimed_dossier(claim: &str, row: &impl Cells) -> ClaimedDossier {
+    ClaimedDossier {
+        claim: claim.to_owned(),
+        source_id: row.text(0),
+        dossier_code: row.opt_text(1).unwrap_or_default(),
+        unit: row.opt_text(2),
+        payload: String::new(),
+        payload_hash: row.opt_text(3).unwrap_or_default(),
+        portal_has: row.flag(4),
+        attempts: row.int(5).max(0) as u32,
+    }
+}
+
+/// Reads the payloads of claimed dossiers from `dossier_bodies`.
+async fn attach_payloads<B: Backend>(
+    connection: &mut Connection<B>,
+    dossiers: &mut [ClaimedDossier],
+) -> Result<(), StoreError> {
+    let mut payloads: HashMap<String, String> = HashMap::with_capacity(dossiers.len());
+    for chunk in dossiers.chunks(IDS_PER_STATEMENT) {
+        let mut sql = Sql::new(
+            "SELECT source_id, payload FROM dossier_bodies WHERE payload IS NOT NULL AND source_id IN ",
+        );
+        sql.list(chunk.iter().map(|dossier| dossier.source_id.as_str()));
+        for row in connection.fetch(sql).await? {
+            payloads.insert(row.text(0), row.text(1));
+        }
+    }
+    for dossier in dossiers {
+        if let Some(payload) = payloads.remove(&dossier.source_id) {
+            dossier.payload = payload;
+        }
+    }
+    Ok(())
 }
 
 /// The common claim of progress entries in one statement: due `pending` entries without a flight of their
