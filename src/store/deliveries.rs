@@ -437,8 +437,11 @@ async fn claim_unflown_dossiers<B: Backend>(
         .push(", flight_hash = COALESCE(payload_hash, ''), lease_expires_at = ")
         .bind(lease_until)
         .push(
-            " WHERE source_id IN (SELECT source_id FROM dossiers \
-             WHERE state = 'pending' AND next_attempt_at <= ",
+            &format!(
+                " WHERE source_id IN (SELECT source_id FROM dossiers{} \
+                 WHERE state = 'pending' AND next_attempt_at <= ",
+                B::DIALECT.indexed_by("dossiers_due")
+            ),
         )
         .bind(now)
         .push(" AND flight_claim IS NULL ORDER BY next_attempt_at LIMIT ")
@@ -512,10 +515,11 @@ async fn claim_unflown_progress<B: Backend>(
         .bind(owner)
         .push(", flight_hash = payload_hash, lease_expires_at = ")
         .bind(lease_until)
-        .push(
-            " WHERE (source_id, entry_key) IN (SELECT p.source_id, p.entry_key FROM progress p \
-             WHERE p.state = 'pending' AND p.next_attempt_at <= ",
-        )
+        .push(&format!(
+            " WHERE (source_id, entry_key) IN (SELECT p.source_id, p.entry_key FROM progress p{} \
+                 WHERE p.state = 'pending' AND p.next_attempt_at <= ",
+            B::DIALECT.indexed_by("progress_due")
+        ))
         .bind(now)
         .push(
             " AND p.flight_claim IS NULL \
@@ -596,12 +600,15 @@ fn due_pick<'a, B: Backend>(
     limit: usize,
 ) -> Sql<'a> {
     let skip_locked = B::DIALECT.skip_locked();
+    // The partial indexes of migration 0009, `{table}_due` and `{table}_leases`.
+    let due = B::DIALECT.indexed_by(&format!("{table}_due"));
+    let leases = B::DIALECT.indexed_by(&format!("{table}_leases"));
     Sql::numbered(
         format!(
-            "SELECT {columns} FROM (SELECT {columns} FROM {table} \
+            "SELECT {columns} FROM (SELECT {columns} FROM {table}{due} \
              WHERE state = 'pending' AND next_attempt_at <= $1 AND {pending_also} \
              ORDER BY next_attempt_at LIMIT $2{skip_locked}) AS due \
-             UNION ALL SELECT {columns} FROM (SELECT {columns} FROM {table} \
+             UNION ALL SELECT {columns} FROM (SELECT {columns} FROM {table}{leases} \
              WHERE state = 'in_flight' AND lease_expires_at < $1 LIMIT $2{skip_locked}) AS lapsed \
              LIMIT $2"
         ),
