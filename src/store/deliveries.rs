@@ -1,6 +1,7 @@
 //! Claims and answers: due dossiers and progress entries claimed under a lease, and the portal's answers
-//! recorded on the rows as they stand, as [`crate::decide`] decides. The claim's pick is the only
-//! statement whose text differs between the databases ([`super::sql::Dialect::skip_locked`]).
+//! recorded on the rows as they stand, as [`crate::decide`] decides. The claims' picks are the only
+//! statements whose text differs between the databases ([`super::sql::Dialect::skip_locked`] and
+//! [`super::sql::Dialect::indexed_by`]).
 
 use std::collections::{HashMap, HashSet};
 
