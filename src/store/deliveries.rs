@@ -430,26 +430,20 @@ async fn claim_unflown_dossiers<B: Backend>(
     now: Millis,
     lease_until: Millis,
 ) -> Result<Vec<ClaimedDossier>, StoreError> {
-    let skip_locked = B::DIALECT.skip_locked();
-    let mut sql = Sql::new("UPDATE dossiers SET state = 'in_flight', flight_claim = ");
-    sql.bind(claim)
-        .push(", lease_owner = ")
-        .bind(owner)
-        .push(", flight_hash = COALESCE(payload_hash, ''), lease_expires_at = ")
-        .bind(lease_until)
-        .push(
-            &format!(
-                " WHERE source_id IN (SELECT source_id FROM dossiers{} \
-                 WHERE state = 'pending' AND next_attempt_at <= ",
-                B::DIALECT.indexed_by("dossiers_due")
-            ),
-        )
-        .bind(now)
-        .push(" AND flight_claim IS NULL ORDER BY next_attempt_at LIMIT ")
-        .bind(limit)
-        .push(&format!(
-            "{skip_locked}) RETURNING source_id, dossier_code, unit, payload_hash, portal_has, attempts"
-        ));
+    let flight = NewFlight {
+        claim,
+        owner,
+        lease_until,
+    };
+    let sql = unflown_claim::<B>(
+        ("dossiers", "source_id", "p.source_id"),
+        "COALESCE(payload_hash, '')",
+        flight,
+        now,
+        limit,
+        |_| {},
+        "source_id, dossier_code, unit, payload_hash, portal_has, attempts",
+    );
     Ok(connection
         .fetch(sql)
         .await?
@@ -508,36 +502,36 @@ async fn claim_unflown_progress<B: Backend>(
     now: Millis,
     lease_until: Millis,
 ) -> Result<Vec<ClaimedProgress>, StoreError> {
-    let skip_locked = B::DIALECT.skip_locked();
+    let flight = NewFlight {
+        claim,
+        owner,
+        lease_until,
+    };
     let sibling_state = B::DIALECT.unindexed("e.state");
-    let mut sql = Sql::new("UPDATE progress SET state = 'in_flight', flight_claim = ");
-    sql.bind(claim)
-        .push(", lease_owner = ")
-        .bind(owner)
-        .push(", flight_hash = payload_hash, lease_expires_at = ")
-        .bind(lease_until)
-        .push(&format!(
-            " WHERE (source_id, entry_key) IN (SELECT p.source_id, p.entry_key FROM progress p{} \
-                 WHERE p.state = 'pending' AND p.next_attempt_at <= ",
-            B::DIALECT.indexed_by("progress_due")
-        ))
-        .bind(now)
-        .push(
-            " AND p.flight_claim IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM progress e WHERE e.source_id = p.source_id \
+    let sql = unflown_claim::<B>(
+        (
+            "progress",
+            "(source_id, entry_key)",
+            "p.source_id, p.entry_key",
+        ),
+        "payload_hash",
+        flight,
+        now,
+        limit,
+        |sql| {
+            sql.push(
+                " AND NOT EXISTS (SELECT 1 FROM progress e WHERE e.source_id = p.source_id \
                  AND e.entry_key <> p.entry_key AND ((e.flight_claim IS NOT NULL \
                  AND e.lease_expires_at >= ",
-        )
-        .bind(now)
-        .push(&format!(
-            ") OR ({sibling_state} = 'pending' AND (e.step_at < p.step_at \
-                 OR (e.step_at = p.step_at AND e.entry_key < p.entry_key))))) \
-             ORDER BY p.next_attempt_at LIMIT "
-        ))
-        .bind(limit)
-        .push(&format!(
-            "{skip_locked}) RETURNING source_id, entry_key, payload, payload_hash, attempts"
-        ));
+            )
+            .bind(now)
+            .push(&format!(
+                ") OR ({sibling_state} = 'pending' AND (e.step_at < p.step_at \
+                 OR (e.step_at = p.step_at AND e.entry_key < p.entry_key)))))"
+            ));
+        },
+        "source_id, entry_key, payload, payload_hash, attempts",
+    );
     Ok(connection
         .fetch(sql)
         .await?
@@ -551,6 +545,54 @@ async fn claim_unflown_progress<B: Backend>(
             attempts: row.int(4).max(0) as u32,
         })
         .collect())
+}
+
+/// The flight a one-statement claim opens: the claim, its owner, its lease.
+#[derive(Clone, Copy)]
+struct NewFlight<'a> {
+    claim: &'a str,
+    owner: &'a str,
+    lease_until: Millis,
+}
+
+/// A claim in one statement: up to `limit` due `pending` rows of `table` (its partial index
+/// `{table}_due`, the rows as `p`) without a flight of their own and meeting `also`, each given `flight`
+/// carrying `flight_hash` (the current payload's hash); the claimed rows' `returning` columns come back.
+/// `(table, key, pick_key)`: the table, its key as the `UPDATE` names it, and as the pick selects it.
+fn unflown_claim<'a, B: Backend>(
+    (table, key, pick_key): (&str, &str, &str),
+    flight_hash: &str,
+    flight: NewFlight<'a>,
+    now: Millis,
+    limit: usize,
+    also: impl FnOnce(&mut Sql<'a>),
+    returning: &str,
+) -> Sql<'a> {
+    let mut sql = Sql::new(format!(
+        "UPDATE {table} SET state = 'in_flight', flight_claim = "
+    ));
+    sql.bind(flight.claim)
+        .push(", lease_owner = ")
+        .bind(flight.owner)
+        .push(&format!(
+            ", flight_hash = {flight_hash}, lease_expires_at = "
+        ))
+        .bind(flight.lease_until)
+        .push(&format!(
+            " WHERE {key} IN (SELECT {pick_key} FROM {table} p{} \
+             WHERE p.state = 'pending' AND p.next_attempt_at <= ",
+            B::DIALECT.indexed_by(&format!("{table}_due"))
+        ))
+        .bind(now)
+        .push(" AND p.flight_claim IS NULL");
+    also(&mut sql);
+    sql.push(" ORDER BY p.next_attempt_at LIMIT ")
+        .bind(limit)
+        .push(&format!(
+            "{}) RETURNING {returning}",
+            B::DIALECT.skip_locked()
+        ));
+    sql
 }
 
 /// Claims, of the loaded entries (in each dossier's order), the first claimable entry of each dossier that
