@@ -7,8 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 
-use super::sql::{Backend, Cells, Conn, IDS_PER_STATEMENT, ROWS_PER_STATEMENT, Sql};
-use super::{DeliveryOutcome, Millis, StoreError, state_of};
+use super::maintenance::log_attempts;
+use super::sql::{Backend, Cells, Conn, Connection, IDS_PER_STATEMENT, ROWS_PER_STATEMENT, Sql};
+use super::{AttemptRecord, DeliveryOutcome, Millis, StoreError, state_of};
 use crate::decide::{self, DeliveryRow, ProgressRow, ProgressState};
 
 /// A dossier claimed for delivery.
@@ -80,10 +81,12 @@ pub trait Deliveries: Send + Sync {
 
     /// Records the portal's answers for claimed dossiers, in one transaction, as
     /// [`crate::decide::on_answer`] decides on each row as it stands. The progress entries that were
-    /// waiting for the dossiers now on the portal become due.
+    /// waiting for the dossiers now on the portal become due. `calls` are the attempt-log lines of the
+    /// calls that carried them, written in the same transaction.
     async fn record_deliveries(
         &self,
         results: &[DeliveryResult],
+        calls: &[AttemptRecord],
         now: Millis,
     ) -> Result<(), StoreError>;
 
@@ -107,9 +110,11 @@ pub trait Deliveries: Send + Sync {
         lease_until: Millis,
     ) -> Result<Vec<ClaimedProgress>, StoreError>;
 
+    /// As [`Deliveries::record_deliveries`], for progress entries.
     async fn record_progress(
         &self,
         results: &[ProgressResult],
+        calls: &[AttemptRecord],
         now: Millis,
     ) -> Result<(), StoreError>;
 
@@ -181,12 +186,14 @@ impl<B: Backend> Deliveries for B {
     async fn record_deliveries(
         &self,
         results: &[DeliveryResult],
+        calls: &[AttemptRecord],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if results.is_empty() {
+        if results.is_empty() && calls.is_empty() {
             return Ok(());
         }
         let mut tx = self.write().await?;
+        log_attempts::<B>(&mut tx, calls).await?;
         let ids: Vec<&str> = results
             .iter()
             .map(|result| result.source_id.as_str())
@@ -282,12 +289,14 @@ impl<B: Backend> Deliveries for B {
     async fn record_progress(
         &self,
         results: &[ProgressResult],
+        calls: &[AttemptRecord],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if results.is_empty() {
+        if results.is_empty() && calls.is_empty() {
             return Ok(());
         }
         let mut tx = self.write().await?;
+        log_attempts::<B>(&mut tx, calls).await?;
         let keys: Vec<(String, String)> = results
             .iter()
             .map(|result| (result.source_id.clone(), result.entry_key.clone()))
@@ -658,8 +667,6 @@ fn due_pick<'a, B: Backend>(
         [now.into(), limit.into()],
     )
 }
-
-type Connection<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
 
 /// The delivery columns of `dossiers`, in the order [`delivery_row`] reads them after `source_id`.
 const DELIVERY_COLUMNS: &str = "state, payload_hash, reason_code, reason_detail, portal_has, accepted_hash, \

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::sql::{Backend, Cells, Conn, Sql};
+use super::sql::{Backend, Cells, Conn, Connection, Sql};
 use super::{Millis, StoreError};
 
 /// One line of the attempt log.
@@ -76,23 +76,7 @@ pub trait Maintenance: Send + Sync {
 #[async_trait]
 impl<B: Backend> Maintenance for B {
     async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
-        // One fixed text, so that the driver keeps it prepared.
-        let sql = Sql::numbered(
-            "INSERT INTO attempts (at, owner, service, items, outcome, detail, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                .to_owned(),
-            [
-                attempt.at.into(),
-                attempt.owner.as_str().into(),
-                attempt.service.as_str().into(),
-                attempt.items.into(),
-                attempt.outcome.into(),
-                (&attempt.detail).into(),
-                attempt.duration_ms.into(),
-            ],
-        );
-        self.writer().await?.run(sql).await?;
-        Ok(())
+        log_attempts::<B>(&mut *self.writer().await?, std::slice::from_ref(attempt)).await
     }
 
     async fn try_lead(
@@ -182,4 +166,30 @@ impl<B: Backend> Maintenance for B {
         tx.commit().await?;
         Ok(redacted)
     }
+}
+
+/// Appends lines to the attempt log, one statement each.
+pub(super) async fn log_attempts<B: Backend>(
+    connection: &mut Connection<B>,
+    attempts: &[AttemptRecord],
+) -> Result<(), StoreError> {
+    for attempt in attempts {
+        // One fixed text, so that the driver keeps it prepared.
+        let sql = Sql::numbered(
+            "INSERT INTO attempts (at, owner, service, items, outcome, detail, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                .to_owned(),
+            [
+                attempt.at.into(),
+                attempt.owner.as_str().into(),
+                attempt.service.as_str().into(),
+                attempt.items.into(),
+                attempt.outcome.into(),
+                (&attempt.detail).into(),
+                attempt.duration_ms.into(),
+            ],
+        );
+        connection.run(sql).await?;
+    }
+    Ok(())
 }

@@ -362,6 +362,9 @@ pub(super) trait Cells {
     fn flag(&self, index: usize) -> bool;
 }
 
+/// A backend's connection, which a transaction dereferences to.
+pub(super) type Connection<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
+
 /// A connection the shared statements run on.
 #[async_trait]
 pub(super) trait Conn: Send {

@@ -64,9 +64,12 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        // The readers look up a page's ids and answer the status server: 1 MiB each holds the upper levels
+        // of the indexes they walk. At 4 MiB (the writer's) the three of them held 5–6 MB more at the peak
+        // of a 100,000-dossier sync (65 MB against 59–60) for no CPU time that the runs could tell apart.
         let reader = SqlitePoolOptions::new()
             .max_connections(3)
-            .connect_with(options.pragma("cache_size", "-4096"))
+            .connect_with(options.pragma("cache_size", "-1024"))
             .await?;
         Ok(SqliteStore {
             writer,

@@ -50,6 +50,22 @@ pub struct Pusher {
     pub metrics: Arc<SyncMetrics>,
 }
 
+/// What a step's calls brought back: a result per item sent, and the attempt-log line of each call, which
+/// the ledger writes in the transaction that records the results.
+struct Answered<R> {
+    results: Vec<R>,
+    calls: Vec<AttemptRecord>,
+}
+
+impl<R> Answered<R> {
+    fn with_capacity(items: usize) -> Answered<R> {
+        Answered {
+            results: Vec::with_capacity(items),
+            calls: Vec::new(),
+        }
+    }
+}
+
 fn now_millis() -> Millis {
     Timestamp::now().as_millisecond()
 }
@@ -125,7 +141,7 @@ impl Pusher {
             .iter()
             .map(|dossier| dossier.source_id.clone())
             .collect();
-        let results = self.renewing(&claim, &ids, self.deliver(&claimed)).await;
+        let Answered { results, calls } = self.renewing(&claim, &ids, self.deliver(&claimed)).await;
         for result in &results {
             match result.outcome {
                 DeliveryOutcome::Accepted => stats.accepted += 1,
@@ -133,7 +149,9 @@ impl Pusher {
                 DeliveryOutcome::Retry { .. } => stats.retried += 1,
             }
         }
-        self.store.record_deliveries(&results, now_millis()).await?;
+        self.store
+            .record_deliveries(&results, &calls, now_millis())
+            .await?;
         let refused_codes: Vec<i64> = results
             .iter()
             .filter_map(|result| match &result.outcome {
@@ -184,32 +202,34 @@ impl Pusher {
 
     /// Sends claimed dossiers (creates and updates from what the portal already has, then the fallbacks
     /// for codes 3 and 4) and returns one result per dossier.
-    async fn deliver(&self, claimed: &[ClaimedDossier]) -> Vec<DeliveryResult> {
+    async fn deliver(&self, claimed: &[ClaimedDossier]) -> Answered<DeliveryResult> {
         let (updates, creates): (Vec<&ClaimedDossier>, Vec<&ClaimedDossier>) =
             claimed.iter().partition(|dossier| dossier.portal_has);
-        let mut results = Vec::with_capacity(claimed.len());
-        let as_update = self.send_group(false, creates, true, &mut results).await;
-        let as_create = self.send_group(true, updates, true, &mut results).await;
+        let mut answered = Answered::with_capacity(claimed.len());
+        let as_update = self.send_group(false, creates, true, &mut answered).await;
+        let as_create = self.send_group(true, updates, true, &mut answered).await;
         // The fallbacks, once: code 3 on a create means the portal has it; code 4 on an update means it
         // does not. A second mismatch is retried later rather than bounced back and forth now.
-        self.send_group(true, as_update, false, &mut results).await;
-        self.send_group(false, as_create, false, &mut results).await;
-        results
+        self.send_group(true, as_update, false, &mut answered).await;
+        self.send_group(false, as_create, false, &mut answered)
+            .await;
+        answered
     }
 
     /// Sends `group` as creates or updates, in calls without a repeated `MaHoSo`, and adds a result per
-    /// dossier to `results`; with `bounce`, returns instead the dossiers to send the other way (code 3 on
-    /// a create, 4 on an update).
+    /// dossier and a line per call to `answered`; with `bounce`, returns instead the dossiers to send the
+    /// other way (code 3 on a create, 4 on an update).
     async fn send_group<'a>(
         &self,
         updating: bool,
         group: Vec<&'a ClaimedDossier>,
         bounce: bool,
-        results: &mut Vec<DeliveryResult>,
+        answered: &mut Answered<DeliveryResult>,
     ) -> Vec<&'a ClaimedDossier> {
+        let results = &mut answered.results;
         let mut bounced = Vec::new();
         for round in unique_rounds(group, |dossier| dossier.dossier_code.as_str()) {
-            match self.send(updating, &round).await {
+            match self.send(updating, &round, &mut answered.calls).await {
                 Ok(answers) => {
                     for (dossier, answer) in round.into_iter().zip(answers) {
                         let Some(answer) = answer else {
@@ -237,11 +257,13 @@ impl Pusher {
         bounced
     }
 
-    /// One `DongBoHoSoMC` call; the answers matched to the dossiers sent, in their order.
+    /// One `DongBoHoSoMC` call, its line added to `calls`; the answers matched to the dossiers sent, in
+    /// their order.
     async fn send(
         &self,
         updating: bool,
         group: &[&ClaimedDossier],
+        calls: &mut Vec<AttemptRecord>,
     ) -> Result<Vec<Option<ItemAnswer>>, PortalError> {
         let items: Vec<(&str, &str)> = group
             .iter()
@@ -255,19 +277,19 @@ impl Pusher {
         let answer = self.portal.sync_dossiers(updating, &items).await;
         self.metrics
             .record_push_call(items.len(), started.elapsed());
-        self.log_call("DongBoHoSoMC", call, items.len(), started, &answer)
-            .await;
+        calls.push(self.call_line("DongBoHoSoMC", call, items.len(), started, &answer));
         answer.map(|answers| answers.items)
     }
 
-    async fn log_call(
+    /// The attempt-log line of a call (and the events of a call that failed or was answered oddly).
+    fn call_line(
         &self,
         service: &str,
         call: u64,
         items: usize,
         started: Instant,
         answer: &Result<ItemAnswers, PortalError>,
-    ) {
+    ) -> AttemptRecord {
         let (outcome, detail) = match answer {
             Ok(answers) => {
                 let unanswered = answers.items.iter().filter(|item| item.is_none()).count();
@@ -306,7 +328,7 @@ impl Pusher {
                 ("failed", Some(error.to_string()))
             }
         };
-        let record = AttemptRecord {
+        AttemptRecord {
             at: now_millis(),
             owner: self.owner.clone(),
             service: service.to_string(),
@@ -314,9 +336,6 @@ impl Pusher {
             outcome,
             detail,
             duration_ms: started.elapsed().as_millis() as i64,
-        };
-        if let Err(error) = self.store.log_attempt(&record).await {
-            tracing::warn!(error = %error, "cannot write the attempt log");
         }
     }
 
@@ -386,7 +405,7 @@ impl Pusher {
             .iter()
             .map(|entry| entry.source_id.clone())
             .collect();
-        let results = self
+        let Answered { results, calls } = self
             .renewing(&claim, &ids, self.deliver_progress(&claimed))
             .await;
         let sent = results
@@ -396,17 +415,20 @@ impl Pusher {
         self.counters
             .progress_sent
             .fetch_add(sent as u64, Ordering::Relaxed);
-        self.store.record_progress(&results, now_millis()).await?;
+        self.store
+            .record_progress(&results, &calls, now_millis())
+            .await?;
         Ok(claimed.len())
     }
 
     /// Sends claimed progress entries (one per dossier) in calls of at most one batch.
-    async fn deliver_progress(&self, claimed: &[ClaimedProgress]) -> Vec<ProgressResult> {
+    async fn deliver_progress(&self, claimed: &[ClaimedProgress]) -> Answered<ProgressResult> {
         let codes: Vec<String> = claimed
             .iter()
             .map(|entry| progress_ma_ho_so(&entry.payload))
             .collect();
-        let mut results: Vec<ProgressResult> = Vec::with_capacity(claimed.len());
+        let mut answered = Answered::with_capacity(claimed.len());
+        let results = &mut answered.results;
         for (chunk, chunk_codes) in claimed
             .chunks(self.batch_size)
             .zip(codes.chunks(self.batch_size))
@@ -419,8 +441,13 @@ impl Pusher {
             let started = Instant::now();
             let call = self.counters.calls.fetch_add(1, Ordering::Relaxed) + 1;
             let answer = self.portal.sync_progress(&items).await;
-            self.log_call("CapNhatTienDoHoSoMC", call, items.len(), started, &answer)
-                .await;
+            answered.calls.push(self.call_line(
+                "CapNhatTienDoHoSoMC",
+                call,
+                items.len(),
+                started,
+                &answer,
+            ));
             match answer {
                 Ok(answers) => {
                     results.extend(chunk.iter().zip(answers.items).map(|(entry, answer)| {
@@ -457,7 +484,7 @@ impl Pusher {
                 })),
             }
         }
-        results
+        answered
     }
 }
 

@@ -110,6 +110,7 @@ async fn the_content_check_queues_again_only_the_payload_it_compared(store: &dyn
     store
         .record_deliveries(
             &[accepted("a"), accepted("b"), accepted("c"), accepted("e")],
+            &[],
             30,
         )
         .await

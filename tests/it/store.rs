@@ -166,7 +166,7 @@ async fn retention_clears_the_personal_fields_of_finished_accepted_dossiers(stor
             outcome: DeliveryOutcome::Accepted,
         })
         .collect();
-    store.record_progress(&sent, 40).await.unwrap();
+    store.record_progress(&sent, &[], 40).await.unwrap();
 
     // Accepted at 30: not before 30, before 31; only the finished, accepted one.
     assert!(
@@ -277,7 +277,7 @@ async fn dossiers_the_portal_lost_are_sent_again_with_their_progress(store: &dyn
             outcome: DeliveryOutcome::Accepted,
         })
         .collect();
-    store.record_progress(&sent, 40).await.unwrap();
+    store.record_progress(&sent, &[], 40).await.unwrap();
 
     let sample = store
         .accepted_sample("000.00.31.H60", "2024-01-15", "2024-01-15", 10)
@@ -431,7 +431,7 @@ async fn deliver(
     results: &[DeliveryResult],
     now: i64,
 ) -> Vec<tthc_sync::store::ClaimedProgress> {
-    store.record_deliveries(results, now).await.unwrap();
+    store.record_deliveries(results, &[], now).await.unwrap();
     store
         .claim_progress("me", 100, now, now + 1_000)
         .await
@@ -713,7 +713,7 @@ async fn progress_claims_keep_to_the_limit_the_due_time_and_the_leases(store: &d
             outcome: DeliveryOutcome::Accepted,
         })
         .collect();
-    store.record_deliveries(&accepted, 30).await.unwrap();
+    store.record_deliveries(&accepted, &[], 30).await.unwrap();
     let first = store.claim_progress("me", 2, 40, 1_000).await.unwrap();
     assert_eq!(first.len(), 2);
     assert!(
@@ -747,6 +747,7 @@ async fn progress_claims_keep_to_the_limit_the_due_time_and_the_leases(store: &d
                     maybe_stored: false,
                 },
             }],
+            &[],
             70,
         )
         .await
@@ -807,7 +808,7 @@ async fn sent_progress_is_not_sent_again_until_it_changes(store: &dyn Store) {
         payload_hash: claimed[0].payload_hash.clone(),
         outcome: DeliveryOutcome::Accepted,
     };
-    store.record_progress(&[result], 50).await.unwrap();
+    store.record_progress(&[result], &[], 50).await.unwrap();
     assert!(
         store
             .claim_progress("me", 10, 60, 1_000)

@@ -376,6 +376,7 @@ async fn run_case(store: &dyn Store, inspector: &Inspector, seed: u64) -> Result
                             payload_hash: call.hash,
                             outcome,
                         }],
+                        &[],
                         model.now,
                     )
                     .await
@@ -421,7 +422,7 @@ async fn run_case(store: &dyn Store, inspector: &Inspector, seed: u64) -> Result
                     })
                     .collect();
                 store
-                    .record_deliveries(&late, model.now)
+                    .record_deliveries(&late, &[], model.now)
                     .await
                     .map_err(|error| error.to_string())?;
                 model.calls.retain(|call| call.owner != owner);
@@ -468,7 +469,7 @@ async fn drain(store: &dyn Store, inspector: &Inspector, model: &mut Model) -> R
         })
         .collect();
     store
-        .record_deliveries(&answers, model.now)
+        .record_deliveries(&answers, &[], model.now)
         .await
         .map_err(|error| error.to_string())?;
     for _ in 0..20 {
@@ -504,7 +505,7 @@ async fn drain(store: &dyn Store, inspector: &Inspector, model: &mut Model) -> R
             })
             .collect();
         store
-            .record_deliveries(&results, model.now)
+            .record_deliveries(&results, &[], model.now)
             .await
             .map_err(|error| error.to_string())?;
     }

@@ -117,6 +117,33 @@ async fn changed_dossiers_are_sent_as_updates_and_unchanged_ones_not_at_all() {
     common::synced(&demo, Duration::from_secs(300)).await;
     assert!(check_portal(&demo.source, &demo.portal, &demo.app.tables()).is_empty());
 
+    // The attempt log (written with each call's answers) has a line for every call the portal received.
+    let mut logged: Vec<(String, i64)> = common::attempt_log(&demo)
+        .await
+        .into_iter()
+        .map(|(service, items, outcome)| {
+            assert_eq!(
+                outcome, "ok",
+                "a portal without faults answered {service} with {outcome}"
+            );
+            (service, items)
+        })
+        .collect();
+    let mut received: Vec<(String, i64)> = demo
+        .portal
+        .calls()
+        .iter()
+        .filter(|call| call.service == "DongBoHoSoMC" || call.service == "CapNhatTienDoHoSoMC")
+        .map(|call| (call.service.clone(), call.items as i64))
+        .collect();
+    assert!(!received.is_empty(), "the sync made no push calls");
+    logged.sort();
+    received.sort();
+    assert_eq!(
+        logged, received,
+        "one attempt line per call, with its item count"
+    );
+
     let before: HashMap<String, usize> = demo
         .portal
         .stored()

@@ -58,7 +58,7 @@ pub async fn fill(store: &dyn Store, dossiers: usize, in_flight: usize) {
             })
             .collect();
         store
-            .record_deliveries(&results, FILLED_AT + 1)
+            .record_deliveries(&results, &[], FILLED_AT + 1)
             .await
             .expect("answers are recorded");
     }

@@ -101,6 +101,25 @@ pub async fn ledger(demo: &Demo) -> HashMap<String, LedgerRow> {
         .collect()
 }
 
+/// The attempt log of the ledger (one line per portal call that carried dossiers or progress entries), as
+/// (service, items, outcome) in the order written.
+pub async fn attempt_log(demo: &Demo) -> Vec<(String, i64, String)> {
+    let options = SqliteConnectOptions::new()
+        .filename(&demo.app.settings.store.path)
+        .read_only(true);
+    let pool = SqlitePool::connect_with(options)
+        .await
+        .expect("ledger opens");
+    let rows = sqlx::query("SELECT service, items, outcome FROM attempts ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("attempt log readable");
+    pool.close().await;
+    rows.into_iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
 /// The variable naming the PostgreSQL server of the tests, e.g. `postgres://postgres@127.0.0.1:5432/test`.
 pub const POSTGRES_URL_VAR: &str = "TTHC_SYNC_TEST_POSTGRES_URL";
 
