@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use serde_json::value::RawValue;
 
 use super::catalog::PortalCatalog;
 use crate::decide::{DossierState, IngestAction, NewVersion, on_new_outcome, on_new_version};
@@ -136,27 +137,29 @@ impl IngestSink {
 
         let looked_up = started.elapsed();
         let mut fresh = Vec::with_capacity(by_id.len() + unnamed.len());
-        for (id, record) in &by_id {
+        for (id, record) in by_id {
             self.stats.received += 1;
-            let raw = record.raw.get();
-            let raw_hash = blake3::hash(raw.as_bytes()).to_hex().to_string();
-            if views.get(id).is_some_and(|view| view.raw_hash == raw_hash) {
+            let raw_hash = blake3::hash(record.raw.get().as_bytes())
+                .to_hex()
+                .to_string();
+            if views.get(&id).is_some_and(|view| view.raw_hash == raw_hash) {
                 self.stats.unchanged += 1;
                 continue;
             }
-            fresh.push(self.normalize(id.clone(), raw, raw_hash, now));
+            fresh.push(self.normalize(id, owned_text(record.raw), raw_hash, now));
         }
-        for record in &unnamed {
+        for record in unnamed {
             // Without an id the record cannot be tracked as a dossier; it is kept under a synthetic id
             // derived from its content so that the operator sees it as malformed and nothing is lost.
             self.stats.received += 1;
-            let raw = record.raw.get();
-            let raw_hash = blake3::hash(raw.as_bytes()).to_hex().to_string();
+            let raw_hash = blake3::hash(record.raw.get().as_bytes())
+                .to_hex()
+                .to_string();
             let id = format!("malformed:{}", &raw_hash[..24]);
             if views.contains_key(&id) {
                 continue;
             }
-            fresh.push(self.normalize(id, raw, raw_hash, now));
+            fresh.push(self.normalize(id, owned_text(record.raw), raw_hash, now));
         }
         self.preflight(&mut fresh).await;
         let future_after = ahead_after(self.future_after, now);
@@ -226,7 +229,12 @@ impl IngestSink {
             .iter()
             .map(|record| {
                 let raw_hash = record.view.raw_hash.clone();
-                self.normalize(record.source_id.clone(), &record.raw, raw_hash, now)
+                self.normalize(
+                    record.source_id.clone(),
+                    Cow::Borrowed(&record.raw),
+                    raw_hash,
+                    now,
+                )
             })
             .collect();
         self.preflight(&mut fresh).await;
@@ -264,12 +272,12 @@ impl IngestSink {
     fn normalize<'a>(
         &self,
         id: String,
-        raw: &'a str,
+        raw: Cow<'a, str>,
         raw_hash: String,
         now: Timestamp,
     ) -> Fresh<'a> {
         if raw.len() > self.max_record_bytes {
-            let (normalized, stub) = oversize_record(&id, raw, &raw_hash);
+            let (normalized, stub) = oversize_record(&id, &raw, &raw_hash);
             return Fresh {
                 normalized,
                 id,
@@ -277,19 +285,19 @@ impl IngestSink {
                 raw_hash,
             };
         }
-        if let Some(stored) = OversizeStub::read(raw) {
+        if let Some(stored) = OversizeStub::read(&raw) {
             // Normalized again from the stub stored in its place: still what it was.
             return Fresh {
-                normalized: oversize(&id, stored.bytes, &stored.blake3, raw),
+                normalized: oversize(&id, stored.bytes, &stored.blake3, &raw),
                 id,
-                raw: Cow::Borrowed(raw),
+                raw,
                 raw_hash,
             };
         }
         Fresh {
             normalized: normalize::normalize_bytes(raw.as_bytes(), &self.tables, now),
             id,
-            raw: Cow::Borrowed(raw),
+            raw,
             raw_hash,
         }
     }
@@ -341,6 +349,18 @@ fn stamped_ahead(normalized: &Normalized, future_after: Timestamp) -> bool {
         .is_some_and(|updated| updated > future_after)
 }
 
+/// Payload bytes as text, without a copy (they are written from text, so always UTF-8).
+fn utf8_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+}
+
+/// A record's text, taken over from the page it was read in rather than copied: a page's records are
+/// then held once while they are written, not twice.
+fn owned_text(raw: Box<RawValue>) -> Cow<'static, str> {
+    Cow::Owned(Box::<str>::from(raw).into_string())
+}
+
 fn row(fresh: Fresh<'_>, renormalized: bool, future_after: Timestamp) -> IngestRow {
     let stamped_ahead = stamped_ahead(&fresh.normalized, future_after);
     let Fresh {
@@ -355,16 +375,15 @@ fn row(fresh: Fresh<'_>, renormalized: bool, future_after: Timestamp) -> IngestR
             Outcome::Dossier(dossier) => {
                 let progress = dossier
                     .progress
-                    .iter()
+                    .into_iter()
                     .map(|entry| ProgressEntryRow {
-                        key: entry.key.clone(),
-                        step_at: entry.entry.thoi_diem_xu_ly.clone(),
-                        payload: String::from_utf8_lossy(&entry.payload).into_owned(),
-                        hash: entry.hash.clone(),
+                        key: entry.key,
+                        step_at: entry.entry.thoi_diem_xu_ly,
+                        payload: utf8_text(entry.payload),
+                        hash: entry.hash,
                     })
                     .collect();
-                let payload = String::from_utf8(dossier.payload)
-                    .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
+                let payload = utf8_text(dossier.payload);
                 (
                     VersionKind::Sendable,
                     Some(payload),
