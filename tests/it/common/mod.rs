@@ -74,20 +74,12 @@ pub struct LedgerRow {
 
 /// The whole ledger, by source id, read through a connection of its own to the SQLite file.
 pub async fn ledger(demo: &Demo) -> HashMap<String, LedgerRow> {
-    let options = SqliteConnectOptions::new()
-        .filename(&demo.app.settings.store.path)
-        .read_only(true);
-    let pool = SqlitePool::connect_with(options)
-        .await
-        .expect("ledger opens");
-    let rows = sqlx::query(
+    ledger_query(
+        demo,
         "SELECT source_id, state, reason_code, findings FROM dossiers JOIN dossier_bodies USING (source_id)",
     )
-    .fetch_all(&pool)
     .await
-    .expect("ledger readable");
-    pool.close().await;
-    rows.into_iter()
+    .into_iter()
         .map(|row| {
             (
                 row.get::<String, _>(0),
@@ -104,20 +96,30 @@ pub async fn ledger(demo: &Demo) -> HashMap<String, LedgerRow> {
 /// The attempt log of the ledger (one line per portal call that carried dossiers or progress entries), as
 /// (service, items, outcome) in the order written.
 pub async fn attempt_log(demo: &Demo) -> Vec<(String, i64, String)> {
+    ledger_query(
+        demo,
+        "SELECT service, items, outcome FROM attempts ORDER BY id",
+    )
+    .await
+    .into_iter()
+    .map(|row| (row.get(0), row.get(1), row.get(2)))
+    .collect()
+}
+
+/// The rows of one query on the demo's SQLite ledger, through a read-only connection of its own.
+async fn ledger_query(demo: &Demo, query: &'static str) -> Vec<sqlx::sqlite::SqliteRow> {
     let options = SqliteConnectOptions::new()
         .filename(&demo.app.settings.store.path)
         .read_only(true);
     let pool = SqlitePool::connect_with(options)
         .await
         .expect("ledger opens");
-    let rows = sqlx::query("SELECT service, items, outcome FROM attempts ORDER BY id")
+    let rows = sqlx::query(query)
         .fetch_all(&pool)
         .await
-        .expect("attempt log readable");
+        .expect("ledger readable");
     pool.close().await;
-    rows.into_iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect()
+    rows
 }
 
 /// The variable naming the PostgreSQL server of the tests, e.g. `postgres://postgres@127.0.0.1:5432/test`.
