@@ -41,8 +41,6 @@ pub struct Redaction {
 /// The ledger's side of maintenance and leadership.
 #[async_trait]
 pub trait Maintenance: Send + Sync {
-    async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
-
     /// Takes or renews `role` for `owner` until `until`, unless another owner holds it beyond `now`.
     /// True when `owner` holds the role now.
     async fn try_lead(
@@ -75,10 +73,6 @@ pub trait Maintenance: Send + Sync {
 
 #[async_trait]
 impl<B: Backend> Maintenance for B {
-    async fn log_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
-        log_attempts::<B>(&mut *self.writer().await?, std::slice::from_ref(attempt)).await
-    }
-
     async fn try_lead(
         &self,
         role: &str,
@@ -168,7 +162,8 @@ impl<B: Backend> Maintenance for B {
     }
 }
 
-/// Appends lines to the attempt log, one statement each.
+/// Appends lines to the attempt log, one statement each (in the transaction that records the calls'
+/// answers: [`super::Deliveries::record_deliveries`], [`super::Deliveries::record_progress`]).
 pub(super) async fn log_attempts<B: Backend>(
     connection: &mut Connection<B>,
     attempts: &[AttemptRecord],

@@ -62,20 +62,22 @@ pub async fn fill(store: &dyn Store, dossiers: usize, in_flight: usize) {
             .await
             .expect("answers are recorded");
     }
-    for attempt in 0..(dossiers / 50).max(3) {
-        store
-            .log_attempt(&AttemptRecord {
-                at: FILLED_AT + attempt as i64,
-                owner: "filler".into(),
-                service: "TiepNhanHoSoMC".into(),
-                items: 50,
-                outcome: "ok",
-                detail: (attempt % 2 == 0).then(|| "50 accepted".into()),
-                duration_ms: 120,
-            })
-            .await
-            .expect("an attempt is logged");
-    }
+    // Attempt lines are written with the answers of their calls; these stand on their own.
+    let attempts: Vec<AttemptRecord> = (0..(dossiers / 50).max(3))
+        .map(|attempt| AttemptRecord {
+            at: FILLED_AT + attempt as i64,
+            owner: "filler".into(),
+            service: "TiepNhanHoSoMC".into(),
+            items: 50,
+            outcome: "ok",
+            detail: (attempt % 2 == 0).then(|| "50 accepted".into()),
+            duration_ms: 120,
+        })
+        .collect();
+    store
+        .record_deliveries(&[], &attempts, FILLED_AT + 1)
+        .await
+        .expect("the attempts are logged");
     store
         .record_reconciliation(&[
             reconciliation("000.00.31.H60", true),
