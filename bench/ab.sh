@@ -2,8 +2,8 @@
 # Two builds of the daemon in turns, on the same data: the A/B measure of a change to the daemon's CPU.
 # Each round runs `tthc-sync run` of each binary against fresh simulators (their own processes, loopback,
 # no faults) until neither the portal's stored count nor its calls move, and prints the seconds to the
-# last change, the daemon's user and system CPU and its peak RSS (from /usr/bin/time -v). On a shared
-# machine compare the two columns within a round, not across sessions.
+# last change, the daemon's user and system CPU, its peak RSS and the bytes it wrote to disk (all from
+# /usr/bin/time -v). On a shared machine compare the two columns within a round, not across sessions.
 #
 #   BEFORE=/tmp/tthc-sync-before AFTER=target/release/tthc-sync ROUNDS=3 N=20000 bash bench/ab.sh
 set -euo pipefail
@@ -42,7 +42,7 @@ log = open(sys.argv[1]).read()
 field = lambda name: float(re.search(name + r": ([0-9.]+)", log).group(1))
 print(f"{float(sys.argv[3]) - float(sys.argv[2]):7.2f} s  user {field('User time .seconds.'):6.2f} s  "
       f"system {field('System time .seconds.'):5.2f} s  peak {int(field('Maximum resident set size .kbytes.')):,} KiB  "
-      f"stored {sys.argv[4]}")
+      f"written {field('File system outputs') * 512 / 1e6:,.0f} MB  stored {sys.argv[4]}")
 PY
 }
 
